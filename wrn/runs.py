@@ -1,0 +1,108 @@
+"""The run record: what one training run leaves behind, written atomically, read by sweeps and plots.
+
+A run directory holds
+    config.yaml     the full LightningCLI config (written by the CLI), enough to reproduce the run
+    metrics.json    one JSON object: the summary below, rewritten atomically at every epoch end
+    epochs.jsonl    one JSON line per finished epoch: the run's identity plus that epoch's metrics
+    checkpoints/    last.ckpt and best.ckpt
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+METRICS_FILE = "metrics.json"
+EPOCHS_FILE = "epochs.jsonl"
+CONFIG_FILE = "config.yaml"
+
+# Keys every metrics.json carries; accuracies are fractions in [0, 1], flops are fvcore
+# multiply-adds per 32x32 image, wall_seconds is fit time, images_per_sec is training throughput.
+METRIC_KEYS = (
+    "status", "error", "model", "family", "depth", "widen_factor", "dropout", "model_args",
+    "params", "flops", "best_val_acc", "final_val_acc", "test_acc", "epochs", "max_epochs",
+    "global_step", "wall_seconds", "images_per_sec", "device", "seed",
+)
+STATUSES = ("running", "finished", "failed")
+
+
+class RecordError(ValueError):
+    """A run record that exists but cannot be read: truncated, not JSON, or missing keys."""
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write to a temporary file beside `path`, fsync, then rename: readers see old or new, never half."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _clean(value: Any) -> Any:
+    """JSON has no NaN/inf: store them as null so every reader can parse the file."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    return value
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(_clean(obj), indent=2, sort_keys=True) + "\n")
+
+
+def append_jsonl(path: str | os.PathLike, obj: dict) -> None:
+    """Append one line; a line is written with a single write call so a kill leaves at most a
+    truncated last line, which `read_jsonl` reports and skips."""
+    line = json.dumps(_clean(obj), sort_keys=True) + "\n"
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(line)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def read_jsonl(path: str | os.PathLike) -> tuple[list[dict], list[str]]:
+    """Return (records, problems): every parseable line, and one message per bad line."""
+    records, problems = [], []
+    path = Path(path)
+    if not path.exists():
+        return records, problems
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            problems.append(f"{path}:{number}: unreadable line (truncated write?) skipped")
+    return records, problems
+
+
+def read_metrics(run_dir: str | os.PathLike) -> dict | None:
+    """The run's metrics.json, None when the run never wrote one, RecordError when it is damaged."""
+    path = Path(run_dir) / METRICS_FILE
+    if not path.exists():
+        return None
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise RecordError(f"{path}: corrupt run record ({exc.__class__.__name__}: {exc})") from None
+    if not isinstance(record, dict):
+        raise RecordError(f"{path}: corrupt run record (expected a JSON object)")
+    missing = [k for k in ("status", "model") if k not in record]
+    if missing:
+        raise RecordError(f"{path}: corrupt run record (missing {', '.join(missing)})")
+    return record
