@@ -1,0 +1,108 @@
+"""Training through the `wrn` CLI, as a user runs it: real processes, real images, real records."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.helpers import make_image_tree, wrn_data_root
+from wrn.module import lr_factor
+from wrn.runs import read_jsonl, read_metrics
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = ["--model.name", "wrn-10-1", "--data.batch_size", "32", "--data.num_workers", "0",
+        "--trainer.accelerator", "cpu", "--trainer.enable_progress_bar", "false",
+        "--trainer.enable_model_summary", "false", "--trainer.log_every_n_steps", "1"]
+
+
+def wrn(*args: str, cwd=REPO) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.run([sys.executable, "-m", "wrn", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=900)
+
+
+def test_real_cifar_training_beats_chance_by_far(tmp_path):
+    root = wrn_data_root()
+    run = tmp_path / "run"
+    result = wrn("fit", "--config", "configs/quick.yaml", "--data.root", str(root),
+                 "--data.subset", "300", "--data.val_size", "500", "--model.name", "wrn-10-2",
+                 "--trainer.max_epochs", "4", "--trainer.default_root_dir", str(run),
+                 "--trainer.enable_progress_bar", "false", "--data.num_workers", "0")
+    assert result.returncode == 0, result.stderr[-3000:]
+    record = read_metrics(run)
+    assert record["status"] == "finished" and record["epochs"] == 4
+    assert record["best_val_acc"] >= 0.30, record
+    assert record["model"] == "wrn-10-2" and record["params"] > 0 and record["flops"] > 0
+    assert record["images_per_sec"] > 0 and record["wall_seconds"] > 0 and record["seed"] == 0
+    lines, problems = read_jsonl(run / "epochs.jsonl")
+    assert [line["epoch"] for line in lines] == [0, 1, 2, 3] and not problems
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    assert saved["model"]["name"] == "wrn-10-2" and saved["data"]["subset"] == 300
+    assert (run / "checkpoints" / "last.ckpt").exists() and (run / "checkpoints" / "best.ckpt").exists()
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory):
+    return make_image_tree(tmp_path_factory.mktemp("data"), classes=4, per_class=24, test_per_class=8)
+
+
+def test_resume_continues_the_global_step_and_test_evaluates_the_test_split(tmp_path, tree):
+    run = tmp_path / "run"
+    common = [*TINY, "--data.root", str(tree), "--data.val_size", "16",
+              "--trainer.default_root_dir", str(run)]
+    first = wrn("fit", *common, "--trainer.max_epochs", "1")
+    assert first.returncode == 0, first.stderr[-3000:]
+    steps_per_epoch = read_metrics(run)["global_step"]
+    assert steps_per_epoch == 2  # 80 training images / batch 32, the partial batch dropped
+    second = wrn("fit", *common, "--trainer.max_epochs", "2", "--ckpt_path", "last")
+    assert second.returncode == 0, second.stderr[-3000:]
+    record = read_metrics(run)
+    assert record["global_step"] == 2 * steps_per_epoch and record["epochs"] == 2
+    assert [line["epoch"] for line in read_jsonl(run / "epochs.jsonl")[0]] == [0, 1]
+
+    tested = wrn("test", *common, "--ckpt_path", str(run / "checkpoints" / "last.ckpt"),
+                 "--model.eval_view", "multi-crop")
+    assert tested.returncode == 0, tested.stderr[-3000:]
+    record = read_metrics(run)
+    assert 0.0 <= record["test_acc"] <= 1.0 and record["test_view"] == "multi-crop"
+    assert record["status"] == "finished" and record["global_step"] == 2 * steps_per_epoch
+
+
+def test_print_config_shows_the_linked_recipe():
+    result = wrn("fit", "--config", "configs/wrn-28-10.yaml", "--print_config")
+    assert result.returncode == 0, result.stderr[-2000:]
+    config = yaml.safe_load(result.stdout)
+    assert config["model"]["name"] == "wrn-28-10" and config["trainer"]["max_epochs"] == 200
+    assert config["model"]["optim"] == {**config["model"]["optim"], "lr": 0.1, "nesterov": True,
+                                        "weight_decay": 0.0005, "schedule": "wrn"}
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--model.name", "wrm-28-10"], "unknown model 'wrm-28-10'"),
+    (["--model.depth", "27"], "depth=27 is invalid for WRN block B(3,3)"),
+    (["--model.dropout", "1.5"], "dropout=1.5 is invalid"),
+    (["--data.root", "/nonexistent/cifar", "--data.download", "false"], "/nonexistent/cifar"),
+    (["--model.colour", "red"], "unrecognized arguments: --model.colour red"),
+    (["--model.depth", "deep"], 'Parser key "model.depth"'),
+])
+def test_bad_configs_fail_with_one_line(args, message, tmp_path):
+    result = wrn("fit", "--config", "configs/quick.yaml", "--trainer.default_root_dir",
+                 str(tmp_path / "run"), *args)
+    assert result.returncode == 2
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and message in errors[0], result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+
+
+def test_schedules_follow_the_papers():
+    # WRN: x0.2 at epochs 60, 120, 160 of 200.
+    assert [lr_factor(e / 200, "wrn") for e in (0, 59, 60, 120, 160, 199)] == pytest.approx(
+        [1, 1, 0.2, 0.04, 0.008, 0.008])
+    # ResNet: /10 at 50% and 75% (32k and 48k of 64k iterations).
+    assert [lr_factor(p, "resnet") for p in (0.49, 0.5, 0.75)] == pytest.approx([1, 0.1, 0.01])
+    assert lr_factor(0.5, "cosine") == pytest.approx(0.5) and lr_factor(1.0, "cosine") == pytest.approx(0)
+    assert lr_factor(0.15, "onecycle") == pytest.approx(1) and lr_factor(1.0, "onecycle") == 0

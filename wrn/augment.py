@@ -1,0 +1,130 @@
+"""Augmentation and evaluation views as plain tensor functions, on whatever device the tensor is on.
+
+Images are (C, H, W) or (N, C, H, W), uint8 or float. "zero" padding means padding with the pixel
+value 0 of the tensor it is applied to: black for uint8 images, which is what the training loaders
+pad (they normalise after cropping). `eval_views` works on normalised images, so callers that want
+its padded views to match "zero"-padded training pass the normalised black as `fill`.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Literal, Optional, Sequence
+
+import torch
+from torch import Tensor
+
+PadMode = Literal["reflect", "zero"]
+View = Literal["single", "flip", "multi-crop"]
+PAD_MODES = ("reflect", "zero")
+VIEWS = ("single", "flip", "multi-crop")
+
+
+def normalize(x_uint8: Tensor, mean: Sequence[float], std: Sequence[float]) -> Tensor:
+    """uint8 pixels -> float32 (x / 255 - mean) / std; mean and std are per channel in [0, 1] units."""
+    mean_t = torch.as_tensor(mean, dtype=torch.float32, device=x_uint8.device).view(-1, 1, 1)
+    std_t = torch.as_tensor(std, dtype=torch.float32, device=x_uint8.device).view(-1, 1, 1)
+    return (x_uint8.float() / 255.0 - mean_t) / std_t
+
+
+@functools.lru_cache(maxsize=16)  # per-image padding in a Dataset would otherwise rebuild it every call
+def _reflect_index(size: int, pad: int, device: torch.device) -> Tensor:
+    """Source index of every padded position under reflection without repeating the edge
+    (the convention of torch and numpy "reflect"), e.g. size 4, pad 2: 2 1 | 0 1 2 3 | 2 1."""
+    if pad >= size:
+        raise ValueError(f"reflect padding {pad} needs images larger than {pad} pixels, got {size}")
+    index = torch.arange(-pad, size + pad, device=device).abs()
+    return torch.where(index >= size, 2 * (size - 1) - index, index)
+
+
+def pad_images(x: Tensor, pad: int, pad_mode: PadMode, fill: Optional[Sequence[float]] = None) -> Tensor:
+    """Pad the last two dims by `pad` pixels. Index-based so it works for uint8 on every device,
+    where torch's own reflect padding does not. `fill` is the per-channel "zero" value (default 0)."""
+    if pad_mode not in PAD_MODES:
+        raise ValueError(f"unknown pad_mode {pad_mode!r}; choose one of {', '.join(PAD_MODES)}")
+    if pad == 0:
+        return x
+    height, width = x.shape[-2:]
+    if pad_mode == "reflect":
+        rows = _reflect_index(height, pad, x.device)
+        cols = _reflect_index(width, pad, x.device)
+        return x.index_select(-2, rows).index_select(-1, cols)
+    padded = x.new_zeros(*x.shape[:-2], height + 2 * pad, width + 2 * pad)
+    if fill is not None:
+        padded += torch.as_tensor(fill, dtype=x.dtype, device=x.device).view(-1, 1, 1)
+    padded[..., pad:pad + height, pad:pad + width] = x
+    return padded
+
+
+def random_crop_flip(images: Tensor, crop: int, pad: int, pad_mode: PadMode, flip: bool,
+                     generator: Optional[torch.Generator] = None) -> Tensor:
+    """Batched pad + random crop + random horizontal flip (p = 0.5) of (N, C, H, W) images.
+
+    The batch is padded once, each image draws its own offset (and flip), and all crops are taken
+    in one gather; a flip is folded into the gather by reversing that image's column indices.
+    `generator`, when given, must live on the images' device.
+    """
+    count, channels = images.shape[:2]
+    padded = pad_images(images, pad, pad_mode)
+    rows_span, cols_span = (side - crop + 1 for side in padded.shape[-2:])  # offsets per axis
+    if min(rows_span, cols_span) < 1:
+        raise ValueError(f"crop {crop} is larger than the padded image {tuple(padded.shape[-2:])}")
+    device = images.device
+    top = torch.randint(0, rows_span, (count,), generator=generator, device=device)
+    left = torch.randint(0, cols_span, (count,), generator=generator, device=device)
+    steps = torch.arange(crop, device=device)
+    rows = top[:, None] + steps
+    cols = left[:, None] + steps
+    if flip:
+        flipped = torch.randint(0, 2, (count,), generator=generator, device=device).bool()
+        cols = torch.where(flipped[:, None], cols.flip(1), cols)
+    batch_index = torch.arange(count, device=device).view(-1, 1, 1, 1)
+    channel_index = torch.arange(channels, device=device).view(1, -1, 1, 1)
+    return padded[batch_index, channel_index, rows[:, None, :, None], cols[:, None, None, :]]
+
+
+def random_crop_flip_one(image: Tensor, crop: int, pad: int, pad_mode: PadMode, flip: bool,
+                         generator: Optional[torch.Generator] = None) -> Tensor:
+    """Per-image twin of `random_crop_flip` for (C, H, W) images in a Dataset: same offsets
+    (uniform over every crop position of the padded image) and the same flip probability."""
+    padded = pad_images(image, pad, pad_mode)
+    top = int(torch.randint(0, padded.shape[-2] - crop + 1, (1,), generator=generator))
+    left = int(torch.randint(0, padded.shape[-1] - crop + 1, (1,), generator=generator))
+    out = padded[..., top:top + crop, left:left + crop]
+    if flip and bool(torch.randint(0, 2, (1,), generator=generator)):
+        out = out.flip(-1)
+    return out
+
+
+def _crop(x: Tensor, top: int, left: int, size: int) -> Tensor:
+    return x[..., top:top + size, left:left + size]
+
+
+def eval_views(x: Tensor, view: View, crop_size: int, pad: int, pad_mode: PadMode,
+               fill: Optional[Sequence[float]] = None) -> list[Tensor]:
+    """Test-time views of normalised (N, C, H, W) images; the caller averages softmax over them.
+
+    single: the image, centre-cropped when crop_size < H.  flip: [single, mirror].
+    multi-crop: 4 corner crops then the centre crop, each followed by its mirror (10 views). For
+    crop_size == H the crops come from the image padded by `pad` (the training pad-and-crop
+    distribution; the centre crop is then the image itself), otherwise from the image as is.
+    `fill`: per-channel pad value for "zero" mode in normalised units (default 0).
+    """
+    if view not in VIEWS:
+        raise ValueError(f"unknown eval view {view!r}; choose one of {', '.join(VIEWS)}")
+    size = x.shape[-1]
+    if crop_size > size:
+        raise ValueError(f"crop_size {crop_size} is larger than the {size}x{size} images")
+    single = _crop(x, (size - crop_size) // 2, (size - crop_size) // 2, crop_size)
+    if view == "single":
+        return [single]
+    if view == "flip":
+        return [single, single.flip(-1)]
+    source = pad_images(x, pad, pad_mode, fill) if crop_size == size else x
+    far = source.shape[-1] - crop_size
+    corners = [(0, 0), (0, far), (far, 0), (far, far), (far // 2, far // 2)]
+    views = []
+    for top, left in corners:
+        crop = _crop(source, top, left, crop_size)
+        views += [crop, crop.flip(-1)]
+    return views
