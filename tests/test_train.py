@@ -106,3 +106,27 @@ def test_schedules_follow_the_papers():
     assert [lr_factor(p, "resnet") for p in (0.49, 0.5, 0.75)] == pytest.approx([1, 0.1, 0.01])
     assert lr_factor(0.5, "cosine") == pytest.approx(0.5) and lr_factor(1.0, "cosine") == pytest.approx(0)
     assert lr_factor(0.15, "onecycle") == pytest.approx(1) and lr_factor(1.0, "onecycle") == 0
+
+
+def test_fused_run_reports_each_seed_as_its_separate_run_would(tmp_path, tree):
+    # The device loader (here on the CPU) draws order and crops per copy from seed + i, and each
+    # copy is initialised from seed + i, so copy i must retrace the separate run with that seed.
+    common = [*TINY, "--data.root", str(tree), "--data.val_size", "16", "--trainer.max_epochs", "2",
+              "--data.loader", "gpu", "--trainer.deterministic", "true"]
+    for seed in (0, 1):
+        result = wrn("fit", *common, "--seed_everything", str(seed),
+                     "--trainer.default_root_dir", str(tmp_path / f"seed{seed}"))
+        assert result.returncode == 0, result.stderr[-3000:]
+    fused = wrn("fit", *common, "--seed_everything", "0", "--model.copies", "2",
+                "--trainer.default_root_dir", str(tmp_path / "fused"))
+    assert fused.returncode == 0, fused.stderr[-3000:]
+    summary = read_metrics(tmp_path / "fused")
+    assert summary["copies"] == 2 and summary["copy_dirs"] == ["seed-0", "seed-1"]
+    for seed in (0, 1):
+        separate, _ = read_jsonl(tmp_path / f"seed{seed}" / "epochs.jsonl")
+        copy, _ = read_jsonl(tmp_path / "fused" / f"seed-{seed}" / "epochs.jsonl")
+        for key in ("train_loss", "val_loss", "val_acc"):
+            assert [e[key] for e in copy] == pytest.approx([e[key] for e in separate], rel=1e-4), key
+        record = read_metrics(tmp_path / "fused" / f"seed-{seed}")
+        assert record["seed"] == seed and record["status"] == "finished"
+        assert record["best_val_acc"] == pytest.approx(read_metrics(tmp_path / f"seed{seed}")["best_val_acc"])

@@ -35,6 +35,7 @@ def _make_cli_class():
         def add_arguments_to_parser(self, parser) -> None:
             parser.link_arguments("data.dataset", "model.num_classes",
                                   compute_fn=lambda dataset: DATASETS[dataset].num_classes)
+            parser.link_arguments("model.copies", "data.copies")
 
         def _parse_ckpt_path(self) -> None:
             # Lightning would silently replace the configured model with the checkpoint's; a

@@ -444,6 +444,36 @@ class DeviceLoader:
             yield normalize(images, self.mean, self.std), self.labels[chosen]
 
 
+class StackedEpochs:
+    """Forwards Lightning's per-epoch `set_epoch` to every stacked loader's sampler."""
+
+    def __init__(self, loaders: Sequence):
+        self.samplers = [getattr(loader, "sampler", None) for loader in loaders]
+
+    def set_epoch(self, epoch: int) -> None:
+        for sampler in self.samplers:
+            if hasattr(sampler, "set_epoch"):
+                sampler.set_epoch(epoch)
+
+
+class StackedLoader:
+    """S training loaders in step: yields images (N, 3S, H, W), copy i in channels [3i, 3i+3),
+    and labels (N, S), the input layout of a copies=S network."""
+
+    batch_sampler = None
+
+    def __init__(self, loaders: Sequence):
+        self.loaders = list(loaders)
+        self.sampler = StackedEpochs(self.loaders)
+
+    def __len__(self) -> int:
+        return min(len(loader) for loader in self.loaders)
+
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+        for batches in zip(*self.loaders):
+            yield torch.cat([b[0] for b in batches], dim=1), torch.stack([b[1] for b in batches], dim=1)
+
+
 # ---------------------------------------------------------------- the DataModule
 
 
@@ -470,6 +500,7 @@ class CIFARData(L.LightningDataModule):
         loader: Literal["auto", "dataloader", "gpu"] = "auto",  # auto = gpu when training on CUDA
         cache_dir: Optional[str] = None,  # decoded .npy cache; None = root/.wrn-cache or ~/.cache/wrn/cache
         eval_batch_size: Optional[int] = None,  # images per val/test batch; None = batch_size
+        copies: int = 1,  # independent training streams stacked along channels (fused multi-seed)
     ):
         super().__init__()
         for name, value, choices in (("dataset", dataset, DATASETS), ("augment", augment, AUGMENTS),
@@ -481,6 +512,9 @@ class CIFARData(L.LightningDataModule):
         self.val_size, self.split_seed, self.subset = val_size, split_seed, subset
         self.augment, self.pad, self.pad_mode = augment, pad, pad_mode
         self.num_workers, self.loader = num_workers, loader
+        if copies < 1:
+            raise DataError(f"copies={copies} must be >= 1")
+        self.copies = copies
         self.num_classes = DATASETS[dataset].num_classes
         self.crop_size = 28 if augment == "crop-28" else IMAGE_SIZE
         self.mean: Optional[tuple[float, ...]] = None
@@ -625,7 +659,12 @@ class CIFARData(L.LightningDataModule):
         return None
 
     def train_dataloader(self):
-        return self._make_loader(self._require(self._train, "fit"), train=True)
+        split = self._require(self._train, "fit")
+        if self.copies == 1:
+            return self._make_loader(split, train=True)
+        # Copy i sees its own data order, seeded as a separate run with seed + i would be.
+        return StackedLoader([self._make_loader(split, train=True, seed_offset=i)
+                              for i in range(self.copies)])
 
     def val_dataloader(self):
         if self._train is None:
@@ -657,26 +696,28 @@ class CIFARData(L.LightningDataModule):
         device = self._trainer_device()
         return self.loader == "gpu" or (self.loader == "auto" and device is not None and device.type == "cuda")
 
-    def _make_loader(self, split: Split, train: bool):
+    def _make_loader(self, split: Split, train: bool, seed_offset: int = 0):
         augmentation = self.train_augmentation if train else None
         batch_size = self.batch_size if train else self.eval_batch_size
         if self._uses_device_loader():
-            return self._device_loader(split, train, augmentation, batch_size)
+            return self._device_loader(split, train, augmentation, batch_size, seed_offset)
         device = self._trainer_device()
+        # Only stacked copies need their own generators; a single run keeps the global RNG.
+        generator = torch.Generator().manual_seed(torch.initial_seed() + seed_offset) if self.copies > 1 else None
         return DataLoader(AugmentedImages(split, self.mean, self.std, augmentation), batch_size=batch_size,
                           shuffle=train, drop_last=train, num_workers=self.num_workers,
-                          persistent_workers=self.num_workers > 0,
+                          persistent_workers=self.num_workers > 0, generator=generator,
                           pin_memory=device is not None and device.type == "cuda")
 
     def _device_loader(self, split: Split, train: bool, augmentation: Optional[CropFlip],
-                       batch_size: int) -> DeviceLoader:
+                       batch_size: int, seed_offset: int = 0) -> DeviceLoader:
         device = self._trainer_device() or torch.device("cuda" if torch.cuda.is_available() else "cpu")
         attached = self.trainer is not None
         rank, world_size = (self.trainer.global_rank, self.trainer.world_size) if attached else (0, 1)
         # torch.initial_seed() is the seed seed_everything set, identical on every rank, so all
         # ranks draw the same permutation and their shards stay disjoint.
         return DeviceLoader(split, batch_size, self.mean, self.std, augmentation, shuffle=train, drop_last=train,
-                            seed=torch.initial_seed(), rank=rank, world_size=world_size, device=device)
+                            seed=torch.initial_seed() + seed_offset, rank=rank, world_size=world_size, device=device)
 
 
 def _has_loose_class_folders(root: Path) -> bool:

@@ -14,6 +14,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from wrn.augment import eval_views
 from wrn.models import resolve_model
+from wrn.models.fused import fuse, fused_loss
 
 Schedule = Literal["wrn", "resnet", "cosine", "onecycle", "constant"]
 View = Literal["single", "flip", "multi-crop"]
@@ -70,9 +71,11 @@ class LitClassifier(L.LightningModule):
                  arch: Arch = Arch(), num_classes: int = 10, optim: Optim = Optim(),
                  label_smoothing: float = 0.0, eval_view: View = "single",
                  channels_last: Optional[bool] = None, compile: bool = False,
-                 nan_check_every: int = 50):
+                 nan_check_every: int = 50, copies: int = 1):
         """channels_last: None = on for CUDA. compile: torch.compile the network.
-        nan_check_every: steps between checks of the loss for NaN/inf (each check syncs the host)."""
+        nan_check_every: steps between checks of the loss for NaN/inf (each check syncs the host).
+        copies: S > 1 trains seeds seed..seed+S-1 as one fused network (grouped convs), each
+        copy initialised and fed as its separate run would be; metrics are reported per copy."""
         super().__init__()
         arch = Arch(**arch) if isinstance(arch, dict) else (arch or Arch())
         optim = Optim(**optim) if isinstance(optim, dict) else (optim or Optim())
@@ -87,13 +90,24 @@ class LitClassifier(L.LightningModule):
         arch_args = {k: v for k, v in asdict(arch).items() if v is not None}
         self.spec = resolve_model(name, depth=depth, widen_factor=widen_factor, dropout=dropout,
                                   num_classes=num_classes, **arch_args)
-        self.net = self.spec.build()
+        if copies < 1:
+            raise ValueError(f"copies={copies} is invalid; valid: an integer >= 1")
+        self.copies, self.first_seed = copies, torch.initial_seed()
+        self.net = self.spec.build() if copies == 1 else fuse(seeded_copies(self.spec, copies))
         self.optim_cfg = optim
-        self.train_acc = MulticlassAccuracy(num_classes, average="micro")
-        self.val_acc = MulticlassAccuracy(num_classes, average="micro")
-        self.test_acc = MulticlassAccuracy(num_classes, average="micro")
-        self.top5 = nn.ModuleDict({stage: MulticlassAccuracy(num_classes, top_k=5, average="micro")
-                                   for stage in ("val", "test")}) if num_classes > 10 else None
+        stages = ("train", "val", "test")
+
+        def accuracy(top_k: int = 1) -> MulticlassAccuracy:
+            return MulticlassAccuracy(num_classes, top_k=top_k, average="micro")
+
+        # Over all copies at once (each copy sees the same number of images, so this is the mean
+        # of the per-copy accuracies), plus per copy when there is more than one.
+        # Keyed "<stage>_acc": a bare "train" key would shadow nn.Module.train.
+        self.accuracy = nn.ModuleDict({f"{stage}_acc": accuracy() for stage in stages})
+        self.copy_accuracy = nn.ModuleDict({f"{stage}_acc": nn.ModuleList(accuracy() for _ in range(copies))
+                                            for stage in stages}) if copies > 1 else None
+        self.top5 = nn.ModuleDict({f"{stage}_top5": accuracy(5) for stage in ("val", "test")}) \
+            if num_classes > 10 else None
         self.register_buffer("_nonfinite_steps", torch.zeros((), dtype=torch.long), persistent=False)
 
     def configure_model(self) -> None:
@@ -104,17 +118,42 @@ class LitClassifier(L.LightningModule):
             self.net = torch.compile(self.net)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Images (N, 3, H, W) -> logits (N, classes); with copies, (N, 3S, H, W) -> (N, S, classes)."""
         return self.net(x)
+
+    def _log_metrics(self, stage: str, logits: torch.Tensor, labels: torch.Tensor,
+                     loss: torch.Tensor, per_copy_loss: Optional[torch.Tensor] = None) -> None:
+        """logits (N, S, C) and labels (N, S) when fused, else (N, C) and (N,)."""
+        on_step = False if stage == "train" else None
+        self.log(f"{stage}_loss", loss, on_step=on_step, on_epoch=True, prog_bar=stage != "test",
+                 sync_dist=stage != "train")
+        flat_logits, flat_labels = logits.reshape(-1, logits.shape[-1]), labels.reshape(-1)
+        accuracy = self.accuracy[f"{stage}_acc"]
+        accuracy(flat_logits, flat_labels)
+        self.log(f"{stage}_acc", accuracy, on_step=on_step, on_epoch=True, prog_bar=stage != "train")
+        if self.top5 is not None and stage != "train":
+            self.top5[f"{stage}_top5"](flat_logits, flat_labels)
+            self.log(f"{stage}_top5", self.top5[f"{stage}_top5"])
+        if self.copy_accuracy is not None:
+            for i, metric in enumerate(self.copy_accuracy[f"{stage}_acc"]):
+                metric(logits[:, i], labels[:, i])
+                self.log(f"{stage}_acc_c{i}", metric, on_step=on_step, on_epoch=True)
+                self.log(f"{stage}_loss_c{i}", per_copy_loss[i], on_step=on_step, on_epoch=True,
+                         sync_dist=stage != "train")
 
     # -- training ---------------------------------------------------------------------------------
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         images, labels = batch
         logits = self(images)
-        loss = F.cross_entropy(logits, labels, label_smoothing=self.hparams.label_smoothing)
+        smoothing = self.hparams.label_smoothing
+        if self.copies == 1:
+            loss = F.cross_entropy(logits, labels, label_smoothing=smoothing)
+            per_copy = None
+        else:
+            loss, per_copy = fused_loss(logits, labels, label_smoothing=smoothing)
         self._watch_for_nonfinite(loss)
-        self.train_acc(logits.detach(), labels)
-        self.log("train_loss", loss.detach(), on_step=False, on_epoch=True, prog_bar=True)
-        self.log("train_acc", self.train_acc, on_step=False, on_epoch=True)
+        reported = loss.detach() if per_copy is None else per_copy.mean()
+        self._log_metrics("train", logits.detach(), labels, reported, per_copy)
         return loss
 
     def _watch_for_nonfinite(self, loss: torch.Tensor) -> None:
@@ -135,31 +174,35 @@ class LitClassifier(L.LightningModule):
 
     # -- evaluation -------------------------------------------------------------------------------
     def _view_logits(self, images: torch.Tensor) -> torch.Tensor:
-        """Mean softmax over the evaluation views (returned as log-probabilities)."""
+        """Mean softmax over the evaluation views (as log-probabilities); every copy of a fused
+        network sees the same images."""
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer else None
-        if self.eval_view == "single" and getattr(datamodule, "crop_size", 32) == images.shape[-1]:
-            return self(images)
-        views = eval_views(images, self.eval_view, datamodule.crop_size, datamodule.pad,
-                           datamodule.pad_mode, fill=getattr(datamodule, "zero_fill", None))
+        views = [images]
+        if self.eval_view != "single" or getattr(datamodule, "crop_size", 32) != images.shape[-1]:
+            views = eval_views(images, self.eval_view, datamodule.crop_size, datamodule.pad,
+                               datamodule.pad_mode, fill=getattr(datamodule, "zero_fill", None))
+        if self.copies > 1:
+            views = [v.repeat(1, self.copies, 1, 1) for v in views]
+        if len(views) == 1:
+            return self(views[0])
         probs = torch.stack([self(v).softmax(-1) for v in views]).mean(0)
         return probs.clamp_min(1e-12).log()
 
-    def _evaluate(self, batch, stage: str, accuracy: MulticlassAccuracy) -> None:
+    def _evaluate(self, batch, stage: str) -> None:
         images, labels = batch
         logits = self._view_logits(images)
-        self.log(f"{stage}_loss", F.cross_entropy(logits, labels), prog_bar=stage == "val",
-                 sync_dist=True)
-        accuracy(logits, labels)
-        self.log(f"{stage}_acc", accuracy, prog_bar=True)
-        if self.top5 is not None:
-            self.top5[stage](logits, labels)
-            self.log(f"{stage}_top5", self.top5[stage])
+        if self.copies == 1:
+            self._log_metrics(stage, logits, labels, F.cross_entropy(logits, labels))
+            return
+        labels = labels[:, None].expand(-1, self.copies)
+        per_copy = F.cross_entropy(logits.transpose(1, 2), labels, reduction="none").mean(0)
+        self._log_metrics(stage, logits, labels, per_copy.mean(), per_copy)
 
     def validation_step(self, batch, batch_idx: int) -> None:
-        self._evaluate(batch, "val", self.val_acc)
+        self._evaluate(batch, "val")
 
     def test_step(self, batch, batch_idx: int) -> None:
-        self._evaluate(batch, "test", self.test_acc)
+        self._evaluate(batch, "test")
 
     def predict_step(self, batch, batch_idx: int) -> torch.Tensor:
         images = batch[0] if isinstance(batch, (list, tuple)) else batch
@@ -187,6 +230,17 @@ class LitClassifier(L.LightningModule):
 
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def seeded_copies(spec, copies: int) -> list[nn.Module]:
+    """Copy i initialised from seed initial_seed + i: what a separate run with that seed builds."""
+    first = torch.initial_seed()
+    singles = []
+    for i in range(copies):
+        torch.manual_seed(first + i)
+        singles.append(spec.build())
+    torch.manual_seed(first)
+    return singles
 
 
 def locals_without_self(frame_locals: dict) -> dict:

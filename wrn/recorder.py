@@ -1,9 +1,15 @@
-"""`RunRecorder`: the callback that keeps a run's metrics.json and epochs.jsonl (see wrn.runs)."""
+"""`RunRecorder`: the callback that keeps a run's metrics.json and epochs.jsonl (see wrn.runs).
+
+A fused multi-seed run (model.copies = S > 1) also keeps, for each copy, `seed-<s>/metrics.json`
+and `seed-<s>/epochs.jsonl` exactly as the separate run with seed s would; the top-level record
+then holds the mean over copies and names the copies' folders in `copy_dirs`.
+"""
 
 from __future__ import annotations
 
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import lightning as L
@@ -12,6 +18,8 @@ import torch
 from wrn import complexity
 from wrn.runs import (EPOCHS_FILE, METRICS_FILE, RecordError, append_jsonl, atomic_write_json,
                       read_metrics)
+
+EPOCH_KEYS = ("train_loss", "train_acc", "val_loss", "val_acc", "val_top5")
 
 
 def device_name(trainer: L.Trainer) -> str:
@@ -26,6 +34,19 @@ def _scalar(metrics: dict, key: str) -> float | None:
     return None if value is None else float(value)
 
 
+@dataclass(frozen=True)
+class RecordView:
+    """Where one record goes and which logged keys are its own: '' for a single run, '_c<i>' for
+    copy i of a fused run (val_acc_c2 is copy 2's val_acc)."""
+
+    folder: Path
+    seed: int | None
+    suffix: str
+
+    def metric(self, metrics: dict, key: str) -> float | None:
+        return _scalar(metrics, key + self.suffix)
+
+
 class RunRecorder(L.Callback):
     """Rewrites metrics.json atomically after every epoch and appends one line to epochs.jsonl.
 
@@ -34,11 +55,12 @@ class RunRecorder(L.Callback):
     """
 
     def __init__(self):
-        self.best_val_acc: float | None = None
+        self.best_val_acc: dict[str, float] = {}  # per view suffix
         self.wall_seconds = 0.0  # fit time summed over resumed sessions
         self.train_seconds = 0.0  # training-loop time only, for images/s
-        self.train_images = 0
+        self.train_images = 0  # images of all copies together
         self.record: dict = {}
+        self.views: list[RecordView] = []
 
     # -- persistence across resume ----------------------------------------------------------------
     def state_dict(self) -> dict:
@@ -46,7 +68,7 @@ class RunRecorder(L.Callback):
                 "train_seconds": self.train_seconds, "train_images": self.train_images}
 
     def load_state_dict(self, state: dict) -> None:
-        self.best_val_acc = state.get("best_val_acc")
+        self.best_val_acc = dict(state.get("best_val_acc") or {})
         self.wall_seconds = state.get("wall_seconds", 0.0)
         self.train_seconds = state.get("train_seconds", 0.0)
         self.train_images = state.get("train_images", 0)
@@ -54,8 +76,13 @@ class RunRecorder(L.Callback):
     # -- fit ----------------------------------------------------------------------------------------
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         self.run_dir = Path(trainer.default_root_dir)
+        seed = int(os.environ["PL_GLOBAL_SEED"]) if "PL_GLOBAL_SEED" in os.environ else None
+        copies = getattr(pl_module, "copies", 1)
+        self.views = [RecordView(self.run_dir, seed, "")] if copies == 1 else [
+            RecordView(self.run_dir / f"seed-{pl_module.first_seed + i}", pl_module.first_seed + i, f"_c{i}")
+            for i in range(copies)]
         if trainer.is_global_zero:
-            self.record = self._identity(trainer, pl_module)
+            self.record = self._identity(trainer, pl_module, seed)
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._session_start = time.perf_counter()
@@ -64,14 +91,14 @@ class RunRecorder(L.Callback):
             return
         if trainer.logger is not None:
             trainer.logger.log_hyperparams({k: self.record[k] for k in ("params", "flops")})
-        self._write(trainer, trainer.current_epoch, status="running", error=None)
+        self._write_all(trainer, trainer.current_epoch, "running", None)
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._epoch_start = time.perf_counter()
         self._epoch_images = 0
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        self._epoch_images += len(batch[1])
+        self._epoch_images += batch[1].numel()  # labels: (N,) or (N, copies)
 
     def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._close_train_timer(trainer)
@@ -88,80 +115,95 @@ class RunRecorder(L.Callback):
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # Before ModelCheckpoint saves (it runs last), so a resumed run keeps this epoch's best.
-        val_acc = _scalar(trainer.callback_metrics, "val_acc")
-        if not trainer.sanity_checking and val_acc is not None:
-            self.best_val_acc = max(val_acc, self.best_val_acc or 0.0)
+        if trainer.sanity_checking:
+            return
+        for view in self.views:
+            val_acc = view.metric(trainer.callback_metrics, "val_acc")
+            if val_acc is not None:
+                self.best_val_acc[view.suffix] = max(val_acc, self.best_val_acc.get(view.suffix, 0.0))
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._close_train_timer(trainer)
         if not trainer.is_global_zero:
             return
-        metrics = trainer.callback_metrics
-        line = {key: _scalar(metrics, key) for key in
-                ("train_loss", "train_acc", "val_loss", "val_acc", "val_top5")}
-        line = {k: v for k, v in line.items() if v is not None}
-        line["lr"] = trainer.optimizers[0].param_groups[0]["lr"]
-        identity = {k: self.record[k] for k in ("model", "seed", "depth", "widen_factor", "dropout")}
-        append_jsonl(self.run_dir / EPOCHS_FILE, {
-            **identity, "epoch": trainer.current_epoch, "step": trainer.global_step,
-            "wall_seconds": round(self._elapsed_wall(), 3), **line})
-        self._write(trainer, trainer.current_epoch + 1, status="running", error=None,
-                    final_val_acc=line.get("val_acc"))
+        lr = trainer.optimizers[0].param_groups[0]["lr"]
+        identity = {k: self.record[k] for k in ("model", "depth", "widen_factor", "dropout")}
+        for view in self.views:
+            line = {k: view.metric(trainer.callback_metrics, k) for k in EPOCH_KEYS}
+            append_jsonl(view.folder / EPOCHS_FILE, {
+                **identity, "seed": view.seed, "epoch": trainer.current_epoch,
+                "step": trainer.global_step, "wall_seconds": round(self._elapsed_wall(), 3), "lr": lr,
+                **{k: v for k, v in line.items() if v is not None}})
+        self._write_all(trainer, trainer.current_epoch + 1, "running", None, trainer.callback_metrics)
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.is_global_zero:
-            self._write(trainer, trainer.current_epoch, status="finished", error=None)
+            self._write_all(trainer, trainer.current_epoch, "finished", None)
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
         if not trainer.is_global_zero or not self.record or trainer.state.fn != "fit":
             return
         reason = str(exception).strip().splitlines()[0] if str(exception).strip() else ""
         error = f"{type(exception).__name__}: {reason} (epoch {trainer.current_epoch}, step {trainer.global_step})"
-        self._write(trainer, trainer.current_epoch, status="failed", error=error)
+        self._write_all(trainer, trainer.current_epoch, "failed", error)
 
     # -- test ---------------------------------------------------------------------------------------
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not trainer.is_global_zero:
             return
-        test_acc = _scalar(trainer.callback_metrics, "test_acc")
-        previous = self._previous() or {**self.record, "status": "finished", "error": None}
-        atomic_write_json(self.run_dir / METRICS_FILE, {
-            **previous, "test_acc": test_acc, "test_view": pl_module.eval_view})
+        folders = [(view.folder, view.metric(trainer.callback_metrics, "test_acc")) for view in self.views]
+        if len(self.views) > 1:
+            folders.append((self.run_dir, _scalar(trainer.callback_metrics, "test_acc")))
+        for folder, test_acc in folders:
+            previous = self._previous(folder) or {**self.record, "status": "finished", "error": None}
+            atomic_write_json(folder / METRICS_FILE, {
+                **previous, "test_acc": test_acc, "test_view": pl_module.eval_view})
 
     # -- the record ---------------------------------------------------------------------------------
-    def _identity(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict:
+    def _identity(self, trainer: L.Trainer, pl_module: L.LightningModule, seed: int | None) -> dict:
         spec = pl_module.spec
-        reference = spec.build()  # a fresh CPU copy: fvcore traces it, the trained one stays put
+        reference = spec.build()  # a fresh single CPU copy: fvcore traces it, the trained one stays
         return {
             "model": spec.name, "family": spec.family, "model_args": spec.args,
             "depth": spec.args.get("depth"), "widen_factor": spec.args.get("widen_factor", 1),
             "dropout": spec.args.get("dropout", 0.0),
             "params": complexity.count_params(reference), "flops": complexity.fvcore_macs(reference),
-            "seed": int(os.environ["PL_GLOBAL_SEED"]) if "PL_GLOBAL_SEED" in os.environ else None,
-            "device": device_name(trainer), "max_epochs": trainer.max_epochs,
+            "seed": seed, "device": device_name(trainer), "max_epochs": trainer.max_epochs,
         }
 
     def _elapsed_wall(self) -> float:
         start = getattr(self, "_session_start", None)
         return self.wall_seconds if start is None else self._session_wall_offset + time.perf_counter() - start
 
-    def _previous(self) -> dict | None:
+    @staticmethod
+    def _previous(folder: Path) -> dict | None:
         try:
-            return read_metrics(self.run_dir)
+            return read_metrics(folder)
         except RecordError:
-            return None  # damaged: rewritten whole from this run's own state below
+            return None  # damaged: rewritten whole from this run's own state
 
-    def _write(self, trainer: L.Trainer, epochs: int, status: str, error: str | None,
-               final_val_acc: float | None = None) -> None:
-        previous = self._previous() or {}
-        record = {
-            **previous, **self.record, "status": status, "error": error,
-            "best_val_acc": self.best_val_acc,
-            "final_val_acc": final_val_acc if final_val_acc is not None else previous.get("final_val_acc"),
-            "test_acc": previous.get("test_acc"),
-            "epochs": epochs, "global_step": trainer.global_step,
-            "wall_seconds": round(self._elapsed_wall(), 3),
-            "images_per_sec": round(self.train_images / self.train_seconds, 1) if self.train_seconds else None,
-        }
-        atomic_write_json(self.run_dir / METRICS_FILE, record)
+    def _write_all(self, trainer: L.Trainer, epochs: int, status: str, error: str | None,
+                   metrics: dict | None = None) -> None:
+        images_per_sec = self.train_images / self.train_seconds if self.train_seconds else None
+        shared = {**self.record, "status": status, "error": error, "epochs": epochs,
+                  "global_step": trainer.global_step, "wall_seconds": round(self._elapsed_wall(), 3)}
+        copies = len(self.views) if self.views[0].suffix else 1
+        per_copy_rate = round(images_per_sec / copies, 1) if images_per_sec else None
+        for view in self.views:
+            final = view.metric(metrics, "val_acc") if metrics is not None else None
+            self._write(view.folder, {**shared, "seed": view.seed, "images_per_sec": per_copy_rate},
+                        self.best_val_acc.get(view.suffix), final)
+        if copies > 1:
+            best = [self.best_val_acc[v.suffix] for v in self.views if v.suffix in self.best_val_acc]
+            final = _scalar(metrics, "val_acc") if metrics is not None else None
+            self._write(self.run_dir, {
+                **shared, "copies": copies, "copy_dirs": [v.folder.name for v in self.views],
+                "images_per_sec": round(images_per_sec, 1) if images_per_sec else None},
+                sum(best) / len(best) if best else None, final)
 
+    def _write(self, folder: Path, fields: dict, best: float | None, final: float | None) -> None:
+        previous = self._previous(folder) or {}
+        atomic_write_json(folder / METRICS_FILE, {
+            **previous, **fields, "best_val_acc": best,
+            "final_val_acc": final if final is not None else previous.get("final_val_acc"),
+            "test_acc": previous.get("test_acc")})
