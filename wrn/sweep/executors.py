@@ -1,0 +1,251 @@
+"""Where runs execute: one `python -m wrn fit` subprocess per run, locally or as Ray tasks.
+
+Both executors share `launch` and `state.conclude`, so a run is the same process either way; they
+differ only in who waits for it. Interface: `capacity` (runs at once), `has_free_slot()`,
+`submit(task)`, `wait(timeout) -> [Outcome]`, `running` (run ids), `shutdown()`.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+from wrn.sweep.state import (BUSY, FAILED, LOG_FILE, Outcome, acquire_lock, conclude, record_failure,
+                             record_signature)
+
+POLL_SECONDS = 0.5  # how often the local executor looks at its processes
+STOP_GRACE_SECONDS = 10.0  # after SIGTERM, how long a run may take to stop before SIGKILL
+RAY_LOCAL_CPUS = 2  # CPU slots of a local Ray instance; a CPU run takes one (Ray: 1 thread)
+
+
+@dataclass(frozen=True)
+class RunTask:
+    """Everything a worker needs to run one attempt; plain data, so Ray can ship it."""
+
+    run_id: str
+    run_dir: str  # absolute
+    fit_args: tuple[str, ...]  # after `python -m wrn fit`
+    identity: dict  # for the failure record (see state.record_failure)
+    cwd: str  # the sweep's working directory: relative pass-through paths mean the same
+
+
+_LIBC = ctypes.CDLL(None) if sys.platform.startswith("linux") else None  # loaded before any fork
+PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
+
+
+def _die_with_parent() -> None:
+    """Runs in the child before exec: Linux kills it when the sweep dies (even by SIGKILL), so a
+    killed sweep leaves no orphan training on; the run resumes from its checkpoint next time."""
+    _LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+@dataclass
+class Launched:
+    task: RunTask
+    process: subprocess.Popen
+    lock: IO
+    log: IO
+    before: tuple | None  # metrics.json signature at launch
+    started: float  # time.monotonic()
+
+
+def launch(task: RunTask, env_overrides: dict[str, str]) -> Launched | None:
+    """Start the run's process, output appended to log.txt; None when another sweep holds it."""
+    run_dir = Path(task.run_dir)
+    lock = acquire_lock(run_dir)
+    if lock is None:
+        return None
+    command = [sys.executable, "-m", "wrn", "fit", *task.fit_args]
+    log = open(run_dir / LOG_FILE, "ab")
+    log.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(command)}\n".encode())
+    log.flush()
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **env_overrides}  # log lines in order
+    process = subprocess.Popen(
+        command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
+        cwd=task.cwd if os.path.isdir(task.cwd) else None,
+        pass_fds=(lock.fileno(),),  # the child holds the lock too, for as long as it lives
+        preexec_fn=_die_with_parent if _LIBC is not None else None)
+    return Launched(task, process, lock, log, record_signature(run_dir), time.monotonic())
+
+
+def finish(launched: Launched) -> Outcome:
+    seconds = time.monotonic() - launched.started
+    task = launched.task
+    try:
+        return conclude(task.run_id, Path(task.run_dir), task.identity, launched.process.returncode,
+                        launched.before, seconds)
+    finally:
+        launched.log.close()
+        launched.lock.close()
+
+
+def execute(task: RunTask, env_overrides: dict[str, str] | None = None) -> Outcome:
+    """One attempt from start to end (a Ray task's body)."""
+    launched = launch(task, env_overrides or {})
+    if launched is None:
+        return Outcome(task.run_id, BUSY, "held by another sweep")
+    launched.process.wait()
+    return finish(launched)
+
+
+def _stop(processes: list[subprocess.Popen]) -> None:
+    for process in processes:
+        process.terminate()
+    deadline = time.monotonic() + STOP_GRACE_SECONDS
+    for process in processes:
+        try:
+            process.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+# ------------------------------------------------------------------------------------- local
+
+
+class LocalExecutor:
+    """Runs in this process's children: one slot on CPU (runs in sequence), or per GPU
+    `trials_per_gpu` slots, each run seeing only its GPU through CUDA_VISIBLE_DEVICES."""
+
+    def __init__(self, gpus: list[int], trials_per_gpu: int = 1):
+        self.slots = [{"CUDA_VISIBLE_DEVICES": str(g)} for g in gpus for _ in range(trials_per_gpu)] \
+            or [{}]
+        self._running_in: dict[int, Launched] = {}  # slot index -> its run
+        self.description = (f"local, {len(gpus)} GPU(s) x {trials_per_gpu} run(s) each" if gpus
+                            else "local, CPU, one run at a time")
+
+    @property
+    def capacity(self) -> int:
+        return len(self.slots)
+
+    @property
+    def running(self) -> list[str]:
+        return [launched.task.run_id for launched in self._running_in.values()]
+
+    def has_free_slot(self) -> bool:
+        return len(self._running_in) < len(self.slots)
+
+    def submit(self, task: RunTask) -> Outcome | None:
+        """Starts the run; an Outcome at once only when it could not start (held elsewhere)."""
+        slot = next(i for i in range(len(self.slots)) if i not in self._running_in)
+        launched = launch(task, self.slots[slot])
+        if launched is None:
+            return Outcome(task.run_id, BUSY, "held by another sweep")
+        self._running_in[slot] = launched
+        return None
+
+    def wait(self, timeout: float) -> list[Outcome]:
+        """Outcomes of runs that ended within `timeout` seconds (at least one if any ended)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            ended = [slot for slot, run in self._running_in.items() if run.process.poll() is not None]
+            if ended or time.monotonic() >= deadline or not self._running_in:
+                return [finish(self._running_in.pop(slot)) for slot in ended]
+            time.sleep(POLL_SECONDS)
+
+    def shutdown(self) -> None:
+        """Stops runs still going (Ctrl-C, an error); they stay resumable from their checkpoints."""
+        _stop([run.process for run in self._running_in.values()])
+        for run in self._running_in.values():
+            run.log.close()
+            run.lock.close()
+        self._running_in.clear()
+
+
+# ------------------------------------------------------------------------------------- ray
+
+
+def _import_ray():
+    try:
+        import ray
+    except ImportError:
+        raise ValueError("the ray executor needs Ray: pip install 'wrn[ray]'") from None
+    return ray
+
+
+class RayExecutor:
+    """Each run a Ray task running the same subprocess. Local Ray by default (small, no dashboard,
+    worker output not forwarded: each run has its log.txt); `address` joins a cluster, whose
+    nodes must see the output directory at the same path."""
+
+    def __init__(self, gpus: list[int] | None, trials_per_gpu: int = 1, address: str | None = None):
+        self.ray = ray = _import_ray()
+        self._owns_ray = not ray.is_initialized() and not address
+        if not ray.is_initialized():
+            self._init(gpus, address)
+        total_gpus = int(ray.cluster_resources().get("GPU", 0))
+        use_gpus = total_gpus if gpus is None else min(len(gpus), total_gpus)
+        if use_gpus:
+            # Fractional GPUs pack trials; no CPU reservation, so packing is limited by GPUs only.
+            options = {"num_gpus": 1.0 / trials_per_gpu, "num_cpus": 0}
+            self.capacity = use_gpus * trials_per_gpu
+        else:
+            options = {"num_cpus": 1}
+            self.capacity = max(1, int(ray.cluster_resources().get("CPU", 1)))
+        self._remote = ray.remote(execute).options(max_retries=0, **options)  # the sweep retries
+        self._pending: dict = {}  # ObjectRef -> RunTask
+        where = address or "local"
+        self.description = (f"ray ({where}), {use_gpus} GPU(s) x {trials_per_gpu} run(s) each"
+                            if use_gpus else f"ray ({where}), CPU, {self.capacity} run(s) at once")
+
+    def _init(self, gpus: list[int] | None, address: str | None) -> None:
+        import logging
+
+        settings = {"include_dashboard": False, "log_to_driver": False, "logging_level": logging.ERROR}
+        if address:
+            self.ray.init(address=address, **settings)
+            return
+        previous = os.environ.get("CUDA_VISIBLE_DEVICES")
+        if gpus is not None:  # the Ray processes started now see only these GPUs
+            os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, gpus))
+        try:
+            self.ray.init(num_cpus=min(RAY_LOCAL_CPUS, os.cpu_count() or 1),
+                          num_gpus=len(gpus) if gpus is not None else None, **settings)
+        finally:
+            if previous is None:
+                os.environ.pop("CUDA_VISIBLE_DEVICES", None)
+            else:
+                os.environ["CUDA_VISIBLE_DEVICES"] = previous
+
+    @property
+    def running(self) -> list[str]:
+        return [task.run_id for task in self._pending.values()]
+
+    def has_free_slot(self) -> bool:
+        return len(self._pending) < self.capacity
+
+    def submit(self, task: RunTask) -> Outcome | None:
+        self._pending[self._remote.remote(task)] = task
+        return None
+
+    def wait(self, timeout: float) -> list[Outcome]:
+        if not self._pending:
+            return []
+        refs = list(self._pending)
+        ready, rest = self.ray.wait(refs, num_returns=1, timeout=timeout)
+        if ready and rest:
+            ready += self.ray.wait(rest, num_returns=len(rest), timeout=0)[0]
+        return [self._collect(ref) for ref in ready]
+
+    def _collect(self, ref) -> Outcome:
+        task = self._pending.pop(ref)
+        try:
+            return self.ray.get(ref)
+        except Exception as exc:  # noqa: BLE001 - a dead worker or node: the run failed, the sweep goes on
+            reason = "ray task failed: " + " ".join(str(exc).split())[:500]
+            record_failure(Path(task.run_dir), task.identity, reason)
+            return Outcome(task.run_id, FAILED, reason)
+
+    def shutdown(self) -> None:
+        for ref in list(self._pending):
+            self.ray.cancel(ref, force=True)  # kills the worker, and with it (PDEATHSIG) the run
+        self._pending.clear()
+        if self._owns_ray:
+            self.ray.shutdown()

@@ -1,0 +1,234 @@
+"""Sweep specs: read a sweeps/*.yaml file, check its structure, expand it into points.
+
+A spec is a YAML mapping with these top-level keys (all but `base` optional):
+
+    base:        a LightningCLI config file, or a list of them, given to `wrn fit` as --config in
+                 this order. Relative paths are resolved against the SPEC FILE's folder, so a spec
+                 in sweeps/ names ../configs/quick.yaml whatever the current directory is.
+    fixed:       {dotted.key: value} applied to every point.
+    grid:        {dotted.key: [value, ...]}: the cartesian product, the first key varying slowest.
+    points:      [{dotted.key: value, ...}, ...]: extra points, not crossed with the grid (the
+                 ResNet baselines of a WRN depth x width grid). {} is the base config itself.
+    exclude:     [{dotted.key: value, ...}, ...]: drops every point whose values match all pairs.
+    seeds:       [int, ...]: every point runs once per seed (seed_everything); grid points and
+                 explicit points alike. Omitted: one run per point with the base's seed.
+    description: free text.
+
+A point's overrides are fixed, then its grid or explicit values (which win over fixed), then
+seed_everything. Order is deterministic: seed slowest (all configurations of seed 0 first, so an
+interrupted sweep has covered the grid once), then grid points, then explicit points.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import itertools
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NoReturn
+
+import yaml
+
+TOP_LEVEL_KEYS = ("base", "fixed", "grid", "points", "exclude", "seeds", "description")
+SEED_KEY = "seed_everything"
+OWNED_KEYS = ("trainer.default_root_dir", "ckpt_path")  # the sweep sets these for every run
+HASH_HEX_DIGITS = 8  # characters of the point hash in a run id: 4e9 values, collisions negligible
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    path: Path
+    base: tuple[Path, ...]  # absolute config paths, in --config order
+    fixed: dict[str, Any]
+    grid: dict[str, list]
+    points: tuple[dict[str, Any], ...]
+    exclude: tuple[dict[str, Any], ...]
+    seeds: tuple[int, ...] | None  # None: the base config's seed_everything
+
+    @property
+    def varied_keys(self) -> list[str]:
+        """Keys that tell points apart, in first-mention order: the swept-key result columns."""
+        keys = dict.fromkeys(self.grid)
+        for point in self.points:
+            keys.update(dict.fromkeys(point))
+        if self.seeds is not None:
+            keys[SEED_KEY] = None
+        return list(keys)
+
+
+@dataclass(frozen=True)
+class Point:
+    overrides: dict[str, Any]  # dotted key -> value: fixed, point values, seed_everything
+    label: str  # the results' `config` column: the point's own values without fixed and seed
+    seed: int | None
+    digest: str  # hash of `overrides`: stable while the spec's values for this point stay put
+
+    def nested(self) -> dict:
+        """The overrides as the nested mapping a --config file holds."""
+        tree: dict = {}
+        for key, value in self.overrides.items():
+            *parents, leaf = key.split(".")
+            node = tree
+            for part in parents:
+                node = node.setdefault(part, {})
+                if not isinstance(node, dict):
+                    raise ValueError(f"point {self.label}: {key} is inside a key given a plain value")
+            node[leaf] = copy.deepcopy(value)  # a later dotted key may fill in a mapping value
+        return tree
+
+
+def _fail(spec_path: Path, message: str) -> NoReturn:
+    raise ValueError(f"{spec_path}: {message}")
+
+
+def _mapping(path: Path, where: str, value: Any, allow_empty: bool = True) -> dict[str, Any]:
+    if value is None and allow_empty:
+        return {}
+    if not isinstance(value, dict):
+        _fail(path, f"{where} must be a mapping of dotted config keys, got {value!r}")
+    if not value and not allow_empty:
+        _fail(path, f"{where} is empty")
+    for key in value:
+        if not isinstance(key, str) or not key or " " in key or key.startswith((".", "-")):
+            _fail(path, f"{where}: {key!r} is not a dotted config key like model.depth")
+        if key in OWNED_KEYS:
+            _fail(path, f"{where}: {key} is set by the sweep for every run")
+        if key == SEED_KEY:
+            _fail(path, f"{where}: set {SEED_KEY} through the top-level seeds: list")
+    return value
+
+
+def _list(path: Path, where: str, value: Any) -> list:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        _fail(path, f"{where} must be a list, got {value!r}")
+    return value
+
+
+def _base(path: Path, value: Any) -> tuple[Path, ...]:
+    names = [value] if isinstance(value, str) else value
+    if not names or not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        _fail(path, f"base must be a config file or a list of them, got {value!r}")
+    files = tuple((path.parent / Path(n).expanduser()).resolve() for n in names)
+    for name, file in zip(names, files):
+        if not file.is_file():
+            _fail(path, f"base config {name!r} not found (looked for {file})")
+    return files
+
+
+def _grid(path: Path, value: Any) -> dict[str, list]:
+    grid = _mapping(path, "grid", value)
+    for key, values in grid.items():
+        if not isinstance(values, list):
+            _fail(path, f"grid[{key!r}] must be a list of values, got {values!r}")
+        if not values:
+            _fail(path, f"grid[{key!r}] is an empty list")
+    return grid
+
+
+def _seeds(path: Path, value: Any) -> tuple[int, ...] | None:
+    if value is None:
+        return None
+    seeds = _list(path, "seeds", value)
+    if not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
+        _fail(path, f"seeds must be a non-empty list of integers, got {value!r}")
+    if len(set(seeds)) != len(seeds):
+        _fail(path, f"seeds has duplicates: {value!r}")
+    return tuple(seeds)
+
+
+def load_spec(path: str | Path) -> SweepSpec:
+    """Parse and check the structure; every error is one line naming the bad key or value."""
+    path = Path(path).expanduser().resolve()
+    if not path.is_file():
+        raise ValueError(f"sweep spec {path} not found")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{path}: not valid YAML ({' '.join(str(exc).split())})") from None
+    if not isinstance(raw, dict):
+        _fail(path, f"a sweep spec must be a mapping with keys {', '.join(TOP_LEVEL_KEYS)}")
+    unknown = [k for k in raw if k not in TOP_LEVEL_KEYS]
+    if unknown:
+        _fail(path, f"unknown top-level key {unknown[0]!r}; valid: {', '.join(TOP_LEVEL_KEYS)}")
+    if "base" not in raw:
+        _fail(path, "base: is required (the config file(s) every run starts from)")
+    points = tuple(_mapping(path, f"points[{i}]", p)
+                   for i, p in enumerate(_list(path, "points", raw.get("points"))))
+    spec = SweepSpec(
+        path=path, base=_base(path, raw["base"]), fixed=_mapping(path, "fixed", raw.get("fixed")),
+        grid=_grid(path, raw.get("grid")), points=points,
+        exclude=tuple(_mapping(path, f"exclude[{i}]", e, allow_empty=False)
+                      for i, e in enumerate(_list(path, "exclude", raw.get("exclude")))),
+        seeds=_seeds(path, raw.get("seeds")))
+    if not spec.grid and not spec.points:
+        _fail(path, "empty sweep: grid is empty and there are no points")
+    _check_exclude_keys(spec)
+    return spec
+
+
+def _check_exclude_keys(spec: SweepSpec) -> None:
+    known = set(spec.varied_keys) | set(spec.fixed)
+    for i, rule in enumerate(spec.exclude):
+        for key in rule:
+            if key not in known:
+                _fail(spec.path, f"exclude[{i}]: {key!r} is not a key of grid, points or fixed")
+
+
+# ------------------------------------------------------------------------------------- expansion
+
+
+def format_value(value: Any) -> str:
+    """YAML-ish text of a value, for labels: 0.3, true, B(3,3), [1, 2]."""
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, sort_keys=True)
+
+
+def point_label(values: dict[str, Any]) -> str:
+    """Stable and readable, sorted by key: model.depth=16,model.widen_factor=4; 'base' for {}."""
+    return ",".join(f"{k}={format_value(values[k])}" for k in sorted(values)) or "base"
+
+
+def point_digest(overrides: dict[str, Any]) -> str:
+    canonical = json.dumps(overrides, sort_keys=True, default=str)
+    return hashlib.sha1(canonical.encode()).hexdigest()[:HASH_HEX_DIGITS]
+
+
+def _matches(values: dict[str, Any], rule: dict[str, Any]) -> bool:
+    return all(key in values and values[key] == wanted for key, wanted in rule.items())
+
+
+def configurations(spec: SweepSpec) -> list[dict[str, Any]]:
+    """The grid's product then the explicit points (each without fixed), excludes removed,
+    duplicates (a point that repeats a grid point) dropped."""
+    keys = list(spec.grid)
+    candidates = [dict(zip(keys, combo)) for combo in itertools.product(*spec.grid.values())] \
+        if keys else []
+    candidates += [dict(p) for p in spec.points]
+    kept, seen = [], set()
+    for values in candidates:
+        merged = {**spec.fixed, **values}
+        identity = point_digest(merged)
+        if identity in seen or any(_matches(merged, rule) for rule in spec.exclude):
+            continue
+        seen.add(identity)
+        kept.append(values)
+    if not kept:
+        _fail(spec.path, "every point is excluded")
+    return kept
+
+
+def expand(spec: SweepSpec) -> list[Point]:
+    """Every (configuration, seed) pair as a Point, seed slowest."""
+    points = []
+    for seed in spec.seeds if spec.seeds is not None else (None,):
+        for values in configurations(spec):
+            overrides = {**spec.fixed, **values}
+            if seed is not None:
+                overrides[SEED_KEY] = seed
+            points.append(Point(overrides, point_label(values), seed, point_digest(overrides)))
+    return points
