@@ -130,3 +130,16 @@ def test_fused_run_reports_each_seed_as_its_separate_run_would(tmp_path, tree):
         record = read_metrics(tmp_path / "fused" / f"seed-{seed}")
         assert record["seed"] == seed and record["status"] == "finished"
         assert record["best_val_acc"] == pytest.approx(read_metrics(tmp_path / f"seed{seed}")["best_val_acc"])
+
+
+@pytest.fixture(scope="module")
+def checker():
+    from wrn.cli import FitConfigChecker
+
+    return FitConfigChecker()
+
+
+@pytest.mark.parametrize("config", sorted(p.name for p in (REPO / "configs").glob("*.yaml")))
+def test_every_shipped_recipe_parses(config, checker):
+    parsed = checker.check(["--config", str(REPO / "configs" / config)])
+    assert parsed.model.name and parsed.trainer.max_epochs > 0
