@@ -78,7 +78,16 @@ def check_checkpoint_matches(ckpt_path: str, model_cfg) -> None:
     import torch
     from jsonargparse import Namespace
 
-    hparams = torch.load(ckpt_path, map_location="cpu", weights_only=True).get("hyper_parameters", {})
+    from wrn.errors import checkpoint_load_error
+
+    try:
+        checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - refused or unreadable: one line naming the file
+        message = checkpoint_load_error(exc)
+        if message is None:
+            raise
+        raise ValueError(f"{ckpt_path}: {message}") from None
+    hparams = checkpoint.get("hyper_parameters", {}) if isinstance(checkpoint, dict) else {}
     if "name" not in hparams:
         return
     saved = _model_spec(Namespace(**{**hparams, "arch": hparams.get("arch") or {}}))
@@ -115,9 +124,13 @@ def run_lightning(argv: list[str]) -> None:
     from wrn.module import LitClassifier
     from wrn.recorder import RunRecorder
 
+    # last.ckpt has a callback of its own: Lightning (>= 2.6) rewrites a monitored callback's
+    # last.ckpt only in epochs that improve the monitor, so a killed run would resume from its best
+    # epoch rather than its latest. No version counter: resuming always finds checkpoints/last.ckpt.
     callbacks = [RunRecorder(),
-                 ModelCheckpoint(filename="best", monitor="val_acc", mode="max", save_last=True,
-                                 auto_insert_metric_name=False)]
+                 ModelCheckpoint(filename="best", monitor="val_acc", mode="max",
+                                 auto_insert_metric_name=False),
+                 ModelCheckpoint(filename="last", enable_version_counter=False)]
     _make_cli_class()(
         LitClassifier, CIFARData, args=None if argv == sys.argv[1:] else argv, seed_everything_default=0,
         trainer_defaults={"callbacks": callbacks, "max_epochs": 200},

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from PIL import Image
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm import tqdm
 
 from wrn.augment import normalize, random_crop_flip, random_crop_flip_one
@@ -390,6 +390,26 @@ class EpochCounter:
         self.epoch = epoch
 
 
+class EpochShuffle(Sampler):
+    """The CPU loader's training order: a permutation seeded by (seed, epoch) as DeviceLoader's is,
+    drawn when the first batch is, after Lightning's `set_epoch`; so a resumed run sees the orders
+    an uninterrupted one did. Outside Lightning each pass takes the next epoch's order."""
+
+    def __init__(self, count: int, seed: int):
+        self.count, self.seed, self.epoch = count, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __iter__(self) -> Iterator[int]:
+        epoch, self.epoch = self.epoch, self.epoch + 1
+        order = torch.randperm(self.count, generator=torch.Generator().manual_seed(mix_seed(self.seed, epoch)))
+        return iter(order.tolist())
+
+
 class DeviceLoader:
     """Batches straight from a uint8 split held on one device: per-epoch seeded permutation, rank
     sharding, batched crop/flip and normalisation on the device. Yields (float images, labels)."""
@@ -702,11 +722,15 @@ class CIFARData(L.LightningDataModule):
         if self._uses_device_loader():
             return self._device_loader(split, train, augmentation, batch_size, seed_offset)
         device = self._trainer_device()
-        # Only stacked copies need their own generators; a single run keeps the global RNG.
-        generator = torch.Generator().manual_seed(torch.initial_seed() + seed_offset) if self.copies > 1 else None
+        # Order from (seed + copy, epoch). The loader's own generator seeds its workers, so making an
+        # iterator draws nothing from the global RNG, which crops and flips use (num_workers=0) and
+        # LitClassifier reseeds every epoch: a resumed epoch sees what the uninterrupted one saw.
+        seed = torch.initial_seed() + seed_offset
+        sampler = EpochShuffle(len(split.labels), seed) if train else None
         return DataLoader(AugmentedImages(split, self.mean, self.std, augmentation), batch_size=batch_size,
-                          shuffle=train, drop_last=train, num_workers=self.num_workers,
-                          persistent_workers=self.num_workers > 0, generator=generator,
+                          sampler=sampler, drop_last=train, num_workers=self.num_workers,
+                          generator=torch.Generator().manual_seed(seed),
+                          persistent_workers=self.num_workers > 0,
                           pin_memory=device is not None and device.type == "cuda")
 
     def _device_loader(self, split: Split, train: bool, augmentation: Optional[CropFlip],

@@ -13,6 +13,7 @@ from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from wrn.augment import eval_views
+from wrn.data import mix_seed
 from wrn.models import resolve_model
 from wrn.models.fused import fuse, fused_loss
 
@@ -168,6 +169,14 @@ class LitClassifier(L.LightningModule):
             raise FloatingPointError(
                 f"loss became NaN/inf at epoch {self.current_epoch}, step <= {self.global_step} "
                 f"(lr {self.optim_cfg.lr}); lower the learning rate or check the data")
+
+    def on_train_epoch_start(self) -> None:
+        # Checkpoints hold no RNG state, so a run resumed at epoch e would draw that epoch's
+        # DataLoader order, CPU-loader crops and flips (num_workers=0) and dropout masks from
+        # another stream than the uninterrupted run did. Seeding the global RNG from (seed, epoch)
+        # makes every epoch a function of the checkpoint alone, as the device loader already is.
+        # The same seed on every rank, as seed_everything gives (the loaders rely on it).
+        torch.manual_seed(mix_seed(self.first_seed, self.current_epoch))
 
     def on_train_epoch_end(self) -> None:
         self._raise_if_nonfinite()

@@ -12,7 +12,9 @@ from __future__ import annotations
 import argparse
 import csv
 import math
+import os
 import sys
+import tempfile
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -846,7 +848,16 @@ def save_figure(fig: Figure, stem: Path, formats: Sequence[str]) -> list[Path]:
         path = stem.with_name(f"{stem.name}.{fmt}")
         # No date in the metadata: re-plotting unchanged results gives identical files.
         metadata = {"svg": {"Date": None}, "pdf": {"CreationDate": None}}.get(fmt)
-        fig.savefig(path, format=fmt, bbox_inches="tight", pad_inches=0.08, metadata=metadata)
+        # To a temporary name, then renamed: a killed plot never leaves half a figure.
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        try:
+            fig.savefig(tmp, format=fmt, bbox_inches="tight", pad_inches=0.08, metadata=metadata)
+            os.chmod(tmp, 0o644)  # mkstemp makes 0600
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
         paths.append(path)
     return paths
 

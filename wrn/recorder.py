@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +18,7 @@ import torch
 
 from wrn import complexity
 from wrn.runs import (EPOCHS_FILE, METRICS_FILE, RecordError, append_jsonl, atomic_write_json,
-                      read_metrics)
+                      drop_epochs_from, read_jsonl, read_metrics)
 
 EPOCH_KEYS = ("train_loss", "train_acc", "val_loss", "val_acc", "val_top5")
 
@@ -93,6 +94,13 @@ class RunRecorder(L.Callback):
             trainer.logger.log_hyperparams({k: self.record[k] for k in ("params", "flops")})
         self._write_all(trainer, trainer.current_epoch, "running", None)
 
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # A resumed run redoes every epoch after its checkpoint's: lines that a killed attempt wrote
+        # for those epochs (it died before checkpointing them) would otherwise appear twice.
+        if trainer.is_global_zero:
+            for view in self.views:
+                drop_epochs_from(view.folder / EPOCHS_FILE, trainer.current_epoch)
+
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._epoch_start = time.perf_counter()
         self._epoch_images = 0
@@ -155,7 +163,7 @@ class RunRecorder(L.Callback):
         if len(self.views) > 1:
             folders.append((self.run_dir, _scalar(trainer.callback_metrics, "test_acc")))
         for folder, test_acc in folders:
-            previous = self._previous(folder) or {**self.record, "status": "finished", "error": None}
+            previous = {**self.record, "status": "finished", "error": None, **(self._previous(folder) or {})}
             atomic_write_json(folder / METRICS_FILE, {
                 **previous, "test_acc": test_acc, "test_view": pl_module.eval_view})
 
@@ -179,8 +187,12 @@ class RunRecorder(L.Callback):
     def _previous(folder: Path) -> dict | None:
         try:
             return read_metrics(folder)
-        except RecordError:
-            return None  # damaged: rewritten whole from this run's own state
+        except RecordError as exc:
+            # Damaged: said, then rewritten whole from this run's own state (best_val_acc and the
+            # times come with the checkpoint) and its last recorded epoch (final_val_acc).
+            warnings.warn(f"{exc}; rewriting it from the run's checkpoint and {EPOCHS_FILE}")
+            lines, _ = read_jsonl(folder / EPOCHS_FILE)
+            return {"final_val_acc": lines[-1].get("val_acc")} if lines else None
 
     def _write_all(self, trainer: L.Trainer, epochs: int, status: str, error: str | None,
                    metrics: dict | None = None) -> None:

@@ -68,12 +68,37 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
 
 def append_jsonl(path: str | os.PathLike, obj: dict) -> None:
     """Append one line; a line is written with a single write call so a kill leaves at most a
-    truncated last line, which `read_jsonl` reports and skips."""
+    truncated last line, which `read_jsonl` reports and skips; the next line starts afresh."""
     line = json.dumps(_clean(obj), sort_keys=True) + "\n"
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(line)
+    with open(path, "a+b") as f:  # writes go to the end whatever the read position
+        size = f.seek(0, os.SEEK_END)
+        if size:
+            f.seek(size - 1)
+            if f.read(1) != b"\n":  # after a truncated last line: this one starts a line of its own
+                line = "\n" + line
+        f.write(line.encode("utf-8"))
         f.flush()
         os.fsync(f.fileno())
+
+
+def drop_epochs_from(path: str | os.PathLike, first_epoch: int) -> None:
+    """Rewrite epochs.jsonl atomically without its lines for epochs >= first_epoch (what a run
+    resumed at first_epoch will redo); unreadable lines stay for `read_jsonl` to report."""
+    path = Path(path)
+    if not path.exists():
+        return
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+
+    def redone(line: str) -> bool:
+        try:
+            epoch = json.loads(line).get("epoch")
+        except (json.JSONDecodeError, AttributeError):
+            return False
+        return isinstance(epoch, int) and epoch >= first_epoch
+
+    kept = [line for line in lines if not redone(line)]
+    if len(kept) != len(lines):
+        atomic_write_text(path, "".join(kept))
 
 
 def read_jsonl(path: str | os.PathLike) -> tuple[list[dict], list[str]]:
