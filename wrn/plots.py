@@ -753,7 +753,7 @@ def load_curve(run: Run) -> tuple[np.ndarray, np.ndarray] | None:
 
 
 FAMILY_LINESTYLES = {"wrn": "-", "resnet": "--", "preact-resnet": "-.", "plain": ":"}
-LEGEND_BESIDE, LEGEND_COLUMNS = 12, 4  # more configs than this: legend under the panels
+LEGEND_COLUMNS = 4  # legend columns under the curve panels
 
 
 def _config_styles(groups: Sequence[Group]) -> dict[str, tuple]:
@@ -786,8 +786,8 @@ def _zoom_limits(curves: Sequence[tuple[np.ndarray, np.ndarray]]) -> tuple[tuple
 
 def plot_curves(groups: Sequence[Group], options: PlotOptions) -> Figure | None:
     styles, labels = _config_styles(groups), _curve_labels(groups)
-    legend_rows = math.ceil(len(groups) / LEGEND_COLUMNS) if len(groups) > LEGEND_BESIDE else 0
-    fig, (full, zoom) = _new_figure(width=10.0, height=4.2 + 0.2 * legend_rows, ncols=2)
+    legend_rows = math.ceil(len(groups) / LEGEND_COLUMNS)
+    fig, (full, zoom) = _new_figure(width=10.0, height=4.6 + 0.2 * legend_rows, ncols=2)
     fig.set_layout_engine("constrained")
     curves = []
     for group in groups:
@@ -815,11 +815,9 @@ def plot_curves(groups: Sequence[Group], options: PlotOptions) -> Figure | None:
 
 
 def _curve_legend(fig, handles, labels) -> None:
-    # Beside the panels while it is short, under them in columns once it would outgrow them.
-    many = len(labels) > LEGEND_BESIDE
-    fig.legend(handles, labels, loc="outside lower center" if many else "outside right upper",
-               ncol=LEGEND_COLUMNS if many else 1, fontsize=8, title_fontsize=8,
-               title="configuration (seeds share a colour, line style marks the family)")
+    # Under the panels, in columns: beside them it squeezes the panels and collides with the title.
+    fig.legend(handles, labels, loc="outside lower center", ncol=min(LEGEND_COLUMNS, len(labels)),
+               fontsize=8, title_fontsize=8, title="seeds share a colour; line style marks the family")
 
 
 def _dedupe_legend(ax) -> tuple[list, list]:
