@@ -18,10 +18,7 @@ OWN_COMMANDS = {"count": "wrn.complexity", "sweep": "wrn.sweep.cli", "plot": "wr
 
 def default_run_dir(model_cfg, seed) -> str:
     """runs/<model>-seed<seed>: stable, so `--ckpt_path last` finds the run again."""
-    from wrn.models import resolve_model
-
-    name = resolve_model(model_cfg.name, depth=model_cfg.depth,
-                         widen_factor=model_cfg.widen_factor).name
+    name = _model_spec(model_cfg).name
     return str(Path("runs") / f"{name}-seed{seed if seed is not None else 'none'}")
 
 
