@@ -94,7 +94,7 @@ class LitClassifier(L.LightningModule):
         if copies < 1:
             raise ValueError(f"copies={copies} is invalid; valid: an integer >= 1")
         self.copies, self.first_seed = copies, torch.initial_seed()
-        self.net = self.spec.build() if copies == 1 else fuse(seeded_copies(self.spec, copies))
+        self.net = self.spec.build() if copies == 1 else fuse(seeded_copies(self.spec, copies, self.first_seed))
         self.optim_cfg = optim
         stages = ("train", "val", "test")
 
@@ -242,9 +242,8 @@ class LitClassifier(L.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
 
-def seeded_copies(spec, copies: int) -> list[nn.Module]:
-    """Copy i initialised from seed initial_seed + i: what a separate run with that seed builds."""
-    first = torch.initial_seed()
+def seeded_copies(spec, copies: int, first: int) -> list[nn.Module]:
+    """Copy i initialised from seed first + i: what a separate run with that seed builds."""
     singles = []
     for i in range(copies):
         torch.manual_seed(first + i)

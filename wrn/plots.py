@@ -215,14 +215,17 @@ def aggregate(runs: Iterable[Run]) -> list[Group]:
     return sorted(groups, key=lambda g: (family_rank(g.family), g.params or inf, g.config))
 
 
-def error_label(groups: Sequence[Group]) -> str:
-    """Axis label / caption naming the accuracy the errors come from."""
+def error_source(groups: Sequence[Group]) -> str:
+    """Which accuracy the errors come from: "test", "validation", or "mixed"."""
     metrics = {g.metric for g in groups}
-    if metrics == {"test_acc"}:
-        return "test error (%)"
-    if metrics == {"best_val_acc"}:
-        return "best validation error (%)"
-    return "error (%): test, or best validation where no test"
+    return {frozenset({"test_acc"}): "test", frozenset({"best_val_acc"}): "validation"}.get(
+        frozenset(metrics), "mixed")
+
+
+def error_label(groups: Sequence[Group]) -> str:
+    """Axis label naming the accuracy the errors come from."""
+    return {"test": "test error (%)", "validation": "best validation error (%)"}.get(
+        error_source(groups), "error (%): test, or best validation where no test")
 
 
 # ----------------------------------------------------------------------------- Pareto front

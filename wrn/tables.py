@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Sequence
 
 from wrn import paper
-from wrn.plots import DATASET_NAMES, Group, ResultsError, aggregate, display_name, load_results
+from wrn.plots import (DATASET_NAMES, Group, ResultsError, aggregate, display_name, error_source,
+                       load_results)
 
 HEADERS = ("model", "depth", "k", "dropout", "params (M)", "FLOPs (G)", "error (%)", "n", "paper (%)")
 CSV_HEADERS = (
@@ -64,12 +65,9 @@ def display_cells(group: Group, dataset: str, mark_val: bool) -> list[str]:
 
 
 def _metric_phrase(groups: Sequence[Group]) -> str:
-    metrics = {g.metric for g in groups}
-    if metrics == {"best_val_acc"}:
-        return "best validation error"
-    if metrics == {"test_acc"}:
-        return "test error"
-    return f"test error ({VAL_MARK}: best validation error, those configurations have no test accuracy)"
+    return {"test": "test error", "validation": "best validation error"}.get(
+        error_source(groups),
+        f"test error ({VAL_MARK}: best validation error, those configurations have no test accuracy)")
 
 
 def caption(groups: Sequence[Group], dataset: str) -> str:
