@@ -1,13 +1,17 @@
 """Shared test data: small generated image trees, and the real CIFAR-10 tree from WRN_DATA."""
 
 import os
+import subprocess
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 DATA_ENV = "WRN_DATA"  # CI exports it: the real CIFAR-10 image-folder tree
+DEADLINE_S = 240  # s, for anything a test waits on; the polls return as soon as it happens
 
 
 def wrn_data_root() -> Path:
@@ -37,3 +41,27 @@ def make_image_tree(root: Path, classes: int = 3, per_class: int = 10, test_per_
                 pixels = np.clip(colours[c] + noise, 0, 255).astype(np.uint8)
                 Image.fromarray(pixels).save(folder / f"{i:04d}.png")
     return root
+
+
+def epochs_after_resume(checkpoint: Path, at_least: int = 2) -> int:
+    """A max_epochs that lets a run resumed from `checkpoint` train one more epoch: how far a run
+    got before it was killed depends on the machine's speed, and Lightning refuses a max_epochs
+    the checkpoint has already passed."""
+    finished = torch.load(checkpoint, map_location="cpu", weights_only=True)["epoch"] + 1
+    return max(at_least, finished + 1)
+
+
+def wait_for(condition, what: str, process: subprocess.Popen | None = None,
+             timeout: float = DEADLINE_S, log: Path | None = None):
+    """Poll `condition` until it returns something truthy; fail with `what` at the deadline or
+    when `process` exits first."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        ended = process is not None and process.poll() is not None
+        if ended or time.monotonic() > deadline:
+            tail = log.read_text()[-3000:] if log and log.exists() else ""
+            pytest.fail(f"{'process ended' if ended else 'timed out'} waiting for {what}\n{tail}")
+        time.sleep(0.02)

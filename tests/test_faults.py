@@ -18,7 +18,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 import warnings
 from pathlib import Path
 
@@ -28,7 +27,7 @@ import torch
 import yaml
 from PIL import Image
 
-from tests.helpers import make_image_tree
+from tests.helpers import epochs_after_resume, make_image_tree, wait_for
 from wrn.data import CIFARData
 from wrn.runs import append_jsonl, read_jsonl, read_metrics
 from wrn.sweep import cli as sweep_cli
@@ -47,7 +46,6 @@ TINY_SWEEP_BASE = {  # one epoch of WRN-10-1 on the module's tree
     "model": {"name": "wrn-10-1"},
     "data": {"val_size": 32, "batch_size": 16, "num_workers": 0, "download": False},
 }
-DEADLINE_S = 240  # for anything a test waits on; the polls return as soon as it happens
 
 
 # ----------------------------------------------------------------------------------- helpers
@@ -89,22 +87,6 @@ def assert_one_line_error(result: subprocess.CompletedProcess, *needles: str, co
     return errors[0]
 
 
-def wait_for(condition, what: str, process: subprocess.Popen | None = None,
-             timeout: float = DEADLINE_S, log: Path | None = None):
-    """Poll `condition` until it returns something truthy; fail with `what` at the deadline or
-    when `process` exits first."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        ended = process is not None and process.poll() is not None
-        if ended or time.monotonic() > deadline:
-            tail = log.read_text()[-3000:] if log and log.exists() else ""
-            pytest.fail(f"{'process ended' if ended else 'timed out'} waiting for {what}\n{tail}")
-        time.sleep(0.02)
-
-
 def epochs_of(run_dir: Path) -> list[dict]:
     return read_jsonl(run_dir / "epochs.jsonl")[0]
 
@@ -140,6 +122,25 @@ def run_dir_of(out: Path, row: dict) -> Path:
 # ----------------------------------------------------------------------------------- 1. interruption
 
 
+HOLD_SHIM = '''
+import time
+import wrn.module
+
+_start = wrn.module.LitClassifier.on_train_epoch_start
+
+
+def on_train_epoch_start(self):
+    _start(self)
+    if self.current_epoch >= {epoch}:
+        open({marker!r}, "w").close()
+        while True:  # until killed
+            time.sleep(1)
+
+
+wrn.module.LitClassifier.on_train_epoch_start = on_train_epoch_start
+'''
+
+
 @pytest.mark.parametrize("loader", ["dataloader", "gpu"])
 def test_fit_sigkilled_mid_run_resumes_to_the_uninterrupted_result(tmp_path, tree, loader):
     # Deterministic on the CPU, one process, same seed. Both loaders make an epoch's data a
@@ -154,19 +155,25 @@ def test_fit_sigkilled_mid_run_resumes_to_the_uninterrupted_result(tmp_path, tre
     # last.ckpt is the latest epoch even when val_acc stopped improving (here it saturates early).
     assert checkpoint_epoch(whole / "checkpoints" / "last.ckpt") == 4
 
+    # The killed process holds at the start of epoch 2, so the kill lands mid-run however fast
+    # the machine; the hold changes nothing the run computes.
+    shim = tmp_path / "shim"
+    shim.mkdir()
+    held = tmp_path / "held"
+    (shim / "sitecustomize.py").write_text(HOLD_SHIM.format(epoch=2, marker=str(held)))
     killed = tmp_path / "killed"
     process = subprocess.Popen([sys.executable, "-m", "wrn", *fit_args(tree, killed, *settings)],
-                               cwd=REPO, env=wrn_env(), stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
-    try:  # two epochs recorded and a checkpoint: the process is inside epoch 2 or later
-        wait_for(lambda: len(epochs_of(killed)) >= 2 and (killed / "checkpoints" / "last.ckpt").exists(),
-                 "two finished epochs and a checkpoint", process)
+                               cwd=REPO, env=wrn_env(PYTHONPATH=str(shim)),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:  # two epochs recorded and a checkpoint: the process is held at the start of epoch 2
+        wait_for(held.exists, "the run to reach epoch 2", process)
         process.send_signal(signal.SIGKILL)
     finally:
         process.kill()
         process.wait()
     record = read_metrics(killed)
-    assert record["status"] == "running" and record["epochs"] < 5, record  # killed mid-run
+    assert record["status"] == "running" and record["epochs"] == 2, record  # killed mid-run
+    assert checkpoint_epoch(killed / "checkpoints" / "last.ckpt") == 1
 
     resumed = fit(tree, killed, *settings, "--ckpt_path", "last")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
@@ -212,7 +219,9 @@ def test_sweep_sigkilled_mid_run_keeps_results_whole_and_resumes_only_the_unfini
     stamp = (short_run / "metrics.json").stat().st_mtime_ns
 
     # Re-run, finishing the resumed run early (pass-through arguments are not part of a run's id).
-    assert sweep_cli.main(["run", str(spec), "--out", str(out), "--trainer.max_epochs", "3"]) == 0
+    max_epochs = epochs_after_resume(long_run / "checkpoints" / "last.ckpt", at_least=3)
+    assert sweep_cli.main(["run", str(spec), "--out", str(out), "--trainer.max_epochs",
+                           str(max_epochs)]) == 0
     rows = result_rows(out)
     assert results_problem(out / RESULTS_FILE) is None
     assert len(rows) == 2 and len({row["run_id"] for row in rows}) == 2
@@ -221,7 +230,7 @@ def test_sweep_sigkilled_mid_run_keeps_results_whole_and_resumes_only_the_unfini
     retried = attempts(long_run)
     assert len(retried) == 2 and "--ckpt_path" in retried[1] and "last.ckpt" in retried[1]
     epochs = [line["epoch"] for line in epochs_of(long_run)]
-    assert epochs == list(range(len(epochs))) and len(epochs) >= 3  # each epoch once, none lost
+    assert epochs == list(range(max_epochs))  # each epoch once, none lost
 
 
 def test_damaged_metrics_json_and_results_csv_are_reported_then_rebuilt(tmp_path, tree, capsys):

@@ -11,13 +11,12 @@ import copy
 import csv
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.helpers import make_image_tree, wrn_data_root
+from tests.helpers import epochs_after_resume, make_image_tree, wait_for, wrn_data_root
 from wrn.errors import one_line_error
 from wrn.runs import atomic_write_json, read_metrics
 from wrn.sweep import cli as sweep_cli
@@ -243,14 +242,6 @@ def _children(pid: int) -> list[int]:
     return [int(p) for p in path.read_text().split()] if path.exists() else []
 
 
-def _wait_for(condition, timeout: float, what: str, log: Path) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}; the sweep printed:\n{log.read_text()}")
-        time.sleep(0.2)
-
-
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="parent-death signal is Linux's")
 def test_sigkill_of_the_sweep_loses_nothing_and_resumes(tmp_path, tree):
     # 1000 epochs: the run cannot finish before the kill, however the machine is loaded.
@@ -260,22 +251,23 @@ def test_sigkill_of_the_sweep_loses_nothing_and_resumes(tmp_path, tree):
         driver = subprocess.Popen([sys.executable, "-m", "wrn", "sweep", "run", str(spec), "--out",
                                    str(out)], stdout=output, stderr=subprocess.STDOUT)
     try:
-        _wait_for(lambda: list((out / RUNS_DIR).glob("*/checkpoints/last.ckpt")), 180,
-                  "a checkpoint", log)
+        wait_for(lambda: list((out / RUNS_DIR).glob("*/checkpoints/last.ckpt")), "a checkpoint",
+                 driver, log=log)
         training = _children(driver.pid)
         assert training, "the sweep's training process was not found"
         driver.kill()
         driver.wait()
         run_dir = next((out / RUNS_DIR).iterdir())
         # The lock is released when the last thread of the training process has exited.
-        _wait_for(lambda: inspect_run(run_dir).state == INTERRUPTED, 30,
-                  "the training process to die with the sweep", log)
+        wait_for(lambda: inspect_run(run_dir).state == INTERRUPTED,
+                 "the training process to die with the sweep", log=log)
         assert not any(_alive(pid) for pid in training)
     finally:
         if driver.poll() is None:
             driver.kill()
     # Pass-through arguments are not part of a run's identity: finish the resumed run early.
-    assert sweep("run", spec, "--out", out, "--trainer.max_epochs", "2") == 0
+    max_epochs = epochs_after_resume(run_dir / "checkpoints" / "last.ckpt")
+    assert sweep("run", spec, "--out", out, "--trainer.max_epochs", str(max_epochs)) == 0
     assert "--ckpt_path" in attempts(logs(out)[run_dir.name])[-1]
     assert read_metrics(run_dir)["status"] == "finished"
 

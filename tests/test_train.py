@@ -1,6 +1,5 @@
 """Training through the `wrn` CLI, as a user runs it: real processes, real images, real records."""
 
-import json
 import os
 import subprocess
 import sys

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from wrn.models import create_model, published, resolve_model
+from wrn.models import published, resolve_model
 
 IMAGE_SHAPE = (3, 32, 32)  # CIFAR: every count is per image at this size
 
