@@ -98,18 +98,13 @@ class LitClassifier(L.LightningModule):
         self.optim_cfg = optim
         stages = ("train", "val", "test")
 
-        def accuracy(top_k: int = 1) -> MulticlassAccuracy:
-            # validate_args would check label ranges on the host: a device sync every step.
-            return MulticlassAccuracy(num_classes, top_k=top_k, average="micro", validate_args=False)
-
-        # Over all copies at once (each copy sees the same number of images, so this is the mean
-        # of the per-copy accuracies), plus per copy when there is more than one.
-        # Keyed "<stage>_acc": a bare "train" key would shadow nn.Module.train.
-        self.accuracy = nn.ModuleDict({f"{stage}_acc": accuracy() for stage in stages})
-        self.copy_accuracy = nn.ModuleDict({f"{stage}_acc": nn.ModuleList(accuracy() for _ in range(copies))
-                                            for stage in stages}) if copies > 1 else None
-        self.top5 = nn.ModuleDict({f"{stage}_top5": accuracy(5) for stage in ("val", "test")}) \
-            if num_classes > 10 else None
+        # Accumulated on the device every step and logged once per epoch: a self.log call costs
+        # the host about a millisecond (benchmarks/loop_overhead.py), and a fused network would
+        # make 2 + 2S of them per step.
+        # Keyed "<stage>_metrics": a bare "train" key would shadow nn.Module.train.
+        self.epoch_metrics = nn.ModuleDict({
+            f"{stage}_metrics": EpochMetrics(num_classes, copies, top5=num_classes > 10 and stage != "train")
+            for stage in stages})
         self.register_buffer("_nonfinite_steps", torch.zeros((), dtype=torch.long), persistent=False)
 
     def configure_model(self) -> None:
@@ -123,25 +118,16 @@ class LitClassifier(L.LightningModule):
         """Images (N, 3, H, W) -> logits (N, classes); with copies, (N, 3S, H, W) -> (N, S, classes)."""
         return self.net(x)
 
-    def _log_metrics(self, stage: str, logits: torch.Tensor, labels: torch.Tensor,
-                     loss: torch.Tensor, per_copy_loss: Optional[torch.Tensor] = None) -> None:
-        """logits (N, S, C) and labels (N, S) when fused, else (N, C) and (N,)."""
-        on_step = False if stage == "train" else None
-        self.log(f"{stage}_loss", loss, on_step=on_step, on_epoch=True, prog_bar=stage != "test",
-                 sync_dist=stage != "train")
-        flat_logits, flat_labels = logits.reshape(-1, logits.shape[-1]), labels.reshape(-1)
-        accuracy = self.accuracy[f"{stage}_acc"]
-        accuracy(flat_logits, flat_labels)
-        self.log(f"{stage}_acc", accuracy, on_step=on_step, on_epoch=True, prog_bar=stage != "train")
-        if self.top5 is not None and stage != "train":
-            self.top5[f"{stage}_top5"](flat_logits, flat_labels)
-            self.log(f"{stage}_top5", self.top5[f"{stage}_top5"])
-        if self.copy_accuracy is not None:
-            for i, metric in enumerate(self.copy_accuracy[f"{stage}_acc"]):
-                metric(logits[:, i], labels[:, i])
-                self.log(f"{stage}_acc_c{i}", metric, on_step=on_step, on_epoch=True)
-                self.log(f"{stage}_loss_c{i}", per_copy_loss[i], on_step=on_step, on_epoch=True,
-                         sync_dist=stage != "train")
+    def _log_epoch_metrics(self, stage: str) -> None:
+        """The stage's epoch means, as `<stage>_loss`, `<stage>_acc` (`val_top5`), and per copy
+        `<stage>_acc_c<i>`, `<stage>_loss_c<i>` when fused; then the sums start again."""
+        shown = {"loss": stage != "test", "acc": stage != "train", "top5": False}
+        for key, per_copy in self.epoch_metrics[f"{stage}_metrics"].compute_and_reset().items():
+            # Copies see equal numbers of images: the mean over copies is the pooled mean.
+            self.log(f"{stage}_{key}", per_copy.mean(), prog_bar=shown[key], sync_dist=True)
+            if self.copies > 1 and key != "top5":
+                for i, value in enumerate(per_copy):
+                    self.log(f"{stage}_{key}_c{i}", value, sync_dist=True)
 
     # -- training ---------------------------------------------------------------------------------
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
@@ -154,9 +140,17 @@ class LitClassifier(L.LightningModule):
         else:
             loss, per_copy = fused_loss(logits, labels, label_smoothing=smoothing)
         self._watch_for_nonfinite(loss)
-        reported = loss.detach() if per_copy is None else per_copy.mean()
-        self._log_metrics("train", logits.detach(), labels, reported, per_copy)
+        reported = loss.detach() if per_copy is None else per_copy
+        self.epoch_metrics["train_metrics"].update(logits.detach(), labels, reported)
         return loss
+
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        # The epoch's training means are logged here, at its last step, rather than in
+        # on_train_epoch_end: callbacks (the run record) see that hook before the module does.
+        trainer = self.trainer
+        last_batch = batch_idx + 1 >= trainer.num_training_batches
+        if last_batch or 0 <= trainer.max_steps <= self.global_step:
+            self._log_epoch_metrics("train")
 
     def _watch_for_nonfinite(self, loss: torch.Tensor) -> None:
         # Accumulate on the device; look at the host only every nan_check_every steps.
@@ -180,6 +174,8 @@ class LitClassifier(L.LightningModule):
 
     def on_train_epoch_end(self) -> None:
         self._raise_if_nonfinite()
+        if self.epoch_metrics["train_metrics"].images.item():  # a loader without a length
+            self._log_epoch_metrics("train")
         self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"])
 
     # -- evaluation -------------------------------------------------------------------------------
@@ -202,17 +198,23 @@ class LitClassifier(L.LightningModule):
         images, labels = batch
         logits = self._view_logits(images)
         if self.copies == 1:
-            self._log_metrics(stage, logits, labels, F.cross_entropy(logits, labels))
-            return
-        labels = labels[:, None].expand(-1, self.copies)
-        per_copy = F.cross_entropy(logits.transpose(1, 2), labels, reduction="none").mean(0)
-        self._log_metrics(stage, logits, labels, per_copy.mean(), per_copy)
+            loss = F.cross_entropy(logits, labels)
+        else:
+            labels = labels[:, None].expand(-1, self.copies)
+            loss = F.cross_entropy(logits.transpose(1, 2), labels, reduction="none").mean(0)
+        self.epoch_metrics[f"{stage}_metrics"].update(logits, labels, loss)
 
     def validation_step(self, batch, batch_idx: int) -> None:
         self._evaluate(batch, "val")
 
+    def on_validation_epoch_end(self) -> None:
+        self._log_epoch_metrics("val")
+
     def test_step(self, batch, batch_idx: int) -> None:
         self._evaluate(batch, "test")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_epoch_metrics("test")
 
     def predict_step(self, batch, batch_idx: int) -> torch.Tensor:
         images = batch[0] if isinstance(batch, (list, tuple)) else batch
@@ -240,6 +242,48 @@ class LitClassifier(L.LightningModule):
 
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+class EpochMetrics(nn.Module):
+    """One stage's epoch means per copy, accumulated on the device: mean loss, top-1 and
+    (optionally) top-5 accuracy. Accuracy is torchmetrics' (synchronised across processes when
+    computed); the loss is a running sum of loss x images, whose per-process means self.log
+    averages over processes (each process sees as many images)."""
+
+    def __init__(self, num_classes: int, copies: int, top5: bool):
+        super().__init__()
+
+        def accuracies(top_k: int) -> nn.ModuleList:
+            # validate_args would check label ranges on the host: a device sync every step.
+            return nn.ModuleList(MulticlassAccuracy(num_classes, top_k=top_k, average="micro",
+                                                    validate_args=False) for _ in range(copies))
+
+        self.acc = accuracies(1)
+        self.top5 = accuracies(5) if top5 else None
+        self.register_buffer("loss_sum", torch.zeros(copies), persistent=False)  # loss x images
+        self.register_buffer("images", torch.zeros(()), persistent=False)  # per copy
+
+    def update(self, logits: torch.Tensor, labels: torch.Tensor, loss: torch.Tensor) -> None:
+        """logits (N, C), labels (N,), loss () for one network; (N, S, C), (N, S), (S,) fused."""
+        logits, labels = logits.reshape(len(logits), -1, logits.shape[-1]), labels.reshape(len(labels), -1)
+        for i, metric in enumerate(self.acc):
+            metric.update(logits[:, i], labels[:, i])
+            if self.top5 is not None:
+                self.top5[i].update(logits[:, i], labels[:, i])
+        self.loss_sum += loss.float() * len(labels)
+        self.images += len(labels)
+
+    def compute_and_reset(self) -> dict[str, torch.Tensor]:
+        """{"loss", "acc"(, "top5")}: tensors (S,) of this process's epoch means."""
+        means = {"loss": self.loss_sum / self.images.clamp_min(1),
+                 "acc": torch.stack([m.compute() for m in self.acc])}
+        if self.top5 is not None:
+            means["top5"] = torch.stack([m.compute() for m in self.top5])
+        for metric in [*self.acc, *(self.top5 or [])]:
+            metric.reset()
+        self.loss_sum.zero_()
+        self.images.zero_()
+        return means
 
 
 def seeded_copies(spec, copies: int, first: int) -> list[nn.Module]:
