@@ -225,6 +225,29 @@ def check_uniform(draws: list, span: int, label: str) -> None:
     assert abs(flip_rate - 0.5) < 0.03, (label, flip_rate)
 
 
+def epoch_batches(loader, epoch: int) -> list:
+    batches = iter(loader)  # made before set_epoch, as Lightning does when it sets up
+    loader.sampler.set_epoch(epoch)
+    return list(batches)
+
+
+def test_cpu_loader_epochs_do_not_depend_on_worker_processes(tmp_path):
+    # Order, crops and flips come from (seed, epoch) in the main process, so 0 or 2 workers
+    # (persistent, each with its own RNG) give the same batches, epoch by epoch.
+    root = make_tree(tmp_path)
+    loaders = {}
+    for workers in (0, 2):
+        data = small_data(root, loader="dataloader", num_workers=workers)
+        data.setup("fit")
+        loaders[workers] = data.train_dataloader()
+    for epoch in (1, 0, 3):  # any order: a resumed run starts at its checkpoint's epoch
+        inline, workers = epoch_batches(loaders[0], epoch), epoch_batches(loaders[2], epoch)
+        assert len(inline) == len(workers) == 54 // 8
+        for (images, labels), (images_w, labels_w) in zip(inline, workers):
+            assert torch.equal(images, images_w) and torch.equal(labels, labels_w)
+    assert not torch.equal(epoch_batches(loaders[2], 0)[0][0], epoch_batches(loaders[2], 1)[0][0])
+
+
 @pytest.mark.parametrize("augment,pad_mode", [("pad-crop-32", "reflect"), ("pad-crop-32", "zero"),
                                               ("crop-28", "reflect")])
 def test_per_sample_and_batched_augmentation_agree(augment, pad_mode):

@@ -141,16 +141,19 @@ wrn.module.LitClassifier.on_train_epoch_start = on_train_epoch_start
 '''
 
 
-@pytest.mark.parametrize("loader", ["dataloader", "gpu"])
-def test_fit_sigkilled_mid_run_resumes_to_the_uninterrupted_result(tmp_path, tree, loader):
-    # Deterministic on the CPU, one process, same seed. Both loaders make an epoch's data a
-    # function of (seed, epoch): `gpu` (a device loader, here on the CPU) by construction, the
-    # default DataLoader through a (seed, epoch)-seeded sampler and a per-epoch reseed of the
-    # global RNG its crops and flips draw from; Lightning's checkpoints hold no RNG state.
+@pytest.mark.parametrize("loader,workers", [("dataloader", 0), ("dataloader", 2), ("gpu", 0)])
+def test_fit_sigkilled_mid_run_resumes_to_the_uninterrupted_result(tmp_path, tree, loader, workers):
+    # Deterministic on the CPU, same seed. Both loaders make an epoch's data a function of
+    # (seed, epoch): `gpu` (a device loader, here on the CPU) by construction, the DataLoader
+    # through a (seed, epoch)-seeded sampler that hands each sample its crop-and-flip seed, so
+    # worker processes change nothing; dropout through a per-epoch reseed of the global RNG
+    # (Lightning's checkpoints hold no RNG state). The uninterrupted run loads in-process; the
+    # killed and resumed runs with `workers` worker processes.
     settings = ["--trainer.max_epochs", 5, "--trainer.deterministic", "true", "--seed_everything", 3,
                 "--data.loader", loader]
     whole = tmp_path / "whole"
-    done = fit(tree, whole, *settings)
+    done = fit(tree, whole, *settings, "--data.num_workers", 0)
+    settings += ["--data.num_workers", workers]
     assert done.returncode == 0, done.stderr[-3000:]
     # last.ckpt is the latest epoch even when val_acc stopped improving (here it saturates early).
     assert checkpoint_epoch(whole / "checkpoints" / "last.ckpt") == 4

@@ -354,7 +354,8 @@ class CropFlip:
 
 class AugmentedImages(Dataset):
     """CPU-path dataset: per-sample `random_crop_flip_one` (same distribution as the batched
-    device path), then normalisation."""
+    device path), then normalisation. A key is an index, or (index, seed) from `EpochShuffle`:
+    that sample's crop and flip are then drawn from `seed`, not from the worker's RNG."""
 
     def __init__(self, split: Split, mean: Sequence[float], std: Sequence[float],
                  augmentation: Optional[CropFlip]):
@@ -366,11 +367,13 @@ class AugmentedImages(Dataset):
     def __len__(self) -> int:
         return len(self.split.labels)
 
-    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
+    def __getitem__(self, key: int | tuple[int, int]) -> tuple[Tensor, Tensor]:
+        index, seed = key if isinstance(key, tuple) else (key, None)
         image = self.split.images[index]
         if self.augmentation is not None:
             a = self.augmentation
-            image = random_crop_flip_one(image, a.crop, a.pad, a.pad_mode, a.flip)
+            generator = torch.Generator().manual_seed(seed) if seed is not None else None
+            image = random_crop_flip_one(image, a.crop, a.pad, a.pad_mode, a.flip, generator)
         return normalize(image, self.mean, self.std), self.split.labels[index]
 
 
@@ -393,7 +396,11 @@ class EpochCounter:
 class EpochShuffle(Sampler):
     """The CPU loader's training order: a permutation seeded by (seed, epoch) as DeviceLoader's is,
     drawn when the first batch is, after Lightning's `set_epoch`; so a resumed run sees the orders
-    an uninterrupted one did. Outside Lightning each pass takes the next epoch's order."""
+    an uninterrupted one did. Outside Lightning each pass takes the next epoch's order.
+
+    Yields (index, augmentation seed) keys: each sample's crop and flip seed comes from the same
+    (seed, epoch) stream, so they do not depend on which worker loads it or on how many there
+    are, and a run resumed with any num_workers sees the crops an uninterrupted one did."""
 
     def __init__(self, count: int, seed: int):
         self.count, self.seed, self.epoch = count, seed, 0
@@ -404,10 +411,12 @@ class EpochShuffle(Sampler):
     def __len__(self) -> int:
         return self.count
 
-    def __iter__(self) -> Iterator[int]:
+    def __iter__(self) -> Iterator[tuple[int, int]]:
         epoch, self.epoch = self.epoch, self.epoch + 1
-        order = torch.randperm(self.count, generator=torch.Generator().manual_seed(mix_seed(self.seed, epoch)))
-        return iter(order.tolist())
+        generator = torch.Generator().manual_seed(mix_seed(self.seed, epoch))
+        order = torch.randperm(self.count, generator=generator)
+        seeds = torch.randint(0, 2**62, (self.count,), generator=generator)
+        return zip(order.tolist(), seeds.tolist())
 
 
 class DeviceLoader:
@@ -462,6 +471,19 @@ class DeviceLoader:
                 a = self.augmentation
                 images = random_crop_flip(images, a.crop, a.pad, a.pad_mode, a.flip, generator)
             yield normalize(images, self.mean, self.std), self.labels[chosen]
+
+
+class DeferredDataLoader(DataLoader):
+    """A DataLoader whose iterator is made at the first batch asked for, not when iter() is called.
+
+    Lightning calls iter() on the training loader while it sets up, before it restores a
+    checkpoint and before its first `set_epoch`, and reuses that iterator for the first epoch it
+    runs. Worker processes start loading the moment an iterator exists, so a resumed run would
+    train its first epoch on epoch 0's order; made at the first batch, the iterator follows the
+    epoch Lightning has set by then."""
+
+    def __iter__(self):
+        yield from super().__iter__()
 
 
 class StackedEpochs:
@@ -722,12 +744,12 @@ class CIFARData(L.LightningDataModule):
         if self._uses_device_loader():
             return self._device_loader(split, train, augmentation, batch_size, seed_offset)
         device = self._trainer_device()
-        # Order from (seed + copy, epoch). The loader's own generator seeds its workers, so making an
-        # iterator draws nothing from the global RNG, which crops and flips use (num_workers=0) and
-        # LitClassifier reseeds every epoch: a resumed epoch sees what the uninterrupted one saw.
+        # Order, crops and flips from (seed + copy, epoch), whatever the worker count. The loader's
+        # own generator seeds its workers, so making an iterator draws nothing from the global RNG,
+        # which dropout uses and LitClassifier reseeds every epoch.
         seed = torch.initial_seed() + seed_offset
         sampler = EpochShuffle(len(split.labels), seed) if train else None
-        return DataLoader(AugmentedImages(split, self.mean, self.std, augmentation), batch_size=batch_size,
+        return DeferredDataLoader(AugmentedImages(split, self.mean, self.std, augmentation), batch_size=batch_size,
                           sampler=sampler, drop_last=train, num_workers=self.num_workers,
                           generator=torch.Generator().manual_seed(seed),
                           persistent_workers=self.num_workers > 0,

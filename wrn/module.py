@@ -166,9 +166,9 @@ class LitClassifier(L.LightningModule):
 
     def on_train_epoch_start(self) -> None:
         # Checkpoints hold no RNG state, so a run resumed at epoch e would draw that epoch's
-        # DataLoader order, CPU-loader crops and flips (num_workers=0) and dropout masks from
-        # another stream than the uninterrupted run did. Seeding the global RNG from (seed, epoch)
-        # makes every epoch a function of the checkpoint alone, as the device loader already is.
+        # dropout masks from another stream than the uninterrupted run did. Seeding the global RNG
+        # from (seed, epoch) makes every epoch a function of the checkpoint alone, as both loaders'
+        # orders, crops and flips already are.
         # The same seed on every rank, as seed_everything gives (the loaders rely on it).
         torch.manual_seed(mix_seed(self.first_seed, self.current_epoch))
 
