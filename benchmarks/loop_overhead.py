@@ -38,12 +38,15 @@ AUGMENTATION = CropFlip(crop=32, pad=4, pad_mode="reflect", flip=True)  # pad-cr
 
 
 def load_throughput():
-    """benchmarks/ is a folder of scripts: the device naming lives in throughput.py."""
+    """benchmarks/ is a folder of scripts: device naming and syncing live in throughput.py."""
     spec = importlib.util.spec_from_file_location("throughput", Path(__file__).with_name("throughput.py"))
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up while being defined
     spec.loader.exec_module(module)
     return module
+
+
+throughput = load_throughput()
 
 
 def batches(copies: int, batch_size: int, count: int, device: torch.device):
@@ -60,11 +63,6 @@ def batches(copies: int, batch_size: int, count: int, device: torch.device):
     return loaders[0] if copies == 1 else StackedLoader(loaders)
 
 
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def bare_seconds_per_step(module: LitClassifier, loader, device: torch.device, warmup: int, steps: int) -> float:
     net = module.net.to(device)
     optimizer = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9, nesterov=True, weight_decay=5e-4)
@@ -72,7 +70,7 @@ def bare_seconds_per_step(module: LitClassifier, loader, device: torch.device, w
     data = iter(loader)
     for step in range(warmup + steps):
         if step == warmup:
-            sync(device)
+            throughput.sync(device)
             start = time.perf_counter()
         images, labels = next(data)
         with autocast:
@@ -81,7 +79,7 @@ def bare_seconds_per_step(module: LitClassifier, loader, device: torch.device, w
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-    sync(device)
+    throughput.sync(device)
     return (time.perf_counter() - start) / steps
 
 
@@ -94,12 +92,12 @@ class StepClock(L.Callback):
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         if trainer.global_step == self.warmup:
-            sync(pl_module.device)
+            throughput.sync(pl_module.device)
             self._start = time.perf_counter()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if trainer.global_step == self.warmup + self.steps:
-            sync(pl_module.device)
+            throughput.sync(pl_module.device)
             self.seconds_per_step = (time.perf_counter() - self._start) / self.steps
 
 
@@ -168,7 +166,6 @@ def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     device = torch.device(args.device)
     torch.set_num_threads(args.threads)
-    throughput = load_throughput()
     name = throughput.device_name(device)
     result = {"device": name, "device_type": device.type, "torch": torch.__version__,
               "lightning": L.__version__, "steps": args.steps, "warmup": args.warmup,

@@ -1,5 +1,6 @@
 """Shared test data: small generated image trees, and the real CIFAR-10 tree from WRN_DATA."""
 
+import copy
 import os
 import subprocess
 import time
@@ -8,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 from PIL import Image
 
 DATA_ENV = "WRN_DATA"  # CI exports it: the real CIFAR-10 image-folder tree
@@ -47,8 +49,23 @@ def epochs_after_resume(checkpoint: Path, at_least: int = 2) -> int:
     """A max_epochs that lets a run resumed from `checkpoint` train one more epoch: how far a run
     got before it was killed depends on the machine's speed, and Lightning refuses a max_epochs
     the checkpoint has already passed."""
-    finished = torch.load(checkpoint, map_location="cpu", weights_only=True)["epoch"] + 1
-    return max(at_least, finished + 1)
+    return max(at_least, checkpoint_epoch(checkpoint) + 2)  # epochs 0..e done: one more is e + 2
+
+
+def checkpoint_epoch(path: Path) -> int:
+    """The last finished epoch (0-based) of a Lightning checkpoint."""
+    return torch.load(path, map_location="cpu", weights_only=True)["epoch"]
+
+
+def write_spec(folder: Path, base: dict, data_root: Path, **spec) -> Path:
+    """spec.yaml beside base.yaml (`base` on data_root); the spec names its base relative to itself."""
+    folder.mkdir(parents=True, exist_ok=True)
+    base = copy.deepcopy(base)
+    base["data"]["root"] = str(data_root)
+    (folder / "base.yaml").write_text(yaml.safe_dump(base))
+    path = folder / "spec.yaml"
+    path.write_text(yaml.safe_dump({"base": "base.yaml", **spec}, sort_keys=False))
+    return path
 
 
 def wait_for(condition, what: str, process: subprocess.Popen | None = None,

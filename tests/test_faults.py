@@ -11,7 +11,6 @@ SIGKILL of a one-run sweep, damaged results.csv, NaN run in a sweep), tests/test
 from __future__ import annotations
 
 import ast
-import copy
 import csv
 import os
 import re
@@ -24,10 +23,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import yaml
 from PIL import Image
 
-from tests.helpers import epochs_after_resume, make_image_tree, wait_for
+from tests import helpers
+from tests.helpers import checkpoint_epoch, epochs_after_resume, make_image_tree, wait_for
 from wrn.data import CIFARData
 from wrn.runs import append_jsonl, read_jsonl, read_metrics
 from wrn.sweep import cli as sweep_cli
@@ -91,18 +90,8 @@ def epochs_of(run_dir: Path) -> list[dict]:
     return read_jsonl(run_dir / "epochs.jsonl")[0]
 
 
-def checkpoint_epoch(path: Path) -> int:
-    return torch.load(path, map_location="cpu", weights_only=True)["epoch"]
-
-
 def write_spec(folder: Path, data_root: Path, **spec) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    base = copy.deepcopy(TINY_SWEEP_BASE)
-    base["data"]["root"] = str(data_root)
-    (folder / "base.yaml").write_text(yaml.safe_dump(base))
-    path = folder / "spec.yaml"
-    path.write_text(yaml.safe_dump({"base": "base.yaml", **spec}, sort_keys=False))
-    return path
+    return helpers.write_spec(folder, TINY_SWEEP_BASE, data_root, **spec)
 
 
 def result_rows(out: Path) -> list[dict]:

@@ -7,15 +7,14 @@ the sweeps are called in-process (`wrn.sweep.cli.main`), so the `wrn fit` parser
 
 from __future__ import annotations
 
-import copy
 import csv
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
+from tests import helpers
 from tests.helpers import epochs_after_resume, make_image_tree, wait_for, wrn_data_root
 from wrn.errors import one_line_error
 from wrn.runs import atomic_write_json, read_metrics
@@ -43,14 +42,7 @@ def tree(tmp_path_factory) -> Path:
 
 
 def write_spec(folder: Path, data_root: Path, **spec) -> Path:
-    """spec.yaml beside base.yaml (TINY_RUN on data_root); `base` is relative to the spec."""
-    folder.mkdir(parents=True, exist_ok=True)
-    base = copy.deepcopy(TINY_RUN)
-    base["data"]["root"] = str(data_root)
-    (folder / "base.yaml").write_text(yaml.safe_dump(base))
-    path = folder / "spec.yaml"
-    path.write_text(yaml.safe_dump({"base": "base.yaml", **spec}, sort_keys=False))
-    return path
+    return helpers.write_spec(folder, TINY_RUN, data_root, **spec)
 
 
 def sweep(*argv) -> int:
