@@ -3,8 +3,12 @@ seed_everything and trainer.enable_progress_bar), the DATASETS table feeds the c
 argument is documented in `wrn fit --help`, and bad image files are one line."""
 
 import inspect
+import os
 import re
+import subprocess
+import sys
 import typing
+from pathlib import Path
 
 import docstring_parser
 import pytest
@@ -62,6 +66,15 @@ def test_the_datasets_table_feeds_the_choices_and_the_torchvision_arguments():
         branches = [line.strip() for line in inspect.getsource(module).splitlines()
                     if any(f'"{name}"' in line for name in DATASETS) and re.search(r"==|!=|\bif\b", line)]
         assert not branches, (module.__name__, branches)
+
+
+def test_the_datasets_table_loads_without_torch():
+    # Figures, tables and help read DATASETS; they must not pay for importing torch and Lightning.
+    code = "import sys; from wrn.data import DATASETS; print(sorted(DATASETS), 'torch' in sys.modules)"
+    repo = str(Path(__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": repo}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    assert out.stdout.split() == ["['cifar10',", "'cifar100',", "'svhn']", "False"]
 
 
 def normalised(text: str) -> str:

@@ -1,12 +1,28 @@
 """Data: the `DATASETS` table, sources (image trees, torchvision files), the decoded-image cache,
-splits, epoch-seeded loaders (CPU DataLoader, device-resident) and the `CIFARData` DataModule."""
+splits, epoch-seeded loaders (CPU DataLoader, device-resident) and the `CIFARData` DataModule.
 
-from wrn.data.augment import CropFlip, eval_views, normalize
-from wrn.data.datamodule import CIFARData
-from wrn.data.datasets import DATASETS, DataError, DatasetFacts
-from wrn.data.loaders import AugmentedImages, DeviceLoader, StackedLoader
-from wrn.data.sampling import mix_seed
-from wrn.data.splits import Split
+Names load on first use, so `from wrn.data import DATASETS` (figures, tables, help) does not
+import torch or Lightning.
+"""
 
-__all__ = ["AugmentedImages", "CIFARData", "CropFlip", "DATASETS", "DataError", "DatasetFacts", "DeviceLoader",
-           "Split", "StackedLoader", "eval_views", "mix_seed", "normalize"]
+import importlib
+
+_HOMES = {  # exported name -> the module that defines it
+    "DATASETS": "datasets", "DataError": "datasets", "DatasetFacts": "datasets", "IMAGE_SIZE": "datasets",
+    "CropFlip": "augment", "eval_views": "augment", "normalize": "augment",
+    "CIFARData": "datamodule",
+    "AugmentedImages": "loaders", "DeviceLoader": "loaders", "StackedLoader": "loaders",
+    "mix_seed": "sampling",
+    "Split": "splits",
+}
+__all__ = sorted(_HOMES)
+
+
+def __getattr__(name: str):
+    if name not in _HOMES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_HOMES[name]}"), name)
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_HOMES))
