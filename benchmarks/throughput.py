@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from wrn.augment import normalize
+from wrn.data.augment import normalize
 from wrn.complexity import count_params, fvcore_macs
 from wrn.models import create_model
 from wrn.models.fused import fused_loss

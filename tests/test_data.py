@@ -1,4 +1,4 @@
-"""wrn.data and wrn.augment: one-line errors, the .npy cache, augmentation distributions,
+"""wrn.data (and wrn.data.augment): one-line errors, the .npy cache, augmentation distributions,
 DeviceLoader sharding, Lightning integration, and (with WRN_DATA set) the real CIFAR-10 tree."""
 
 import os
@@ -12,8 +12,8 @@ import pytest
 import torch
 from PIL import Image
 
-from wrn import data as wrn_data
-from wrn.augment import eval_views, normalize, pad_images, random_crop_flip
+from wrn.data import sources as data_sources
+from wrn.data.augment import eval_views, normalize, pad_images, random_crop_flip
 from wrn.data import AugmentedImages, CIFARData, DataError, DeviceLoader, Split
 
 
@@ -147,12 +147,12 @@ def test_val_size_zero_validates_on_test(tmp_path):
 
 def count_decodes(monkeypatch) -> list:
     calls = []
-    real = wrn_data.decode_images
+    real = data_sources.decode_images
 
-    def counting(paths):
+    def counting(paths, *args):
         calls.append(len(paths))
-        return real(paths)
-    monkeypatch.setattr(wrn_data, "decode_images", counting)
+        return real(paths, *args)
+    monkeypatch.setattr(data_sources, "decode_images", counting)
     return calls
 
 

@@ -33,6 +33,8 @@ def _make_cli_class():
             parser.link_arguments("data.dataset", "model.num_classes",
                                   compute_fn=lambda dataset: DATASETS[dataset].num_classes)
             parser.link_arguments("model.copies", "data.copies")
+            parser.link_arguments("seed_everything", "data.seed", lambda s: None if isinstance(s, bool) else s)
+            parser.link_arguments("trainer.enable_progress_bar", "data.progress", lambda on: on is not False)
 
         def _parse_ckpt_path(self) -> None:
             # Lightning would silently replace the configured model with the checkpoint's; a

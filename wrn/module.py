@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
-from wrn.augment import eval_views
+from wrn.data.augment import eval_views
 from wrn.data import mix_seed
 from wrn.models import resolve_model
 from wrn.models.fused import fuse, fused_loss

@@ -9,15 +9,25 @@ its padded views to match "zero"-padded training pass the normalised black as `f
 from __future__ import annotations
 
 import functools
-from typing import Literal, Optional, Sequence
+from dataclasses import dataclass
+from typing import Literal, Optional, Sequence, get_args
 
 import torch
 from torch import Tensor
 
 PadMode = Literal["reflect", "zero"]
 View = Literal["single", "flip", "multi-crop"]
-PAD_MODES = ("reflect", "zero")
-VIEWS = ("single", "flip", "multi-crop")
+PAD_MODES = get_args(PadMode)
+VIEWS = get_args(View)
+
+
+@dataclass(frozen=True)
+class CropFlip:
+    """Training augmentation: pad by `pad` pixels, random `crop` x `crop` crop, optional random h-flip."""
+    crop: int
+    pad: int
+    pad_mode: PadMode
+    flip: bool
 
 
 def normalize(x_uint8: Tensor, mean: Sequence[float], std: Sequence[float]) -> Tensor:

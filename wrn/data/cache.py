@@ -1,0 +1,138 @@
+"""The decoded-image cache: an image-folder split decoded once, kept as .npy arrays beside a JSON
+sidecar that records their shapes and checksums.
+
+Entries live in the user cache (`$XDG_CACHE_HOME/wrn/decoded`, else `~/.cache/wrn/decoded`) or in
+`data.cache_dir`, never in the data folder, which is often shared or read-only. An entry's name
+carries a hash of the source folder's resolved path and of every file's size and mtime, so two
+roots never share an entry and edited images invalidate it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import warnings
+import zlib
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+
+from wrn.data import sources
+from wrn.runs import atomic_write_json
+
+CACHE_VERSION = 2  # bump when the cache layout or decoding changes, so old caches are ignored
+CACHED_ARRAYS = ("images", "labels")  # one .npy file each, beside one JSON sidecar
+SHARED_FILE_MODE = 0o644  # cache files others may read (mkstemp would leave them 0600)
+CACHE_SUBDIR = "decoded"  # under the user cache's wrn/ folder
+
+
+def default_cache_dir() -> Path:
+    """The user cache: `$XDG_CACHE_HOME/wrn/decoded`, or `~/.cache/wrn/decoded` when it is unset."""
+    base = os.environ.get("XDG_CACHE_HOME", "")
+    base_dir = Path(base) if os.path.isabs(base) else Path("~/.cache").expanduser()  # the XDG rule
+    return base_dir / "wrn" / CACHE_SUBDIR
+
+
+def atomic_save_npy(path: Path, array: np.ndarray) -> None:
+    """np.save to a temporary file beside `path`, fsync, rename: readers never see half an array."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.save(f, array, allow_pickle=False)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, SHARED_FILE_MODE)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def tree_cache_key(split_dir: Path, paths: Sequence[str], classes: Sequence[str], per_class: Optional[int]) -> str:
+    """Hash of everything the decoded arrays depend on: where the files are, which files (and their
+    size and mtime, so edited images invalidate the cache), the label order and the subset."""
+    digest = hashlib.sha1(f"{CACHE_VERSION}|{split_dir.resolve()}|{list(classes)}|{per_class}".encode())
+    for path in paths:
+        stat = sources.image_stat(path)
+        digest.update(f"|{os.path.relpath(path, split_dir)}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+    return digest.hexdigest()[:16]
+
+
+def _array_record(path: Path, array: np.ndarray) -> dict:
+    checksum = zlib.crc32(np.ascontiguousarray(array))
+    return {"file": path.name, "shape": list(array.shape), "dtype": str(array.dtype), "crc32": checksum}
+
+
+class CacheDamaged(Exception):
+    def __init__(self, path: Path, reason: str):
+        super().__init__(f"cache file {path} is damaged ({reason}); rebuilding it")
+
+
+def _load_checked(path: Path, record: dict) -> np.ndarray:
+    """np.load one cached array and verify it against its sidecar record."""
+    try:
+        array = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as exc:  # missing, truncated or not .npy at all
+        raise CacheDamaged(path, f"{type(exc).__name__}: {exc}") from None
+    if list(array.shape) != record["shape"] or str(array.dtype) != record["dtype"]:
+        expected = f"{record['dtype']}{record['shape']}"
+        raise CacheDamaged(path, f"holds {array.dtype}{list(array.shape)}, expected {expected}")
+    if zlib.crc32(np.ascontiguousarray(array)) != record["crc32"]:
+        raise CacheDamaged(path, "checksum mismatch")
+    return array
+
+
+def _read_sidecar(sidecar: Path) -> dict:
+    """The sidecar's {"images": record, "labels": record}, CacheDamaged when unreadable."""
+    try:
+        arrays = json.loads(sidecar.read_text(encoding="utf-8"))["arrays"]
+        return {name: arrays[name] for name in CACHED_ARRAYS}
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise CacheDamaged(sidecar, f"{type(exc).__name__}: {exc}") from None
+
+
+def read_cache(stem: Path) -> Optional[tuple[np.ndarray, np.ndarray]]:
+    """(images, labels) from `stem.json` and its .npy files, or None (with a warning when damaged)."""
+    sidecar = Path(f"{stem}.json")
+    if not sidecar.exists():
+        return None
+    try:
+        records = _read_sidecar(sidecar)
+        images, labels = (_load_checked(Path(f"{stem}.{name}.npy"), records[name]) for name in CACHED_ARRAYS)
+    except CacheDamaged as exc:
+        warnings.warn(str(exc), stacklevel=2)
+        return None
+    return images, labels
+
+
+def write_cache(stem: Path, images: np.ndarray, labels: np.ndarray) -> None:
+    """Arrays first, sidecar last: the sidecar is the commit mark a reader trusts."""
+    try:
+        records = {}
+        for name, array in zip(CACHED_ARRAYS, (images, labels)):
+            path = Path(f"{stem}.{name}.npy")
+            atomic_save_npy(path, array)
+            records[name] = _array_record(path, array)
+        atomic_write_json(f"{stem}.json", {"version": CACHE_VERSION, "count": len(labels), "arrays": records})
+        os.chmod(f"{stem}.json", SHARED_FILE_MODE)
+    except OSError as exc:
+        warnings.warn(f"could not write the image cache {stem}.* ({exc}); the images will be decoded again")
+
+
+def load_tree_split(split_dir: Path, cache_dir: Path, classes: Optional[list[str]] = None,
+                    per_class: Optional[int] = None,
+                    progress: bool = True) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """(uint8 NCHW images, labels, classes) of an image-folder split, from the cache when it is valid."""
+    paths, labels, classes = sources.list_image_tree(split_dir, classes, per_class)
+    key = tree_cache_key(split_dir, paths, classes, per_class)
+    stem = cache_dir / f"{split_dir.parent.name}-{split_dir.name}-{key}"
+    cached = read_cache(stem)
+    if cached is not None:
+        return cached[0], cached[1], classes
+    images = sources.decode_images(paths, progress)
+    write_cache(stem, images, labels)
+    return images, labels, classes

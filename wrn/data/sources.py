@@ -1,0 +1,167 @@
+"""Where images come from: an image-folder tree `root/<split>/<class>/*.jpg|jpeg|png` (listed and
+decoded here, cached by `wrn.data.cache`), or torchvision's own dataset files (arrays already)."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import socket
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Callable, Iterator, Optional, Sequence
+
+import numpy as np
+from PIL import Image
+
+from wrn.data.datasets import DATASETS, IMAGE_SIZE, DataError
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+DECODE_CHUNK = 1000  # images per worker task: large enough to amortise inter-process transfer
+SERIAL_DECODE_BELOW = 2000  # images; fewer decode faster in-process than a pool starts
+DOWNLOAD_TIMEOUT_S = 10.0  # seconds a silent download socket may wait before giving up
+ROOT_HINT = "pass --data.root a local folder holding torchvision's files or a train/<class>/ image tree"
+
+
+# ---------------------------------------------------------------- image-folder trees
+
+
+def list_image_tree(split_dir: Path, classes: Optional[list[str]] = None,
+                    per_class: Optional[int] = None) -> tuple[list[str], np.ndarray, list[str]]:
+    """(image paths, int64 labels, class names) of `split_dir/<class>/*`, files in sorted order.
+
+    `classes` fixes the label order (the train split's, when listing test); `per_class` keeps the
+    first N files of every class.
+    """
+    found = sorted(d.name for d in split_dir.iterdir() if d.is_dir() and not d.name.startswith("."))
+    if not found:
+        raise DataError(f"{split_dir} has no class folders (expected {split_dir}/<class>/*.jpg)")
+    extra = sorted(set(found) - set(classes or found))
+    if extra:
+        raise DataError(f"{split_dir} has class folders {extra} that the train split lacks")
+    paths, labels = [], []
+    for label, name in enumerate(classes or found):
+        folder = split_dir / name
+        files = image_files(folder) if folder.is_dir() else []
+        if not files and classes is None:
+            raise DataError(f"class folder {folder} holds no {'/'.join(IMAGE_SUFFIXES)} images")
+        files = files[:per_class]
+        paths += [str(folder / f) for f in files]
+        labels += [label] * len(files)
+    return paths, np.asarray(labels, dtype=np.int64), classes or found
+
+
+def image_files(folder: Path) -> list[str]:
+    return sorted(f for f in os.listdir(folder) if f.lower().endswith(IMAGE_SUFFIXES))
+
+
+def has_loose_class_folders(root: Path) -> bool:
+    """True when root/<class>/ holds images directly, the usual mistake of a tree without train/."""
+    for folder in root.iterdir():
+        if folder.is_dir() and not folder.name.startswith("."):
+            if image_files(folder):
+                return True
+    return False
+
+
+def image_stat(path: str) -> os.stat_result:
+    """os.stat of an image; DataError naming the file when it cannot be followed (a symlink loop,
+    a dangling link, no permission)."""
+    try:
+        return os.stat(path)
+    except OSError as exc:
+        raise DataError(f"cannot read image {path}: {exc.strerror or exc}") from None
+
+
+def decode_image(path: str) -> np.ndarray:
+    """One image as uint8 (32, 32, 3) RGB; DataError naming the file when it is unreadable."""
+    try:
+        with Image.open(path) as image:
+            pixels = np.asarray(image.convert("RGB"))
+    except (OSError, SyntaxError, ValueError) as exc:  # PIL raises all three for damaged files
+        raise DataError(f"cannot read image {path}: {exc}") from None
+    if pixels.shape != (IMAGE_SIZE, IMAGE_SIZE, 3):
+        size = f"{pixels.shape[1]}x{pixels.shape[0]}"
+        raise DataError(f"image {path} is {size} pixels, expected {IMAGE_SIZE}x{IMAGE_SIZE}")
+    return pixels
+
+
+def _decode_chunk(paths: Sequence[str]) -> np.ndarray:
+    """uint8 (N, 3, 32, 32): channels-first here, in the workers, so that loading the cache later
+    needs no slow strided transpose of the whole set."""
+    if not paths:
+        return np.empty((0, 3, IMAGE_SIZE, IMAGE_SIZE), np.uint8)
+    return np.ascontiguousarray(np.stack([decode_image(p) for p in paths]).transpose(0, 3, 1, 2))
+
+
+def _usable_cpus() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+@contextmanager
+def _chunk_mapper(workers: int) -> Iterator[Callable]:
+    """Plain `map`, or an ordered process-pool map; PIL decoding holds the GIL, so threads would
+    not help. Forked where possible: spawned workers would re-import torch first."""
+    if workers <= 1:
+        yield map
+        return
+    methods = multiprocessing.get_all_start_methods()
+    context = multiprocessing.get_context("fork") if "fork" in methods else None
+    pool = ProcessPoolExecutor(workers, mp_context=context)
+    try:
+        yield pool.map
+    finally:
+        pool.shutdown(cancel_futures=True)  # a corrupt image stops the decode at once
+
+
+@contextmanager
+def _progress_bar(total: int, enabled: bool) -> Iterator[Callable[[int], None]]:
+    """advance(n) of a rich "decoding images" bar on stderr; a no-op when `enabled` is false."""
+    if not enabled:
+        yield lambda n: None
+        return
+    from rich.console import Console
+    from rich.progress import Progress
+
+    # No refresh thread: the decoding pool forks, and forking beside a running thread is unsafe.
+    with Progress(console=Console(stderr=True), transient=True, auto_refresh=False) as progress:
+        task = progress.add_task("decoding images", total=total)
+        yield lambda n: progress.update(task, advance=n, refresh=True)
+
+
+def decode_images(paths: Sequence[str], progress: bool = True) -> np.ndarray:
+    """Decode all images into uint8 (N, 3, 32, 32), with a progress bar when `progress` is true."""
+    chunks = [paths[i:i + DECODE_CHUNK] for i in range(0, len(paths), DECODE_CHUNK)]
+    workers = 1 if len(paths) < SERIAL_DECODE_BELOW else min(_usable_cpus(), len(chunks))
+    parts = [_decode_chunk([])]
+    with _progress_bar(len(paths), progress) as advance, _chunk_mapper(workers) as mapper:
+        for part in mapper(_decode_chunk, chunks):
+            parts.append(part)
+            advance(len(part))
+    return np.concatenate(parts)
+
+
+# ---------------------------------------------------------------- torchvision datasets
+
+
+def load_torchvision_split(dataset: str, root: Path, train: bool, download: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(uint8 NCHW images, int64 labels) from torchvision's files under `root`, downloading if allowed."""
+    import torchvision  # deferred: only this source needs it
+
+    facts = DATASETS[dataset]
+    kind = getattr(torchvision.datasets, facts.torchvision_name)
+    previous_timeout = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)  # an offline machine must fail fast, not hang
+    try:
+        source = kind(str(root), download=download, **facts.torchvision_split(train))
+    except (RuntimeError, OSError, ImportError, ValueError) as exc:  # not found, offline, corrupt, no scipy
+        action = "download failed" if download else "download=False"
+        reason = f"{action}: {type(exc).__name__}: {exc}"
+        raise DataError(f"no {dataset} data in {root} ({reason}); {ROOT_HINT}") from None
+    finally:
+        socket.setdefaulttimeout(previous_timeout)
+    images = np.asarray(source.data, dtype=np.uint8)
+    if images.shape[-1] == 3:  # CIFAR stores NHWC, SVHN NCHW already
+        images = images.transpose(0, 3, 1, 2)
+    labels = getattr(source, facts.labels_attribute)
+    return np.ascontiguousarray(images), np.asarray(labels, dtype=np.int64)
