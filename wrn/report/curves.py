@@ -104,18 +104,23 @@ def plot_curves(groups: Sequence[Group], options: PlotOptions) -> Drawing | None
     legend_rows = math.ceil(len(shown) / LEGEND_COLUMNS)
     fig, (full, zoom) = new_figure(width=10.0, height=4.8 + 0.2 * legend_rows, ncols=2)
     fig.set_layout_engine("constrained")
-    curves = []
+    curves, missing = [], []
     for group in shown:
         color, linestyle = styles[group.config]
         for run in group.runs:
             curve = load_curve(run)
             if curve is None:
-                warn(f"{group.config} seed {run.seed or '?'}: no epochs log in {run.run_dir}; curve skipped")
+                missing.append(f"{group.config} seed {run.seed or '?'}: no epochs log in "
+                               f"{run.run_dir}; curve skipped")
                 continue
             curves.append(curve)
             for ax in (full, zoom):
                 ax.plot(*curve, color=color, ls=linestyle, lw=1.1, alpha=0.85,
                         label=labels[group.config] if ax is full else None)
+    for message in missing[:3]:
+        warn(message)
+    if len(missing) > 3:
+        warn(f"{len(missing) - 3} more runs without an epochs log; their curves are skipped")
     if not curves:
         return None
     zoom_x, zoom_y = _zoom_limits(curves)

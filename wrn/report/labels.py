@@ -1,8 +1,8 @@
 """Point labels placed greedily without overlaps, at most MAX_LABELS per axes.
 
-Obstacles are kept as one (n, 4) array of display-space boxes (x0, y0, x1, y1), so testing a
-candidate position against every marker is one vectorised step: placing L <= MAX_LABELS labels
-among n points costs O(L * n), linear in the number of points.
+Obstacles are kept as one (n, 4) array of display-space boxes (x0, y0, x1, y1), and a label's
+text is measured once, so testing all its candidate positions against every marker is one
+vectorised step: placing L <= MAX_LABELS labels among n points costs O(L * n), linear in n.
 """
 
 from __future__ import annotations
@@ -62,13 +62,15 @@ def bbox_array(bboxes) -> np.ndarray:
     return np.array([[b.x0, b.y0, b.x1, b.y1] for b in bboxes]).reshape(-1, 4)
 
 
-def _overlap(box: np.ndarray, boxes: np.ndarray) -> float:
-    """Total area of `box` (4,) covered by each of `boxes` (n, 4), summed."""
-    if len(boxes) == 0:
-        return 0.0
-    width = np.minimum(box[2], boxes[:, 2]) - np.maximum(box[0], boxes[:, 0])
-    height = np.minimum(box[3], boxes[:, 3]) - np.maximum(box[1], boxes[:, 1])
-    return float((np.clip(width, 0, None) * np.clip(height, 0, None)).sum())
+def _overlaps(boxes: np.ndarray, others: np.ndarray) -> np.ndarray:
+    """For each of `boxes` (m, 4), the total area covered by `others` (n, 4): shape (m,)."""
+    if len(others) == 0:
+        return np.zeros(len(boxes))
+    width = (np.minimum(boxes[:, None, 2], others[None, :, 2])
+             - np.maximum(boxes[:, None, 0], others[None, :, 0]))
+    height = (np.minimum(boxes[:, None, 3], others[None, :, 3])
+              - np.maximum(boxes[:, None, 1], others[None, :, 1]))
+    return (np.clip(width, 0, None) * np.clip(height, 0, None)).sum(axis=1)
 
 
 def line_boxes(ax, step: float = 8.0) -> np.ndarray:
@@ -103,29 +105,37 @@ def _annotate(ax, label: PointLabel, dx: float, dy: float, leader: bool = False)
     return artist
 
 
-def _extent(artist, renderer) -> np.ndarray:
-    box = artist.get_window_extent(renderer).padded(2)  # a little air between labels
-    return np.array([box.x0, box.y0, box.x1, box.y1])
+def _text_size(ax, label: PointLabel, renderer) -> tuple[float, float]:
+    """Width and height of the label's text in pixels, measured once (text layout is the slow
+    part; the candidate positions are then plain arithmetic)."""
+    probe = _annotate(ax, label, *_OFFSETS[0])
+    box = probe.get_window_extent(renderer)
+    probe.remove()
+    return box.width, box.height
+
+
+def _candidates(ax, label: PointLabel, size: tuple[float, float]) -> np.ndarray:
+    """The display boxes (len(_OFFSETS), 4) of the label at every offset, aligned as `_aim` does,
+    padded by 2 pixels for a little air between labels."""
+    width, height = size
+    point = ax.transData.transform((label.x, label.y))
+    offsets = np.array(_OFFSETS, dtype=float)
+    anchor = point + offsets * ax.figure.dpi / 72
+    x0 = anchor[:, 0] - np.where(offsets[:, 0] > 0, 0, np.where(offsets[:, 0] < 0, width, width / 2))
+    y0 = anchor[:, 1] - np.where(offsets[:, 1] > 0, 0, np.where(offsets[:, 1] < 0, height, height / 2))
+    return np.column_stack([x0 - 2, y0 - 2, x0 + width + 2, y0 + height + 2])
 
 
 def _best_offset(ax, label: PointLabel, hard: np.ndarray, soft: np.ndarray, inside: np.ndarray,
                  renderer):
-    """(hard overlap, offset, box) of the cheapest candidate. Hard obstacles are markers,
-    labels and the legend; soft ones (lines) cost a quarter as much and never exclude."""
-    probe = _annotate(ax, label, *_OFFSETS[0])
-    best = None
-    for offset in _OFFSETS:
-        _aim(probe, *offset)
-        box = _extent(probe, renderer)
-        area = (box[2] - box[0]) * (box[3] - box[1])
-        hard_overlap = _overlap(box, hard) + 10 * (area - _overlap(box, inside[None]))
-        cost = hard_overlap + 0.25 * _overlap(box, soft)
-        if best is None or cost < best[0]:
-            best = (cost, hard_overlap, offset, box)
-        if cost == 0:
-            break
-    probe.remove()
-    return best[1:]
+    """(hard overlap, offset, box) of the cheapest candidate, nearest first among equals. Hard
+    obstacles are markers, labels and the legend, and whatever lies outside the axes; soft ones
+    (lines) cost a quarter as much and never exclude."""
+    boxes = _candidates(ax, label, _text_size(ax, label, renderer))
+    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    hard_overlap = _overlaps(boxes, hard) + 10 * (areas - _overlaps(boxes, inside[None]))
+    best = int(np.argmin(hard_overlap + 0.25 * _overlaps(boxes, soft)))
+    return float(hard_overlap[best]), _OFFSETS[best], boxes[best]
 
 
 def place_labels(ax, labels: Sequence[PointLabel], obstacles: np.ndarray) -> Placement:

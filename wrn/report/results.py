@@ -267,7 +267,7 @@ class Group:
 
 def _mean(values: Iterable[float | None]) -> float | None:
     present = [v for v in values if v is not None]
-    return float(np.mean(present)) if present else None
+    return sum(present) / len(present) if present else None
 
 
 def stats(values: Sequence[float]) -> tuple[float, float]:

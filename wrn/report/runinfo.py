@@ -38,14 +38,14 @@ def _training_set(sections: Sequence[dict]) -> str | None:
     if None in subsets:
         what = "full training set" if len(subsets) == 1 else "mixed training subsets"
     else:
-        what = "subset of " + _span(subsets, "training images per class")
+        what = "subset: " + _span(subsets, "images per class")
     if held == {0}:
         return f"{what}, validated on the test split"
     return f"{what}, {_span(held, 'held out for validation')}"
 
 
 def describe_runs(runs: Sequence[Run]) -> str:
-    """E.g. 'subset of 300 training images per class, 500 held out for validation; 6 epochs'."""
+    """E.g. 'subset: 300 images per class, 500 held out for validation; 6 epochs'."""
     firsts = [members[0] for members in by_config(runs).values()][:MAX_CONFIGS_READ]
     sections = [s for s in map(_data_config, (r.run_dir for r in firsts)) if s is not None]
     parts = [_training_set(sections)] if sections else []

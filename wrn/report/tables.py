@@ -118,7 +118,7 @@ def paper_table(groups: Sequence[Group], dataset: str) -> TableData:
     for entry in paper.published_results(dataset):
         g = ours.get((entry.model, round(entry.dropout, 9)))
         difference = None if g is None else g.error_mean - entry.error
-        rows.append([display_name(entry.model), f"{entry.dropout:g}", _params_m(entry.params),
+        rows.append([display_name(entry.model, entry.dropout), f"{entry.dropout:g}", _params_m(entry.params),
                      DASH if g is None else plus_minus(g.error_mean, g.error_std, g.n),
                      DASH if g is None else str(g.n), f"{entry.error:.2f}",
                      DASH if difference is None else f"{difference:+.2f}"])
@@ -129,7 +129,7 @@ def paper_table(groups: Sequence[Group], dataset: str) -> TableData:
         {(g.model, g.dropout): g.error_mean for g in groups}, dataset)
     rho = ("undefined" if math.isnan(correlation.rho) else f"{correlation.rho:.2f}")
     not_test = "" if split == "test" else (
-        f" Ours are {split} errors (not every run has test_acc), so they do not measure the same "
+        f" Ours are {split} errors (not every run recorded test_acc), so they do not measure the same "
         "split as the paper's.")
     footer = (f"Spearman rank correlation with the paper over the {correlation.n} Wide ResNet "
               f"row{'s' if correlation.n != 1 else ''} both have: {rho}")
@@ -139,9 +139,9 @@ def paper_table(groups: Sequence[Group], dataset: str) -> TableData:
                  "wrn/report/paper.py); difference = ours − paper, in percentage points; params "
                  f"as published, in millions.{not_test} {footer}."),
         headers=("model", "dropout", "params (M)", f"ours {split} (%)", "n", "paper test (%)",
-                 "difference"),
+                 "difference (pp)"),
         latex_headers=("Model", "Dropout", "Params (M)", rf"Ours {split} (\%)", "$n$",
-                       r"Paper test (\%)", "Difference"),
+                       r"Paper test (\%)", "Difference (pp)"),
         right=(False, *[True] * 6), rows=rows, families=families,
         csv_headers=("model", "dropout", "paper_params", "metric", "error_mean", "error_std", "n",
                      "paper_error", "difference"),
