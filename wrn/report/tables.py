@@ -21,9 +21,10 @@ from pathlib import Path
 from typing import Sequence
 
 from wrn.report import paper
+from wrn.report.names import DATASET_NAMES, display_name, family_of_model
 from wrn.report.results import (Group, ResultsError, aggregate, error_split, load_results,
                                 result_notes)
-from wrn.report.names import DATASET_NAMES, display_name, family_of_model
+from wrn.report.runinfo import describe_runs
 from wrn.report.text import DASH, plus_minus, render_table
 
 
@@ -79,19 +80,24 @@ def display_cells(group: Group, dataset: str) -> list[str]:
     ]
 
 
-def caption(groups: Sequence[Group], dataset: str) -> str:
+def _runs(about: str) -> str:
+    return f" Runs: {about}." if about else ""
+
+
+def caption(groups: Sequence[Group], dataset: str, about: str = "") -> str:
     return (f"{_name(dataset)} {error_split(groups)} error in %, mean ± sample std over n seeds; "
             "params in millions; FLOPs in billions of multiply-adds per 32x32 image (fvcore); "
-            "paper: published test error (WRN paper Table 4, sources in wrn/report/paper.py).")
+            "paper: published test error (WRN paper Table 4, sources in wrn/report/paper.py)."
+            + _runs(about))
 
 
-def results_table(groups: Sequence[Group], dataset: str) -> TableData:
+def results_table(groups: Sequence[Group], dataset: str, about: str = "") -> TableData:
     split = error_split(groups)
     csv_rows = [[display_name(g.model), g.config, g.family, g.depth, g.widen_factor, g.dropout,
                  g.params, g.flops, g.metric, g.error_mean, g.error_std, g.n,
                  paper.published_error(g.model, dataset, g.dropout)] for g in groups]
     return TableData(
-        caption=caption(groups, dataset),
+        caption=caption(groups, dataset, about),
         headers=("model", "depth", "k", "dropout", "params (M)", "FLOPs (G)", f"{split} error (%)",
                  "n", "paper test (%)"),
         latex_headers=("Model", "Depth", "$k$", "Dropout", "Params (M)", "FLOPs (G)",
@@ -110,7 +116,7 @@ def _ours_by_entry(groups: Sequence[Group]) -> dict[tuple[str, float], Group]:
     return {(g.model.lower(), round(g.dropout, 9)): g for g in groups}
 
 
-def paper_table(groups: Sequence[Group], dataset: str) -> TableData:
+def paper_table(groups: Sequence[Group], dataset: str, about: str = "") -> TableData:
     """Every published row of `dataset` in the paper's order, ours beside it where we have it."""
     split = error_split(groups)
     ours = _ours_by_entry(groups)
@@ -137,7 +143,7 @@ def paper_table(groups: Sequence[Group], dataset: str) -> TableData:
         caption=(f"{_name(dataset)}: our {split} error in % (mean ± sample std over n seeds) beside "
                  "the published test error (WRN paper Table 4 and its baselines, sources in "
                  "wrn/report/paper.py); difference = ours − paper, in percentage points; params "
-                 f"as published, in millions.{not_test} {footer}."),
+                 f"as published, in millions.{not_test}{_runs(about)} {footer}."),
         headers=("model", "dropout", "params (M)", f"ours {split} (%)", "n", "paper test (%)",
                  "difference (pp)"),
         latex_headers=("Model", "Dropout", "Params (M)", rf"Ours {split} (\%)", "$n$",
@@ -235,7 +241,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     for message in result_notes(results):
         print(f"note: {message}", file=sys.stderr)
-    table = (paper_table if args.paper else results_table)(groups, args.dataset)
+    about = describe_runs(results.runs)
+    table = (paper_table if args.paper else results_table)(groups, args.dataset, about)
     sys.stdout.write(FORMATTERS[args.format](table))
     return 0
 
