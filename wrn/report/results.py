@@ -37,6 +37,8 @@ AMOUNTS = ("params", "flops", "epochs", "wall_seconds", "images_per_sec")  # fin
 # The accuracy an error comes from, and the words that name its split on every axis and column.
 SPLIT_OF_METRIC = {"test_acc": "test", "best_val_acc": "best validation"}
 FINISHED = "finished"
+_EMPTY = frozenset(("", "none", "null"))
+_ACCURACY_SET, _AMOUNT_SET = frozenset(ACCURACIES), frozenset(AMOUNTS)
 
 
 class ResultsError(ValueError):
@@ -74,7 +76,7 @@ class Run:
 
 def _number(value: Any, column: str, where: str) -> float | None:
     """A checked number, None for an empty cell; ResultsError naming the row otherwise."""
-    if value is None or (isinstance(value, str) and value.strip().lower() in ("", "none", "null")):
+    if value is None or value == "" or (isinstance(value, str) and value.strip().lower() in _EMPTY):
         return None
     try:
         number = float(value)
@@ -82,9 +84,9 @@ def _number(value: Any, column: str, where: str) -> float | None:
         raise ResultsError(f"{where}: {column} is not a number: {value!r}") from None
     if not math.isfinite(number):
         raise ResultsError(f"{where}: {column} is {value!r}; a recorded number must be finite")
-    if column in ACCURACIES and not 0.0 <= number <= 1.0:
+    if column in _ACCURACY_SET and not 0.0 <= number <= 1.0:
         raise ResultsError(f"{where}: {column} = {value} is outside [0, 1] (accuracies are fractions)")
-    if column in AMOUNTS and number < 0:
+    if number < 0 and column in _AMOUNT_SET:
         raise ResultsError(f"{where}: {column} = {value} is negative")
     return number
 
