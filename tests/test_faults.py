@@ -30,7 +30,7 @@ from tests.helpers import checkpoint_epoch, epochs_after_resume, make_image_tree
 from wrn.data import CIFARData
 from wrn.runs import append_jsonl, read_jsonl, read_metrics
 from wrn.sweep import cli as sweep_cli
-from wrn.sweep.results import RESULTS_FILE, results_problem
+from wrn.report.results import RESULTS_FILE, results_problem
 from wrn.sweep.state import INTERRUPTED, LOG_FILE, RUNS_DIR, inspect_run
 
 REPO = Path(__file__).resolve().parents[1]
@@ -322,7 +322,7 @@ def test_failed_figure_write_keeps_the_previous_figure(tmp_path, monkeypatch):
     matplotlib.use("Agg")
     from matplotlib.figure import Figure
 
-    from wrn import plots
+    from wrn.report import plot as plots
 
     figure = Figure()
     figure.add_subplot().plot([0, 1], [1, 0])
@@ -545,7 +545,7 @@ WRITERS_ALLOWED = {
     ("wrn/runs.py", "atomic_write_text"): "the atomic helper itself (mkstemp, fsync, os.replace)",
     ("wrn/runs.py", "append_jsonl"): "epochs.jsonl: single-write appends; a cut line is reported",
     ("wrn/data/cache.py", "atomic_save_npy"): "the atomic .npy helper (mkstemp, fsync, os.replace)",
-    ("wrn/plots.py", "save_figure"): "figures: savefig to a temporary name, then os.replace",
+    ("wrn/report/plot.py", "save_figure"): "figures: savefig to a temporary name, then os.replace",
     ("wrn/sweep/executors.py", "launch"): "log.txt: the run's output, appended",
     ("wrn/sweep/state.py", "acquire_lock"): ".sweep.lock: flock'ed, never read",
     ("wrn/sweep/plan.py", "make_plan"): "point files in a TemporaryDirectory, to check the spec",

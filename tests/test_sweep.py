@@ -20,7 +20,7 @@ from wrn.errors import one_line_error
 from wrn.runs import atomic_write_json, read_metrics
 from wrn.sweep import cli as sweep_cli
 from wrn.sweep.plan import make_plan
-from wrn.sweep.results import RESULT_COLUMNS, RESULTS_FILE
+from wrn.report.results import RESULT_COLUMNS, RESULTS_FILE
 from wrn.sweep.runner import attempts_allowed
 from wrn.sweep.spec import expand, load_spec
 from wrn.sweep.state import FAILED, INTERRUPTED, LOG_FILE, RUNS_DIR, inspect_run

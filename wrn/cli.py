@@ -12,8 +12,8 @@ LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
 DEBUG_ENV = "WRN_DEBUG"  # set to 1 for full tracebacks instead of one-line errors
 
 
-OWN_COMMANDS = {"count": "wrn.complexity", "sweep": "wrn.sweep.cli", "plot": "wrn.plots",
-                "table": "wrn.tables"}  # command -> module with main(argv) -> exit code
+OWN_COMMANDS = {"count": "wrn.complexity", "sweep": "wrn.sweep.cli", "plot": "wrn.report.plot",
+                "table": "wrn.report.tables"}  # command -> module with main(argv) -> exit code
 
 
 def default_run_dir(model_cfg, seed) -> str:

@@ -18,8 +18,10 @@ from pathlib import Path
 
 from wrn.sweep.plan import Plan, make_plan
 from wrn.sweep.progress import make_progress
-from wrn.sweep.results import (RESULTS_FILE, refresh_results, results_problem, summarize,
-                               summary_csv, summary_json, summary_table)
+from wrn.report.results import RESULTS_FILE, results_problem
+from wrn.report.summary import FORMATS, runs_of_records, summarize, summary_table
+from wrn.report.text import render_table
+from wrn.sweep.results import refresh_results
 from wrn.sweep.runner import initial_tally, run_sweep, states, will_run
 from wrn.sweep.spec import load_spec
 from wrn.sweep.state import FAILED, FINISHED, INTERRUPTED, NEW, RUNNING, RunStatus
@@ -78,7 +80,8 @@ ACTIONS = {NEW: "start", INTERRUPTED: "resume", FAILED: "retry", FINISHED: "done
 
 def _plan_lines(plan: Plan, status: dict[str, RunStatus], max_retries: int | None) -> list[str]:
     """One line per run (its state, or with max_retries its next action) and per skipped point."""
-    rows = [("run_id", "state" if max_retries is None else "action", "seed", "config", "detail")]
+    header = ("run_id", "state" if max_retries is None else "action", "seed", "config", "detail")
+    rows = []
     for run in plan.runs:
         state = status[run.run_id]
         shown = state.state if max_retries is None else ACTIONS[state.state]
@@ -87,10 +90,7 @@ def _plan_lines(plan: Plan, status: dict[str, RunStatus], max_retries: int | Non
         seed = run.identity["seed"]
         rows.append((run.run_id, shown, "-" if seed is None else str(seed), run.point.label,
                      state.detail))
-    widths = [max(len(row[i]) for row in rows) for i in range(4)]
-    lines = ["  ".join([*(c.ljust(w) for c, w in zip(row[:4], widths)), row[4]]).rstrip()
-             for row in rows]
-    lines += skipped_lines(plan)
+    lines = render_table(header, rows).splitlines() + skipped_lines(plan)
     counts = Counter(state.state for state in status.values())
     summary = ", ".join(f"{n} {state}" for state, n in counts.items())
     lines.append(f"{len(plan.runs)} runs ({summary or 'none'}), {len(plan.skipped)} skipped points")
@@ -121,9 +121,10 @@ def _summarize(out: Path, fmt: str) -> int:
     rows = refresh_results(out, report=lambda message: print(message, file=sys.stderr))
     if not rows:
         raise ValueError(f"{out}: no run records under {out / 'runs'}")
-    summaries = summarize(rows)
-    formatters = {"table": summary_table, "csv": summary_csv, "json": summary_json}
-    print(formatters[fmt](summaries).rstrip("\n"))
+    summaries, note = summarize(runs_of_records(rows, out))
+    if note:
+        print(f"note: {note}", file=sys.stderr)
+    print(FORMATS[fmt](summaries).rstrip("\n"))
     return 0
 
 
@@ -188,5 +189,6 @@ def _run(args, plan: Plan, out: Path) -> int:
     print(f"sweep done: {outcome.finished} finished, {outcome.failed} failed, {outcome.skipped} "
           f"skipped points, {outcome.elsewhere} held by another sweep -> {out / RESULTS_FILE}")
     if rows:
-        print(summary_table(summarize(rows)))
+        summaries, note = summarize(runs_of_records(rows, out))
+        print(summary_table(summaries) + (f"\nnote: {note}" if note else ""))
     return 1 if outcome.failed else 0

@@ -1,0 +1,170 @@
+"""Figures say what they show: the split, what the runs were, only legend entries that are drawn;
+what could not be drawn is said in the command's output, not in the figure."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import matplotlib
+import pytest
+from matplotlib.text import Text
+
+from wrn.report import curves, figures, labels, plot
+from wrn.report.figures import PlotOptions
+from wrn.report.results import aggregate, load_results, results_text
+from wrn.report.runinfo import describe_runs
+
+matplotlib.use("Agg")
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def result_row(model: str, seed: int, acc: float, family: str = "wrn", test: bool = True, **extra):
+    depth, k = (int(p) for p in model.split("-")[-2:]) if family == "wrn" else (int(model.split("-")[-1]), 1)
+    params = 1e5 * k * k * depth / 10
+    return {"run_id": f"{model}-{seed}", "config": extra.pop("config", model), "status": "finished",
+            "model": model, "family": family, "depth": depth, "widen_factor": k, "dropout": 0.0,
+            "seed": seed, "params": params, "flops": params * 150, "best_val_acc": acc,
+            "test_acc": acc - 0.01 if test else None, "epochs": 6, "wall_seconds": params / 1e4,
+            "images_per_sec": 1e9 / params, "device": "cpu", **extra}
+
+
+def groups_of(tmp_path, rows):
+    path = tmp_path / "results.csv"
+    path.write_text(results_text(rows))
+    return aggregate(load_results(path).runs)
+
+
+def texts(figure) -> list[str]:
+    return [t.get_text() for t in figure.findobj(Text)]
+
+
+def legend_texts(ax) -> list[str]:
+    return [t.get_text() for t in ax.get_legend().get_texts()]
+
+
+def crowded_rows() -> list[dict]:
+    """40 configurations within a hair of each other between two far apart: most of their
+    labels cannot be placed."""
+    far = [result_row("wrn-10-1", 0, 0.5), result_row("wrn-40-8", 0, 0.95)]
+    return far + [result_row("wrn-16-4", 0, 0.7 + i * 1e-4, config=f"lr={i}") for i in range(40)]
+
+
+def test_crowded_labels_are_reported_in_the_output_not_drawn(tmp_path):
+    rows = crowded_rows()
+    drawing = figures.plot_error_vs_params(groups_of(tmp_path, rows), PlotOptions())
+    assert any("crowded label" in note and "left out" in note for note in drawing.notes)
+    assert any(f"12 point labels not drawn (at most {labels.MAX_LABELS} per panel" in note
+               for note in drawing.notes)
+    assert not any("left out" in text or "not drawn" in text for text in texts(drawing.figure))
+
+
+def test_plot_prints_the_notes(tmp_path, capsys):
+    rows = crowded_rows()
+    path = tmp_path / "results.csv"
+    path.write_text(results_text(rows))
+    assert plot.main([str(path), "--out", str(tmp_path / "out"), "--formats", "png"]) == 0
+    err = capsys.readouterr().err
+    assert "note: error_vs_params: " in err and "crowded label" in err
+
+
+def test_published_legend_entry_only_with_published_points(tmp_path):
+    unpublished = [result_row("wrn-10-1", 0, 0.6), result_row("wrn-10-2", 0, 0.65)]
+    options = PlotOptions(with_paper=True)
+    flops = figures.plot_error_vs_flops(groups_of(tmp_path, unpublished), options)
+    ax = flops.figure.axes[0]
+    assert not any("published" in text for text in legend_texts(ax))
+    assert not [line for line in ax.get_lines() if line.get_markerfacecolor() == "none"]
+    assert any("no published CIFAR-10 model has a known" in note for note in flops.notes)
+    published = [*unpublished, result_row("wrn-28-10", 0, 0.96)]
+    flops = figures.plot_error_vs_flops(groups_of(tmp_path, published), options)
+    ax = flops.figure.axes[0]
+    assert "published test error (hollow)" in legend_texts(ax)
+    assert [line for line in ax.get_lines() if line.get_markerfacecolor() == "none"]
+
+
+def test_paper_overlay_on_validation_errors_names_both_splits(tmp_path):
+    rows = [result_row("wrn-28-10", 0, 0.96, test=False), result_row("wrn-16-8", 0, 0.95, test=False)]
+    drawing = figures.plot_error_vs_params(groups_of(tmp_path, rows), PlotOptions(with_paper=True))
+    ax = drawing.figure.axes[0]
+    assert ax.get_ylabel() == "error (%): ours best validation, published test"
+    assert ax.get_title().startswith("CIFAR-10: best validation error vs parameters")
+    plain = figures.plot_error_vs_params(groups_of(tmp_path, rows), PlotOptions())
+    assert plain.figure.axes[0].get_ylabel() == "best validation error (%)"
+
+
+def write_run(run_dir: Path, subset, val_size: int) -> None:
+    run_dir.mkdir(parents=True)
+    (run_dir / "config.yaml").write_text(
+        f"data:\n  dataset: cifar10\n  subset: {'null' if subset is None else subset}\n"
+        f"  val_size: {val_size}\n")
+    (run_dir / "epochs.jsonl").write_text(
+        "".join(f'{{"epoch": {e}, "val_acc": {0.3 + 0.05 * e}}}\n' for e in range(6)))
+
+
+def test_titles_say_what_the_runs_were(tmp_path):
+    rows = []
+    for i, (model, family) in enumerate([("wrn-10-1", "wrn"), ("wrn-10-2", "wrn"), ("resnet-20", "resnet")]):
+        write_run(tmp_path / "runs" / model, 300, 500)
+        rows.append(result_row(model, 0, 0.5 + 0.01 * i, family=family, run_dir=f"runs/{model}"))
+    groups = groups_of(tmp_path, rows)
+    about = describe_runs([r for g in groups for r in g.runs])
+    assert about == "subset: 300 images per class, 500 held out for validation; 6 epochs"
+    options = PlotOptions(about=about)
+    for make in (figures.plot_error_vs_params, figures.plot_error_vs_time, curves.plot_curves):
+        title = "\n".join(texts(make(groups, options).figure))
+        assert "CIFAR-10" in title and about in title, make.__name__
+
+
+def test_full_training_set_and_epoch_range(tmp_path):
+    write_run(tmp_path / "a", None, 5000)
+    rows = [result_row("wrn-10-1", 0, 0.9, run_dir="a"), result_row("wrn-10-2", 0, 0.9, epochs=200)]
+    groups = groups_of(tmp_path, rows)
+    about = describe_runs([r for g in groups for r in g.runs])
+    assert about == "full training set, 5,000 held out for validation; 6–200 epochs"
+
+
+def test_curve_legend_mentions_line_styles_only_for_several_families(tmp_path):
+    one_family = []
+    for model in ("wrn-10-1", "wrn-10-2"):
+        write_run(tmp_path / model, 300, 500)
+        one_family.append(result_row(model, 0, 0.6, run_dir=model))
+    legend = curves.plot_curves(groups_of(tmp_path, one_family), PlotOptions()).figure.legends[0]
+    assert "line style" not in legend.get_title().get_text()
+    write_run(tmp_path / "resnet-20", 300, 500)
+    two = [*one_family, result_row("resnet-20", 0, 0.6, family="resnet", run_dir="resnet-20")]
+    legend = curves.plot_curves(groups_of(tmp_path, two), PlotOptions()).figure.legends[0]
+    assert "line style marks the family" in legend.get_title().get_text()
+
+
+def test_curves_are_capped_and_the_cap_reported(tmp_path, monkeypatch):
+    monkeypatch.setattr(curves, "MAX_CURVES", 2)
+    rows = []
+    for i, model in enumerate(("wrn-10-1", "wrn-10-2", "wrn-16-1")):
+        write_run(tmp_path / model, 300, 500)
+        rows.append(result_row(model, 0, 0.6 + 0.01 * i, run_dir=model))
+    drawing = curves.plot_curves(groups_of(tmp_path, rows), PlotOptions())
+    assert drawing.notes == ["1 of 3 configurations not drawn (the 2 with the lowest error are)"]
+    assert len(drawing.figure.legends[0].get_texts()) == 2
+
+
+# ------------------------------------------------------------------------------ scale
+
+
+@pytest.fixture
+def report_scale():
+    spec = importlib.util.spec_from_file_location("report_scale", BENCHMARKS / "report_scale.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    yield module
+    sys.modules.pop("report_scale", None)
+
+
+def test_table_of_30k_rows_is_right(tmp_path, report_scale):
+    """Correctness on a large file (speed: `python benchmarks/report_scale.py` prints seconds)."""
+    rows = report_scale.synthetic_rows(30_000, 3_000)
+    path = tmp_path / "results.csv"
+    report_scale.write_rows(path, rows)
+    assert report_scale.check_table(report_scale.table_csv(path), rows) == 3_000

@@ -1,0 +1,134 @@
+"""Validation accuracy per epoch of every run, read from the runs' epochs.jsonl."""
+
+from __future__ import annotations
+
+import math
+import sys
+from collections import Counter
+from typing import Sequence
+
+import matplotlib
+import numpy as np
+from matplotlib import ticker
+
+from wrn.report.figures import Drawing, PlotOptions
+from wrn.report.results import Group, Run
+from wrn.report.names import display_name
+from wrn.report.styles import FAMILY_LINESTYLES, new_figure
+from wrn.runs import EPOCHS_FILE, read_jsonl
+
+LEGEND_COLUMNS = 4  # legend columns under the curve panels
+MAX_CURVES = 20  # configurations drawn; past it, those with the lowest error
+
+
+def warn(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr)
+
+
+def _epoch_point(record) -> tuple[int, float] | None:
+    """(epoch, val_acc) of one log line, None for a line without them (e.g. a test-only line)."""
+    try:
+        return int(record["epoch"]), float(record["val_acc"])
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def load_curve(run: Run) -> tuple[np.ndarray, np.ndarray] | None:
+    """(epochs, val accuracy %) from the run's epochs.jsonl; None when there is no usable log."""
+    if run.run_dir is None or not (run.run_dir / EPOCHS_FILE).is_file():
+        return None
+    records, problems = read_jsonl(run.run_dir / EPOCHS_FILE)
+    for problem in problems:
+        warn(problem)
+    # A resumed run may log an epoch twice; the later line is the one that counted.
+    by_epoch = dict(point for point in map(_epoch_point, records) if point is not None)
+    if not by_epoch:
+        return None
+    epochs = np.array(sorted(by_epoch))
+    return epochs, 100.0 * np.array([by_epoch[e] for e in epochs])
+
+
+def _config_styles(groups: Sequence[Group]) -> dict[str, tuple]:
+    """A colour per config; the line style says the family, as the marker does elsewhere."""
+    colors = matplotlib.colormaps["tab10" if len(groups) <= 10 else "tab20"].colors
+    return {g.config: (colors[i % len(colors)], FAMILY_LINESTYLES.get(g.family, (0, (1, 2))))
+            for i, g in enumerate(groups)}
+
+
+def _curve_labels(groups: Sequence[Group]) -> dict[str, str]:
+    names = Counter(display_name(g.model, g.dropout) for g in groups)
+    labels = {}
+    for g in groups:
+        name = display_name(g.model, g.dropout)
+        labels[g.config] = name if names[name] == 1 else f"{name} [{g.config}]"
+        labels[g.config] += f" (n={g.n})" if g.n > 1 else ""
+    return labels
+
+
+def _zoom_limits(curves: Sequence[tuple[np.ndarray, np.ndarray]]) -> tuple[tuple, tuple]:
+    """The last quarter of training, where final accuracies differ by tenths of a percent."""
+    first = min(int(epochs.min()) for epochs, _ in curves)
+    last = max(int(epochs.max()) for epochs, _ in curves)
+    start = last - max((last - first) / 4, 1)
+    tail = np.concatenate([acc[epochs >= start] for epochs, acc in curves])
+    low, high = float(tail.min()), float(tail.max())
+    pad = max(0.08 * (high - low), 0.2)
+    return (start, last), (low - pad, high + pad)
+
+
+def _legend_title(groups: Sequence[Group]) -> str | None:
+    parts = ["seeds share a colour"] if any(g.n > 1 for g in groups) else []
+    if len({g.family for g in groups}) > 1:
+        parts.append("line style marks the family")
+    return "; ".join(parts) or None
+
+
+def _curve_legend(fig, handles, labels, title: str | None) -> None:
+    # Under the panels, in columns: beside them it squeezes the panels and collides with the title.
+    fig.legend(handles, labels, loc="outside lower center", ncol=min(LEGEND_COLUMNS, len(labels)),
+               fontsize=8, title_fontsize=8, title=title)
+
+
+def _dedupe_legend(ax) -> tuple[list, list]:
+    handles, labels = ax.get_legend_handles_labels()
+    seen = dict(zip(labels, handles))  # a config whose first seed had no log labels a later one
+    return list(seen.values()), list(seen.keys())
+
+
+def plot_curves(groups: Sequence[Group], options: PlotOptions) -> Drawing | None:
+    best = {id(g) for g in sorted(groups, key=lambda g: g.error_mean)[:MAX_CURVES]}
+    shown = [g for g in groups if id(g) in best]  # in the figure order
+    notes = ([f"{len(groups) - len(shown)} of {len(groups)} configurations not drawn (the "
+              f"{MAX_CURVES} with the lowest error are)"] if len(shown) < len(groups) else [])
+    styles, labels = _config_styles(shown), _curve_labels(shown)
+    legend_rows = math.ceil(len(shown) / LEGEND_COLUMNS)
+    fig, (full, zoom) = new_figure(width=10.0, height=4.8 + 0.2 * legend_rows, ncols=2)
+    fig.set_layout_engine("constrained")
+    curves, missing = [], []
+    for group in shown:
+        color, linestyle = styles[group.config]
+        for run in group.runs:
+            curve = load_curve(run)
+            if curve is None:
+                missing.append(f"{group.config} seed {run.seed or '?'}: no epochs log in "
+                               f"{run.run_dir}; curve skipped")
+                continue
+            curves.append(curve)
+            for ax in (full, zoom):
+                ax.plot(*curve, color=color, ls=linestyle, lw=1.1, alpha=0.85,
+                        label=labels[group.config] if ax is full else None)
+    for message in missing[:3]:
+        warn(message)
+    if len(missing) > 3:
+        warn(f"{len(missing) - 3} more runs without an epochs log; their curves are skipped")
+    if not curves:
+        return None
+    zoom_x, zoom_y = _zoom_limits(curves)
+    zoom.set(xlim=zoom_x, ylim=zoom_y, title="last quarter of training")
+    full.set(ylim=(0, 100), title="all epochs")
+    for ax in (full, zoom):
+        ax.set(xlabel="epoch", ylabel="validation accuracy (%)")
+        ax.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
+    _curve_legend(fig, *_dedupe_legend(full), _legend_title(shown))
+    fig.suptitle(options.title("validation accuracy per epoch"), size=11)
+    return Drawing(fig, notes)

@@ -1,0 +1,28 @@
+"""Display names of models and datasets (no plotting library needed: tables use them too)."""
+
+from __future__ import annotations
+
+DATASET_NAMES = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "svhn": "SVHN"}
+_MODEL_PREFIXES = (  # longest first: "preact-resnet-" also ends in "resnet-"
+    ("preact-resnet-", "preact-resnet", "pre-act ResNet-"),
+    ("resnet-", "resnet", "ResNet-"),
+    ("wrn-", "wrn", "WRN-"),
+    ("plain-", "plain", "plain-"),
+)
+
+
+def family_of_model(model: str) -> str:
+    for prefix, family, _ in _MODEL_PREFIXES:
+        if model.lower().startswith(prefix):
+            return family
+    return ""
+
+
+def display_name(model: str, dropout: float = 0.0) -> str:
+    """`wrn-28-10` -> `WRN-28-10`, `preact-resnet-164` -> `pre-act ResNet-164`; '+drop' if dropout."""
+    name = model
+    for prefix, _, shown in _MODEL_PREFIXES:
+        if model.lower().startswith(prefix):
+            name = shown + model[len(prefix):]
+            break
+    return name + ("+drop" if dropout > 0 else "")

@@ -1,0 +1,135 @@
+"""Published CIFAR test errors to set a reproduction beside, and the rank correlation with them.
+
+Numbers were typed in from the papers (no network here), all with standard augmentation
+(random crop after 4-pixel padding + horizontal flip). The WRN numbers are the ones in
+Table 4 of the first arXiv version of the WRN paper, the version other papers (e.g. DenseNet,
+Table 2) quote; later versions of the WRN paper add mean/std input normalisation and report
+somewhat lower WRN errors (e.g. WRN-28-10 4.00 / 19.25).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping, Sequence
+
+import numpy as np
+
+WRN_PAPER = "Zagoruyko & Komodakis 2016, Wide Residual Networks, arXiv:1605.07146v1, Table 4"
+HE_2016 = "He et al. 2016, Deep Residual Learning for Image Recognition, CVPR, Table 6"
+HE_2016_IDENTITY = "He et al. 2016, Identity Mappings in Deep Residual Networks, ECCV"
+
+
+@dataclass(frozen=True)
+class PublishedResult:
+    model: str  # the package's model name, e.g. "wrn-28-10", "preact-resnet-164"
+    dropout: float
+    dataset: str  # "cifar10" or "cifar100"
+    error: float  # test error, %
+    params: float  # parameter count as published (rounded to 0.1M in the papers)
+    source: str
+
+
+def _pair(model: str, dropout: float, c10: float, c100: float, params_m: float, source: str):
+    """One model's CIFAR-10 and CIFAR-100 entries: the papers report them side by side."""
+    return (
+        PublishedResult(model, dropout, "cifar10", c10, params_m * 1e6, source),
+        PublishedResult(model, dropout, "cifar100", c100, params_m * 1e6, source),
+    )
+
+
+def _c10(model: str, c10: float, params_m: float, source: str = WRN_PAPER):
+    """A CIFAR-10-only entry (the CIFAR-100 number is not typed in here)."""
+    return (PublishedResult(model, 0.0, "cifar10", c10, params_m * 1e6, source),)
+
+
+PUBLISHED: tuple[PublishedResult, ...] = (
+    # ResNet CIFAR-10 errors and params from He et al. (Table 6); the CIFAR-100 errors are the
+    # ones the WRN paper lists in its Table 4 (He et al. did not report CIFAR-100).
+    *_pair("resnet-110", 0.0, 6.43, 25.16, 1.7, f"{HE_2016}; CIFAR-100 via {WRN_PAPER}"),
+    *_pair("resnet-1202", 0.0, 7.93, 27.82, 19.4, f"{HE_2016}; CIFAR-100 via {WRN_PAPER}"),
+    # Pre-activation ResNets, as listed in WRN Table 4.
+    *_pair("preact-resnet-164", 0.0, 5.46, 24.33, 1.7, f"{HE_2016_IDENTITY}; via {WRN_PAPER}"),
+    *_pair("preact-resnet-1001", 0.0, 4.92, 22.71, 10.2, f"{HE_2016_IDENTITY}; via {WRN_PAPER}"),
+    # Wide ResNets, the whole of WRN Table 4 in its order (depth 40, 28, 22, 16); the dropout
+    # row uses dropout 0.3 between the block's convs.
+    *_c10("wrn-40-1", 6.85, 0.6),
+    *_c10("wrn-40-2", 5.33, 2.2),
+    *_pair("wrn-40-4", 0.0, 4.97, 22.89, 8.9, WRN_PAPER),
+    *_c10("wrn-40-8", 4.66, 35.7),
+    *_pair("wrn-28-10", 0.0, 4.17, 20.50, 36.5, WRN_PAPER),
+    *_c10("wrn-28-12", 4.33, 52.5),
+    *_c10("wrn-22-8", 4.38, 17.2),
+    *_c10("wrn-22-10", 4.44, 26.8),
+    *_pair("wrn-16-8", 0.0, 4.81, 22.07, 11.0, WRN_PAPER),
+    *_c10("wrn-16-10", 4.56, 17.1),
+    *_pair("wrn-28-10", 0.3, 3.89, 18.85, 36.5, WRN_PAPER),
+)
+
+
+def published_results(dataset: str = "cifar10") -> tuple[PublishedResult, ...]:
+    """Every published entry for one dataset, in table order."""
+    return tuple(r for r in PUBLISHED if r.dataset == dataset.lower())
+
+
+def published_entry(model: str, dataset: str = "cifar10", dropout: float = 0.0) -> PublishedResult | None:
+    # Dropout is matched exactly: a paper number at dropout 0.3 says nothing about 0.5.
+    for result in published_results(dataset):
+        if result.model == model.lower() and abs(result.dropout - float(dropout)) < 1e-9:
+            return result
+    return None
+
+
+def published_error(model: str, dataset: str = "cifar10", dropout: float = 0.0) -> float | None:
+    """The published test error (%) for a model, or None when the papers above lack it."""
+    entry = published_entry(model, dataset, dropout)
+    return None if entry is None else entry.error
+
+
+# ------------------------------------------------------------------------------ rank correlation
+
+
+def average_ranks(values: Sequence[float]) -> np.ndarray:
+    """1-based ranks, ties sharing the mean of the ranks they span: [10, 20, 20, 5] -> [2, 3.5, 3.5, 1]."""
+    array = np.asarray(values, dtype=float)
+    order = np.argsort(array, kind="stable")
+    ordered = array[order]
+    starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
+    ends = np.r_[starts[1:], len(array)]
+    ranks = np.empty(len(array))
+    ranks[order] = np.repeat((starts + ends + 1) / 2, ends - starts)  # positions s..e-1 -> ranks s+1..e
+    return ranks
+
+
+def spearman(x: Sequence[float], y: Sequence[float]) -> float:
+    """Spearman's rank correlation: Pearson's correlation of the average ranks. NaN for fewer
+    than two pairs or when either side is constant (the correlation is undefined)."""
+    if len(x) != len(y):
+        raise ValueError(f"spearman needs pairs: {len(x)} values against {len(y)}")
+    if len(x) < 2:
+        return float("nan")
+    rx, ry = average_ranks(x) - (len(x) + 1) / 2, average_ranks(y) - (len(y) + 1) / 2
+    scale = float(np.sqrt((rx ** 2).sum() * (ry ** 2).sum()))
+    return float((rx * ry).sum() / scale) if scale > 0 else float("nan")
+
+
+@dataclass(frozen=True)
+class RankCorrelation:
+    rho: float  # NaN when undefined (fewer than two shared models, or no spread)
+    models: tuple[tuple[str, float], ...]  # (model, dropout) of the rows compared
+
+    @property
+    def n(self) -> int:
+        return len(self.models)
+
+
+def paper_rank_correlation(ours: Mapping[str | tuple[str, float], float],
+                           dataset: str = "cifar10") -> RankCorrelation:
+    """Spearman correlation between our mean test errors and the WRN paper's over the Wide
+    ResNet rows both have. `ours`: mean error (%) by model name (dropout 0) or (model, dropout)."""
+    keyed = {(k, 0.0) if isinstance(k, str) else (k[0], float(k[1])): v for k, v in ours.items()}
+    keyed = {(model.lower(), round(dropout, 9)): v for (model, dropout), v in keyed.items()}
+    pairs = [((r.model, r.dropout), keyed[(r.model, round(r.dropout, 9))], r.error)
+             for r in published_results(dataset)
+             if r.model.startswith("wrn-") and (r.model, round(r.dropout, 9)) in keyed]
+    return RankCorrelation(spearman([p[1] for p in pairs], [p[2] for p in pairs]),
+                           tuple(p[0] for p in pairs))

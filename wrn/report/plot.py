@@ -1,0 +1,128 @@
+"""`wrn plot`: figures from a sweep's results.csv: error against parameters, FLOPs and training
+time, a depth x width heatmap, and validation curves.
+
+    wrn plot RESULTS.csv --out DIR [--paper] [--dataset cifar10] [--formats png,svg]
+
+Every figure names the split its errors come from (test when every run has test_acc, else best
+validation for all) and, under its title, what the runs were (training subset, epochs). What
+could not be drawn (crowded or capped labels, curves past the cap) is printed, not drawn.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Callable, Sequence
+
+import matplotlib
+from matplotlib.figure import Figure
+
+from wrn.report.curves import plot_curves, warn
+from wrn.report.figures import (Drawing, PlotOptions, plot_error_vs_flops, plot_error_vs_params,
+                                plot_error_vs_time)
+from wrn.report.heatmap import plot_heatmap
+from wrn.report.results import (Group, Results, ResultsError, aggregate, load_results,
+                                result_notes)
+from wrn.report.runinfo import describe_runs
+from wrn.report.names import DATASET_NAMES
+from wrn.report.styles import STYLE
+
+FORMATS = ("png", "svg", "pdf")
+
+# (file stem, figure function, why it can come out empty); a function returns None when empty.
+FIGURES: tuple[tuple[str, Callable[[Sequence[Group], PlotOptions], Drawing | None], str], ...] = (
+    ("error_vs_params", plot_error_vs_params, "no finished run has params"),
+    ("error_vs_flops", plot_error_vs_flops, "no finished run has flops"),
+    ("heatmap", plot_heatmap, "no finished Wide ResNet runs"),
+    ("error_vs_time", plot_error_vs_time, "no finished run has wall_seconds"),
+    ("curves", plot_curves, "no run has a readable epochs.jsonl"),
+)
+
+
+def save_figure(fig: Figure, stem: Path, formats: Sequence[str]) -> list[Path]:
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for fmt in formats:
+        path = stem.with_name(f"{stem.name}.{fmt}")
+        # No date in the metadata: re-plotting unchanged results gives identical files.
+        metadata = {"svg": {"Date": None}, "pdf": {"CreationDate": None}}.get(fmt)
+        # To a temporary name, then renamed: a killed plot never leaves half a figure.
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        try:
+            fig.savefig(tmp, format=fmt, bbox_inches="tight", pad_inches=0.08, metadata=metadata)
+            os.chmod(tmp, 0o644)  # mkstemp makes 0600
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        paths.append(path)
+    return paths
+
+
+def write_plots(results: Results, out: Path, options: PlotOptions,
+                formats: Sequence[str] = ("png", "svg"),
+                note: Callable[[str], None] = lambda message: print(f"note: {message}", file=sys.stderr)
+                ) -> list[Path]:
+    """Every figure the results support; a figure without data (e.g. no WRN runs) is skipped."""
+    groups = aggregate(results.runs)
+    written = []
+    with matplotlib.rc_context(STYLE):
+        for name, make, empty_reason in FIGURES:
+            drawing = make(groups, options)
+            if drawing is None:
+                warn(f"{name}: skipped, {empty_reason}")
+                continue
+            for message in drawing.notes:
+                note(f"{name}: {message}")
+            written += save_figure(drawing.figure, out / name, formats)
+    return written
+
+
+def _formats(text: str) -> list[str]:
+    formats = [f.strip().lower().lstrip(".") for f in text.split(",") if f.strip()]
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown or not formats:
+        raise argparse.ArgumentTypeError(f"choose from {', '.join(FORMATS)}, comma separated")
+    return formats
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="wrn plot", description="Plot a sweep's results.csv: error vs parameters, FLOPs and "
+        "training time, a WRN depth x width heatmap, and validation curves.")
+    parser.add_argument("results", type=Path, metavar="RESULTS.csv")
+    parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="folder for the figures")
+    parser.add_argument("--paper", action="store_true",
+                        help="overlay the published WRN-paper test errors as hollow markers")
+    parser.add_argument("--dataset", choices=sorted(DATASET_NAMES), default="cifar10",
+                        help="which published numbers to overlay, and the title (default cifar10)")
+    parser.add_argument("--formats", type=_formats, default=["png", "svg"],
+                        help="comma-separated image formats (default png,svg)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.out.exists() and not args.out.is_dir():
+        print(f"error: --out {args.out} is a file; expected a folder for the figures", file=sys.stderr)
+        return 2
+    try:
+        results = load_results(args.results)
+        for message in result_notes(results):
+            print(f"note: {message}", file=sys.stderr)
+        options = PlotOptions(args.dataset, args.paper, describe_runs(results.runs))
+        written = write_plots(results, args.out, options, args.formats)
+    except ResultsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    for path in written:
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

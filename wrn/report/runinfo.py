@@ -1,0 +1,55 @@
+"""What the runs behind a figure were (training subset, epochs), read from their records, so a
+short smoke sweep cannot pass for a full CIFAR-10 result."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import yaml
+
+from wrn.report.results import Run, by_config
+from wrn.runs import CONFIG_FILE
+
+MAX_CONFIGS_READ = 50  # config.yaml files read: the first run of each configuration, up to this
+
+
+def _data_config(run_dir: Path | None) -> dict | None:
+    """The `data:` section of a run's saved config.yaml; None when it cannot be read."""
+    if run_dir is None:
+        return None
+    try:
+        config = yaml.safe_load((run_dir / CONFIG_FILE).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return None
+    data = config.get("data") if isinstance(config, dict) else None
+    return data if isinstance(data, dict) else None
+
+
+def _span(values: Iterable[int], unit: str) -> str:
+    values = sorted(set(values))
+    amount = f"{values[0]:,}" if len(values) == 1 else f"{values[0]:,}–{values[-1]:,}"
+    return f"{amount} {unit}"
+
+
+def _training_set(sections: Sequence[dict]) -> str | None:
+    subsets = {s.get("subset") for s in sections}
+    held = {int(s.get("val_size") or 0) for s in sections}
+    if None in subsets:
+        what = "full training set" if len(subsets) == 1 else "mixed training subsets"
+    else:
+        what = "subset: " + _span(subsets, "images per class")
+    if held == {0}:
+        return f"{what}, validated on the test split"
+    return f"{what}, {_span(held, 'held out for validation')}"
+
+
+def describe_runs(runs: Sequence[Run]) -> str:
+    """E.g. 'subset: 300 images per class, 500 held out for validation; 6 epochs'."""
+    firsts = [members[0] for members in by_config(runs).values()][:MAX_CONFIGS_READ]
+    sections = [s for s in map(_data_config, (r.run_dir for r in firsts)) if s is not None]
+    parts = [_training_set(sections)] if sections else []
+    epochs = [int(r.epochs) for r in runs if r.epochs is not None]
+    if epochs:
+        parts.append(_span(epochs, "epochs" if max(epochs) > 1 else "epoch"))
+    return "; ".join(parts)
