@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-DATASET_NAMES = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "svhn": "SVHN"}
+from wrn.data import DATASETS  # the table alone: importing it loads neither torch nor Lightning
+
+DATASET_NAMES = {name: facts.title for name, facts in DATASETS.items()}
 _MODEL_PREFIXES = (  # longest first: "preact-resnet-" also ends in "resnet-"
     ("preact-resnet-", "preact-resnet", "pre-act ResNet-"),
     ("resnet-", "resnet", "ResNet-"),
