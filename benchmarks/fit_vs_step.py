@@ -29,6 +29,7 @@ import sys
 import tempfile
 import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import lightning as L
@@ -45,6 +46,9 @@ from wrn.runs import atomic_write_json  # noqa: E402
 RESULTS_DIR = throughput.RESULTS_DIR
 NUM_CLASSES = 10  # CIFAR-10
 SYNC_WARNING = "synchronizing CUDA operation"  # text of set_sync_debug_mode's warnings
+# Full CIFAR-10 epochs (45k images) for the wide nets; fewer for the deep thin ones, which run
+# at hundreds of images/s until fixed, so that the GPU run stays within minutes.
+GPU_SUBSETS = "5000 resnet-110=1000 preact-resnet-164=1000 resnet-1202=200"
 CHANNELS_LAST = {"auto": None, "on": True, "off": False}  # --channels-last -> model.channels_last
 
 
@@ -174,12 +178,26 @@ class PhaseClock(L.Callback):
 # ---------------------------------------------------------------- the two measurements
 
 
-def fit_args(args: argparse.Namespace, model: str, run_dir: Path, clock_out: Path) -> list[str]:
+@dataclass(frozen=True)
+class DataSize:
+    subset: int  # training images per class kept
+    val_size: int  # images of those held out for validation
+
+
+def data_size(args: argparse.Namespace, model: str) -> DataSize:
+    """--subset's MODEL=N entry for `model`, else its plain number; validation: --val-size, else
+    a tenth of the images."""
+    subset = args.subset.get(model, args.subset[None])
+    return DataSize(subset, args.val_size if args.val_size is not None else subset)
+
+
+def fit_args(args: argparse.Namespace, model: str, size: DataSize, run_dir: Path,
+             clock_out: Path) -> list[str]:
     """`wrn fit`'s command line for this measurement: the recipe's defaults, the benchmark's data."""
     clock = {"class_path": f"{PhaseClock.__module__}.PhaseClock", "init_args": {"out": str(clock_out)}}
     return ["fit", "--model.name", model, "--model.channels_last", json.dumps(CHANNELS_LAST[args.channels_last[0]]),
-            "--data.root", str(args.data_root), "--data.subset", str(args.subset),
-            "--data.val_size", str(args.val_size), "--data.batch_size", str(args.batch_size),
+            "--data.root", str(args.data_root), "--data.subset", str(size.subset),
+            "--data.val_size", str(size.val_size), "--data.batch_size", str(args.batch_size),
             "--data.loader", "gpu", "--data.num_workers", "0",
             "--trainer.accelerator", args.device, "--trainer.devices", "1",
             "--trainer.max_epochs", str(args.epochs), "--trainer.default_root_dir", str(run_dir),
@@ -187,10 +205,10 @@ def fit_args(args: argparse.Namespace, model: str, run_dir: Path, clock_out: Pat
             *shlex.split(args.fit_args)]
 
 
-def measure_fit(args: argparse.Namespace, model: str, workdir: Path) -> dict:
+def measure_fit(args: argparse.Namespace, model: str, size: DataSize, workdir: Path) -> dict:
     workdir.mkdir(parents=True, exist_ok=True)
     clock_out = workdir / f"{model}-clock.json"
-    run_lightning(fit_args(args, model, workdir / model, clock_out))
+    run_lightning(fit_args(args, model, size, workdir / model, clock_out))
     epochs = json.loads(clock_out.read_text())["epochs"]
     steady = epochs[1:]
     images, seconds = sum(e["images"] for e in steady), sum(e["seconds"] for e in steady)
@@ -206,9 +224,9 @@ def measure_fit(args: argparse.Namespace, model: str, workdir: Path) -> dict:
             "rest_seconds": [e["rest_seconds"] for e in epochs]}
 
 
-def training_loader(args: argparse.Namespace, device: torch.device) -> DeviceLoader:
+def training_loader(args: argparse.Namespace, size: DataSize, device: torch.device) -> DeviceLoader:
     """The batches `wrn fit` trains on: the same split, augmentation and loader, seeded alike."""
-    data = CIFARData(root=str(args.data_root), subset=args.subset, val_size=args.val_size,
+    data = CIFARData(root=str(args.data_root), subset=size.subset, val_size=size.val_size,
                      batch_size=args.batch_size, loader="gpu", num_workers=0)
     data.prepare_data()
     data.setup("fit")
@@ -245,18 +263,21 @@ def measure_model(args: argparse.Namespace, model: str, workdir: Path) -> dict:
     """--repeats alternating rounds of step and fit, the fastest of each kept: a shared machine's
     noise only ever slows a round down."""
     device = torch.device(args.device)
-    loader = training_loader(args, device)
+    size = data_size(args, model)
+    loader = training_loader(args, size, device)
     by_format: dict[str, float] = {}
     fit: dict = {}
     for round_ in range(args.repeats):
         for layout in args.channels_last:
             ips = step_images_per_sec(args, model, loader, graph=False, layout=layout)
             by_format[layout] = max(ips, by_format.get(layout, 0.0))
-        candidate = measure_fit(args, model, workdir / f"round{round_}")
+        candidate = measure_fit(args, model, size, workdir / f"round{round_}")
         if candidate["fit_images_per_sec"] > fit.get("fit_images_per_sec", 0.0):
             fit = candidate
     step_ips = by_format[args.channels_last[0]]
-    row = {"name": model, "batch_size": args.batch_size, "step_images_per_sec": step_ips,
+    row = {"name": model, "batch_size": args.batch_size, "subset": size.subset,
+           "val_size": size.val_size, "train_images_per_epoch": len(loader) * args.batch_size,
+           "step_images_per_sec": step_ips,
            **fit, "ratio": fit["fit_images_per_sec"] / step_ips,
            "channels_last": args.channels_last[0], "step_images_per_sec_by_channels_last": by_format}
     if args.graph:
@@ -270,15 +291,16 @@ def measure_model(args: argparse.Namespace, model: str, workdir: Path) -> dict:
 
 
 def format_report(result: dict) -> str:
-    lines = [f"{result['device']}, torch {result['torch']}, {result['epochs']} epochs of "
-             f"{result['train_images']} images, first epoch excluded; fit = `wrn fit` with "
-             "validation every epoch, two checkpoints, run record, progress bar", "",
-             "| model | batch | step img/s | fit img/s | fit/step | syncs/step | graph step img/s |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    lines = [f"{result['device']}, torch {result['torch']}, {result['epochs']} epochs, the first "
+             "excluded; fit = `wrn fit` with validation every epoch, two checkpoints, run record, "
+             "progress bar", "",
+             "| model | batch | images/epoch | step img/s | fit img/s | fit/step | syncs/step | graph step img/s |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for m in result["models"]:
         syncs = "n/a" if m["syncs_per_step"] is None else f"{m['syncs_per_step']:.2f}"
         graph = f"{m['graph_step_images_per_sec']:.0f}" if "graph_step_images_per_sec" in m else "-"
-        lines.append(f"| {m['name']} | {m['batch_size']} | {m['step_images_per_sec']:.0f} | "
+        lines.append(f"| {m['name']} | {m['batch_size']} | {m['train_images_per_epoch']} | "
+                     f"{m['step_images_per_sec']:.0f} | "
                      f"{m['fit_images_per_sec']:.0f} | {m['ratio']:.2f} | {syncs} | {graph} |")
     lines += ["", "| model | epoch | seconds | validation s | checkpoint s | rest s |",
               "| --- | ---: | ---: | ---: | ---: | ---: |"]
@@ -296,6 +318,19 @@ def format_report(result: dict) -> str:
     return "\n".join(lines)
 
 
+def parse_subsets(parser: argparse.ArgumentParser, values: list[str] | None, default: str) -> dict:
+    """["N", "MODEL=N", ...] -> {None: N, "MODEL": N}."""
+    subsets: dict = {}
+    for value in values or default.split():
+        model, _, number = value.rpartition("=")
+        if not number.isdigit():
+            parser.error(f"--subset {value}: expected N or MODEL=N with N an integer")
+        subsets[model or None] = int(number)
+    if None not in subsets:
+        parser.error("--subset needs a plain N for the models not named")
+    return subsets
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
@@ -304,10 +339,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--models", nargs="+", help="registry names (default: wrn-10-1 on CPU; "
                         "wrn-16-8 wrn-28-10 resnet-110 resnet-1202 preact-resnet-164 on CUDA)")
     parser.add_argument("--batch-size", type=int, help="images per step (default: 32 CPU, 128 CUDA)")
-    parser.add_argument("--subset", type=int, help="training images per class kept "
-                        "(default: 100 CPU, 500 CUDA)")
-    parser.add_argument("--val-size", type=int, help="images of the subset held out for "
-                        "validation (default: a tenth of the subset)")
+    parser.add_argument("--subset", nargs="+", help="training images per class kept: N for "
+                        f"every model, MODEL=N for one (default: 100 on CPU; {GPU_SUBSETS} on CUDA)")
+    parser.add_argument("--val-size", type=int, help="images held out for validation "
+                        "(default: a tenth of the model's images)")
     parser.add_argument("--epochs", type=int, default=3, help="epochs (>= 2; the first is excluded)")
     parser.add_argument("--graph", action="store_true", help="also time the step replayed from "
                         "one CUDA graph (the eager step on CPU)")
@@ -330,9 +365,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.models = args.models or (["wrn-16-8", "wrn-28-10", "resnet-110", "resnet-1202",
                                    "preact-resnet-164"] if cuda else ["wrn-10-1"])
     args.batch_size = args.batch_size or (128 if cuda else 32)
-    args.subset = args.subset or (500 if cuda else 100)
-    args.val_size = args.val_size if args.val_size is not None else args.subset
-    if args.epochs < 2 or min(args.batch_size, args.subset, args.val_size, args.repeats) < 1:
+    args.subset = parse_subsets(parser, args.subset, default=GPU_SUBSETS if cuda else "100")
+    if args.epochs < 2 or min(args.batch_size, *args.subset.values(), args.val_size or 1, args.repeats) < 1:
         parser.error("--epochs must be >= 2; --batch-size, --subset, --val-size, --repeats >= 1")
     return args
 
@@ -346,8 +380,7 @@ def main(argv: list[str] | None = None) -> dict:
     with tempfile.TemporaryDirectory(prefix="fit-vs-step-") as workdir:
         models = [measure_model(args, model, Path(workdir)) for model in args.models]
     result = {"device": name, "torch": torch.__version__, "lightning": L.__version__,
-              "threads": torch.get_num_threads(), "repeats": args.repeats, "fit_args": args.fit_args, "epochs": args.epochs, "train_images": models[0]["steps_per_epoch"] * args.batch_size,
-              "subset": args.subset, "val_size": args.val_size, "models": models}
+              "threads": torch.get_num_threads(), "repeats": args.repeats, "fit_args": args.fit_args, "epochs": args.epochs, "models": models}
     path = args.out / f"fit-vs-step-{throughput.slug(name)}.json"
     atomic_write_json(path, result)
     print(format_report(result))

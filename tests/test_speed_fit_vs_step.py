@@ -27,7 +27,7 @@ def positive(value) -> bool:
 
 def test_cpu_run_writes_the_record(fit_vs_step, tmp_path, capsys):
     tree = make_image_tree(tmp_path / "data", classes=10, per_class=6)
-    fit_vs_step.main(["--data-root", str(tree), "--models", "wrn-10-1", "--subset", "6",
+    fit_vs_step.main(["--data-root", str(tree), "--models", "wrn-10-1", "--subset", "100", "wrn-10-1=6",
                       "--val-size", "10", "--batch-size", "10", "--epochs", str(EPOCHS), "--graph",
                       "--channels-last", "auto", "on", "--out", str(tmp_path / "out"),
                       "--fit-args", "--trainer.enable_progress_bar false", "--threads", "0"])
@@ -40,7 +40,8 @@ def test_cpu_run_writes_the_record(fit_vs_step, tmp_path, capsys):
         assert positive(row[key]), key
     assert row["ratio"] == pytest.approx(row["fit_images_per_sec"] / row["step_images_per_sec"])
     assert row["syncs_per_step"] is None  # counted on CUDA only
-    assert row["steps_per_epoch"] == 5  # 60 images - 10 held out, batch 10
+    assert row["subset"] == 6 and row["val_size"] == 10
+    assert row["steps_per_epoch"] == 5 and row["train_images_per_epoch"] == 50  # 60 - 10 held out
     for key in ("epoch_seconds", "validation_seconds", "checkpoint_seconds", "rest_seconds"):
         assert len(row[key]) == EPOCHS and all(positive(s) for s in row[key]), key
     for epoch, validation, checkpoint, rest in zip(row["epoch_seconds"], row["validation_seconds"],
@@ -49,11 +50,16 @@ def test_cpu_run_writes_the_record(fit_vs_step, tmp_path, capsys):
     assert set(row["step_images_per_sec_by_channels_last"]) == {"auto", "on"}
     assert all(positive(v) for v in row["step_images_per_sec_by_channels_last"].values())
     printed = capsys.readouterr().out
-    assert "| wrn-10-1 | 10 |" in printed and str(path) in printed
+    assert "| wrn-10-1 | 10 | 50 |" in printed and str(path) in printed
 
 
-def test_missing_data_root_is_a_usage_error(fit_vs_step, tmp_path, capsys):
+@pytest.mark.parametrize("argv,named", [
+    (["--data-root", "nowhere"], "nowhere"),
+    (["--subset", "wrn-10-1=six"], "wrn-10-1=six"),
+    (["--subset", "wrn-10-1=6"], "plain N")])
+def test_bad_arguments_are_usage_errors(fit_vs_step, tmp_path, capsys, argv, named):
+    make_image_tree(tmp_path / "data", classes=2, per_class=1)
     with pytest.raises(SystemExit) as exit_info:
-        fit_vs_step.main(["--data-root", str(tmp_path / "nowhere")])
+        fit_vs_step.main(["--data-root", str(tmp_path / "data"), *argv])
     assert exit_info.value.code == 2
-    assert "nowhere" in capsys.readouterr().err
+    assert named in capsys.readouterr().err
