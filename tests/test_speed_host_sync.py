@@ -115,3 +115,31 @@ def test_no_host_device_sync_between_logging_points_on_cuda(tmp_path):
         fit(tmp_path, "cuda", window)  # a sync inside the window raises RuntimeError
     finally:
         torch.cuda.set_sync_debug_mode("default")
+
+
+class NanAtLastStep(LitClassifier):
+    def training_step(self, batch, batch_idx):
+        images, labels = batch
+        if batch_idx + 1 == self.trainer.num_training_batches:
+            images = images * float("nan")
+        return super().training_step((images, labels), batch_idx)
+
+
+def test_a_nan_in_the_last_step_stops_the_run_before_validation_and_checkpoints(tmp_path):
+    tree = make_image_tree(tmp_path / "tree", classes=3, per_class=20)
+    data = CIFARData(root=str(tree), batch_size=8, val_size=12, num_workers=0, download=False, loader="gpu")
+    L.seed_everything(0, verbose=False)
+    model = NanAtLastStep(name="wrn-10-1", num_classes=3, nan_check_every=50)
+    checkpoints = tmp_path / "checkpoints"
+    validated = []
+
+    class Validated(L.Callback):
+        def on_validation_start(self, trainer, pl_module):
+            validated.append(trainer.current_epoch)
+
+    trainer = L.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_progress_bar=False,
+                        enable_model_summary=False, num_sanity_val_steps=0, default_root_dir=tmp_path,
+                        callbacks=[L.pytorch.callbacks.ModelCheckpoint(dirpath=checkpoints), Validated()])
+    with pytest.raises(FloatingPointError, match="loss became NaN/inf at epoch 0"):
+        trainer.fit(model, datamodule=data)
+    assert validated == [] and not list(checkpoints.glob("*.ckpt"))

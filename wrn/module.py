@@ -74,7 +74,7 @@ class LitClassifier(L.LightningModule):
                  channels_last: Optional[bool] = None, compile: bool = False,
                  nan_check_every: int = 50, copies: int = 1):
         """channels_last: None = on for CUDA. compile: torch.compile the network.
-        nan_check_every: steps between checks of the loss for NaN/inf (each check syncs the host).
+        nan_check_every: steps between non-blocking looks at the loss's NaN/inf count.
         copies: S > 1 trains seeds seed..seed+S-1 as one fused network (grouped convs), each
         copy initialised and fed as its separate run would be; metrics are reported per copy."""
         super().__init__()
@@ -148,9 +148,12 @@ class LitClassifier(L.LightningModule):
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
         # The epoch's training means are logged here, at its last step, rather than in
         # on_train_epoch_end: callbacks (the run record) see that hook before the module does.
+        # The NaN check syncs here too, a logging point, so that validation and the checkpoints
+        # after it never see non-finite weights.
         trainer = self.trainer
         last_batch = batch_idx + 1 >= trainer.num_training_batches
         if last_batch or 0 <= trainer.max_steps <= self.global_step:
+            self._raise_if_nonfinite()
             self._log_epoch_metrics("train")
 
     def _watch_for_nonfinite(self, loss: torch.Tensor) -> None:
