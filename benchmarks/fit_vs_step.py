@@ -114,7 +114,7 @@ class PhaseClock(L.Callback):
     def setup(self, trainer, pl_module, stage: str) -> None:
         self.device = trainer.strategy.root_device
         self.syncs = SyncCounter(self.device)
-        save = self._save_checkpoint = trainer.save_checkpoint
+        save = trainer.save_checkpoint
 
         def timed_save(*args, **kwargs):
             sync(self.device)
