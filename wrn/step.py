@@ -109,5 +109,5 @@ def make_step(net: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: LossFn,
     if graph and images.device.type == "cuda":
         return CapturedStep(net, optimizer, loss_fn, images, labels, autocast_dtype)
     if graph:
-        log.info("CUDA graph step needs a CUDA device; %s runs the eager step", images.device)
+        log.warning("CUDA graph step needs a CUDA device; %s runs the eager step", images.device)
     return EagerStep(net, optimizer, loss_fn, autocast_dtype)
