@@ -7,7 +7,8 @@
 Measured per model, in one process so the ratios compare like with like:
   reference  eager fp32 NCHW, default SGD, `.item()` on the loss every step (what naive code does)
   ours       bf16 autocast (CUDA), channels_last, cudnn.benchmark, fused SGD, losses summed on
-             the device and read once at the end; optionally torch.compile of the model
+             the device and read once at the end; optionally torch.compile of the model,
+             or (--graph) the whole step replayed from one CUDA graph
   fused      small models: one copies=S network on S stacked batches against S separate runs of
              our step one after another (S x batch images per fused step)
   pipeline   (--data-pipeline) our WRN-16-1 step fed by `wrn.data.DeviceLoader` (gather, crop,
@@ -41,6 +42,7 @@ from wrn.complexity import count_params, fvcore_macs
 from wrn.models import create_model
 from wrn.models.fused import fused_loss
 from wrn.runs import atomic_write_json
+from wrn.step import EagerStep, make_step
 
 ALL_MODELS = ("wrn-16-1", "wrn-16-4", "wrn-16-8", "wrn-28-10", "resnet-110", "resnet-1202")
 FUSED_COPIES = (4, 8)  # networks per fused model
@@ -84,6 +86,7 @@ class Settings:
     steps: int
     warmup: int
     compile: str | None  # torch.compile mode for our step; None = eager
+    graph: bool = False  # our step replayed from one CUDA graph (wrn.step.CapturedStep)
 
 
 # ---------------------------------------------------------------- device and peak
@@ -207,30 +210,34 @@ def classification_loss(logits: Tensor, labels: Tensor) -> Tensor:
 
 class TrainStep:
     """One SGD step per call on the next batch of `source`; `fast` picks our step over the
-    reference. `finish()` is the one place our step waits for the device."""
+    reference. `finish()` is the one place our step waits for the device. `graph` replays our
+    step from one CUDA graph (wrn.step; eager on CPU); `memory_format` overrides the step's own
+    (channels_last for ours, NCHW for the reference)."""
 
     def __init__(self, model: torch.nn.Module, source: Callable[[], Batch], device: torch.device,
-                 fast: bool, compile_mode: str | None = None):
-        self.source, self.fast, self.device = source, fast, device
+                 fast: bool, compile_mode: str | None = None, graph: bool = False,
+                 memory_format: torch.memory_format | None = None):
+        self.source, self.fast, self.device, self.graph = source, fast, device, graph
         self.autocast = fast and device.type == "cuda"  # CPU bf16 convs are slow: keep fp32
-        self.memory_format = torch.channels_last if fast else torch.contiguous_format
+        default_format = torch.channels_last if fast else torch.contiguous_format
+        self.memory_format = memory_format or default_format
         self.model = model.to(device=device, memory_format=self.memory_format).train()
         self.forward = torch.compile(self.model, mode=compile_mode) if compile_mode else self.model
         self.optimizer = make_sgd(self.model, fused=fast)
+        self.step: EagerStep | None = None  # made at the first batch: a capture needs one
         self.loss_sum = torch.zeros((), device=device)
         self.host_losses: list[float] = []
 
     def __call__(self) -> None:
         images, labels = self.source()
         images = images.contiguous(memory_format=self.memory_format)
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
-            logits = self.forward(images)
-        loss = classification_loss(logits.float(), labels)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
+        if self.step is None:
+            self.step = make_step(self.forward, self.optimizer, classification_loss, images, labels,
+                                  graph=self.graph,
+                                  autocast_dtype=torch.bfloat16 if self.autocast else None)
+        loss = self.step(images, labels)
         if self.fast:
-            self.loss_sum += loss.detach()  # stays on the device: the host runs ahead
+            self.loss_sum += loss  # stays on the device: the host runs ahead
         else:
             self.host_losses.append(loss.item())  # waits for the device every step
 
@@ -269,7 +276,8 @@ def time_training(name: str, settings: Settings, fast: bool, copies: int = 1, se
     model = create_model(name, copies=copies, num_classes=NUM_CLASSES)
     source = source or synthetic_source(settings.batch_size, copies, settings.device)
     torch.backends.cudnn.benchmark = fast  # a global switch: set for each measurement
-    step = TrainStep(model, source, settings.device, fast, settings.compile if fast else None)
+    step = TrainStep(model, source, settings.device, fast, settings.compile if fast else None,
+                     graph=fast and settings.graph)
     seconds = seconds_per_step(step, settings)
     del step, model
     if settings.device.type == "cuda":
@@ -345,6 +353,7 @@ def format_report(result: dict, markdown: bool = False) -> str:
                   f"{m['speedup']:.2f}x", f"{m['mfu_ref']:.1%}", f"{m['mfu_ours']:.1%}"]
                  for m in models]
     compiled = f", torch.compile {result['compile']}" if result["compile"] else ""
+    compiled += ", one CUDA graph per step" if result.get("graph") else ""
     parts = [f"{result['device']}, torch {result['torch']}, ours: {result['precision_ours']}"
              f"{compiled}; peak {result['peak_tflops']:.3g} TFLOP/s ({result['peak_source']}); "
              f"mean of {result['steps']} steps after {result['warmup']} warm-up",
@@ -392,6 +401,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="torch.compile the model in our step, in this mode (default: "
                         "default); reduce-overhead adds CUDA graphs, which is what lifts the "
                         "launch-bound small and deep nets; minutes to compile the deepest")
+    parser.add_argument("--graph", action="store_true",
+                        help="replay our step (forward, backward, SGD, BN buffers) from one CUDA "
+                        "graph; the eager step on CPU")
     parser.add_argument("--data-pipeline", action="store_true",
                         help=f"also time {PIPELINE_MODEL} fed by wrn.data.DeviceLoader")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR,
@@ -414,12 +426,12 @@ def main(argv: list[str] | None = None) -> dict:
     device = torch.device(args.device)
     name = device_name(device)
     peak, peak_source = peak_tflops(device, name, args.peak_tflops)
-    settings = Settings(device, args.batch_size, args.steps, args.warmup, args.compile)
+    settings = Settings(device, args.batch_size, args.steps, args.warmup, args.compile, args.graph)
     result = {
         "device": name, "device_type": device.type, "torch": torch.__version__,
         "peak_tflops": peak, "peak_source": peak_source,
         "precision_ours": "bf16 autocast" if device.type == "cuda" else "fp32",
-        "compile": args.compile, "steps": args.steps, "warmup": args.warmup,
+        "compile": args.compile, "graph": args.graph, "steps": args.steps, "warmup": args.warmup,
         "batch_size": args.batch_size,
         "models": [measure_model(m, settings, peak,
                                  tuple(args.copies) if m in args.fused_models else ())
