@@ -49,12 +49,55 @@ def default_run_dir(model_cfg, seed) -> str:
 
 
 def _make_cli_class():
+    import time
+
     import torch
     from lightning.pytorch.cli import LightningCLI
 
+    from wrn import console
     from wrn.data import DATASETS
+    from wrn.predict import FolderPredictData, PredictionWriter
 
     class WRNCLI(LightningCLI):
+        def _prepare_subcommand_parser(self, klass, subcommand: str, **kwargs):
+            parser = super()._prepare_subcommand_parser(klass, subcommand, **kwargs)
+            if subcommand == "predict":
+                parser.add_lightning_class_args(PredictionWriter, "predictions")
+            console.put_package_options_first(parser)
+            return parser
+
+        def _instantiate_trainer(self, config: dict, callbacks: list):
+            if config.get("enable_progress_bar") is not False and not console.has_progress_bar(config):
+                callbacks = [*callbacks, console.progress_bar()]  # epochs counted from 1
+            return super()._instantiate_trainer(config, callbacks)
+
+        def before_fit(self) -> None:
+            if self.trainer.is_global_zero:
+                console.say(console.slow_cpu_warning(self.trainer, self.model, self.datamodule), sys.stderr)
+
+        def after_fit(self) -> None:
+            if self.trainer.is_global_zero:
+                console.say(console.fit_summary(self.trainer))
+
+        def before_test(self) -> None:
+            self._test_started = time.perf_counter()
+
+        def after_test(self) -> None:
+            if self.trainer.is_global_zero:
+                console.say(console.evaluation_summary(
+                    self.trainer, time.perf_counter() - self._test_started,
+                    console.count_test_images(self.datamodule)))
+
+        def before_predict(self) -> None:
+            writer = self._get(self.config_init, "predictions")
+            if writer.images:
+                self.datamodule = FolderPredictData(writer.images, self.datamodule)
+
+        def after_predict(self) -> None:
+            writer = self._get(self.config_init, "predictions")
+            if self.trainer.is_global_zero and writer.written:
+                console.say(f"predictions: {writer.written}")
+
         def add_arguments_to_parser(self, parser) -> None:
             parser.link_arguments("data.dataset", "model.num_classes",
                                   compute_fn=lambda dataset: DATASETS[dataset].num_classes)

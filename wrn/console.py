@@ -12,7 +12,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import RichProgressBar, TQDMProgressBar
+from lightning.pytorch.callbacks import ProgressBar, RichProgressBar, TQDMProgressBar
 from lightning.pytorch.callbacks.progress.rich_progress import _RICH_AVAILABLE
 
 from wrn.runs import METRICS_FILE, RecordError, read_metrics
@@ -25,7 +25,8 @@ KNOWN_WARNINGS = (
     # fvcore scripts its focal-loss helpers with torch.jit when imported (wrn never scripts).
     (r"`torch\.jit\.script` is deprecated", r"torch\.jit\._script", FutureWarning),
 )
-LIGHTNING_INFO_LOGGER = "lightning.fabric.utilities.rank_zero"  # where Lightning's tips are logged
+# Where Lightning's rank-zero messages are logged (the one of whichever package imported last).
+LIGHTNING_INFO_LOGGERS = ("lightning.fabric.utilities.rank_zero", "lightning.pytorch.utilities.rank_zero")
 LITLOGGER_TIP = "💡 Tip: For seamless cloud logging"
 
 SLOW_RUN_HOURS = 12.0  # a CPU run estimated longer than this is announced before it starts
@@ -44,9 +45,10 @@ def quiet_known_noise() -> None:
     its text and the module it comes from, so every other warning still shows."""
     for message, module, category in KNOWN_WARNINGS:
         warnings.filterwarnings("ignore", message=message, category=category, module=module)
-    tip_logger = logging.getLogger(LIGHTNING_INFO_LOGGER)
-    if not any(isinstance(f, _DropLitLoggerTip) for f in tip_logger.filters):
-        tip_logger.addFilter(_DropLitLoggerTip())
+    for name in LIGHTNING_INFO_LOGGERS:
+        tip_logger = logging.getLogger(name)
+        if not any(isinstance(f, _DropLitLoggerTip) for f in tip_logger.filters):
+            tip_logger.addFilter(_DropLitLoggerTip())
 
 
 # -- progress bar -----------------------------------------------------------------------------------
@@ -72,9 +74,28 @@ class TQDMEpochBar(TQDMProgressBar):
         self.train_progress_bar.set_description(_one_based(trainer.current_epoch, trainer.max_epochs))
 
 
+def has_progress_bar(trainer_config: dict) -> bool:
+    callbacks = trainer_config.get("callbacks") or []
+    return any(isinstance(c, ProgressBar) for c in (callbacks if isinstance(callbacks, list) else [callbacks]))
+
+
 def progress_bar() -> L.Callback:
     """The bar Lightning would pick (rich when installed), counting epochs from 1."""
     return RichEpochBar() if _RICH_AVAILABLE else TQDMEpochBar()
+
+
+# -- help -----------------------------------------------------------------------------------------
+HELP_USAGE = "%(prog)s [-h] [-c CONFIG] [--print_config] [--model.* ...] [--data.* ...] [--trainer.* ...]"
+
+
+def put_package_options_first(parser) -> None:
+    """`wrn fit --help` lists the model's and the data's options before Lightning's Trainer's,
+    under a usage line of one line rather than every option."""
+    parser.usage = HELP_USAGE
+    trainer = parser.groups.get("trainer") if hasattr(parser, "groups") else None
+    if trainer is not None and trainer in parser._action_groups:
+        parser._action_groups.remove(trainer)
+        parser._action_groups.append(trainer)
 
 
 # -- before a long CPU run ----------------------------------------------------------------------------
