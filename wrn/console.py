@@ -31,7 +31,7 @@ LITLOGGER_TIP = "💡 Tip: For seamless cloud logging"
 
 SLOW_RUN_HOURS = 12.0  # a CPU run estimated longer than this is announced before it starts
 ESTIMATE_FROM_IMAGES = 1_000_000  # epochs x images below this never pay for the speed probe
-PROBE_BATCH = 16  # images per timed training step of the speed probe
+PROBE_BATCH = 4  # images per timed training step of the speed probe (a few seconds for WRN-28-10)
 TRAIN_IMAGES = {"cifar10": 50_000, "cifar100": 50_000, "svhn": 73_257}  # training split sizes
 
 
@@ -137,7 +137,7 @@ def slow_cpu_warning(trainer: L.Trainer, model: L.LightningModule, datamodule) -
         return None
     duration = f"{hours / 24:.1f} days" if hours >= 48 else f"{hours:.0f} hours"
     return (f"warning: no GPU: {model.spec.name} for {epochs} epochs of {images // epochs:,} images "
-            f"would take about {duration} on this CPU ({rate:.0f} training images/s measured "
+            f"would take about {duration} on this CPU ({rate:.3g} training images/s measured "
             f"just now); for a run of minutes try `wrn fit --config configs/quick.yaml`")
 
 
