@@ -124,3 +124,21 @@ def test_a_cpu_run_of_days_is_announced_with_its_estimate():
     assert "5000 epochs of 45,000 images" in warning and "configs/quick.yaml" in warning
     minutes = L.Trainer(accelerator="cpu", max_epochs=8, logger=False)
     assert slow_cpu_warning(minutes, model, CIFARData(root="unused", subset=1000, val_size=1000)) is None
+
+
+def test_the_fit_summary_reads_test_accuracies_from_the_record(tmp_path):
+    from types import SimpleNamespace
+
+    from wrn.console import fit_summary
+    from wrn.runs import atomic_write_json
+
+    atomic_write_json(tmp_path / "metrics.json", {
+        "status": "finished", "model": "wrn-16-2", "epochs": 8, "wall_seconds": 239.0,
+        "images_per_sec": 320.0, "best_val_acc": 0.658, "final_val_acc": 0.65, "test_acc": 0.68,
+        "test_acc_best": 0.683})
+    trainer = SimpleNamespace(default_root_dir=str(tmp_path), current_epoch=8, loggers=[],
+                              checkpoint_callbacks=[SimpleNamespace(dirpath=str(tmp_path / "checkpoints"))])
+    summary = fit_summary(trainer)
+    assert summary.startswith("wrn-16-2 finished: 8 epochs in 3 min 59 s, 320 training images/s")
+    assert "validation accuracy: best 65.8%, final 65.0%" in summary
+    assert "test accuracy: final weights 68.0%, best checkpoint 68.3%" in summary

@@ -176,8 +176,10 @@ def fit_summary(trainer: L.Trainer) -> str:
              + (f" ({record['device']})" if record.get("device") else ""),
              f"  validation accuracy: best {_percent(record.get('best_val_acc'))}, "
              f"final {_percent(record.get('final_val_acc'))}"]
-    if record.get("test_acc") is not None:
-        lines.append(f"  test accuracy: {_percent(record['test_acc'])}")
+    tests = [f"{label} {_percent(record[key])}" for key, label in
+             (("test_acc", "final weights"), ("test_acc_best", "best checkpoint")) if record.get(key) is not None]
+    if tests:
+        lines.append(f"  test accuracy: {', '.join(tests)}")
     lines.append(f"  record:       {run_dir / METRICS_FILE}")
     checkpoints = sorted({Path(cb.dirpath) for cb in trainer.checkpoint_callbacks if getattr(cb, "dirpath", None)})
     lines += [f"  checkpoints:  {folder}" for folder in checkpoints]
