@@ -154,3 +154,14 @@ def test_ctrl_c_during_a_fit_exits_130_with_one_line(tmp_path, tree):
     text = log.read_text()
     assert code == 130, text[-3000:]
     assert "error: interrupted" in text and "Traceback" not in text, text[-3000:]
+
+
+def test_a_binary_or_alias_bomb_sweep_spec_is_named(tmp_path):
+    binary = tmp_path / "spec.yaml"
+    binary.write_bytes(b"\xff\xfe\x00grid")
+    assert_one_line(wrn("sweep", "run", binary, "--out", tmp_path / "out", "--dry-run"),
+                    str(binary), "not a UTF-8 text file")
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text(ALIAS_BOMB)
+    assert_one_line(wrn("sweep", "run", bomb, "--out", tmp_path / "out"), str(bomb), "aliases expand")
+    assert not (tmp_path / "out").exists()

@@ -211,7 +211,7 @@ def main(argv: list[str] | None = None) -> None:
     if command in LIGHTNING_COMMANDS:
         sys.exit(_guarded(_lightning_command, argv))
     if command in OWN_COMMANDS:
-        sys.exit(_guarded(lambda args: importlib.import_module(OWN_COMMANDS[command]).main(args), argv[1:]))
+        sys.exit(_guarded(lambda args: _own_command(command, args), argv[1:]))
     if command in ("-h", "--help"):
         print(usage())
         sys.exit(0)
@@ -223,6 +223,15 @@ def main(argv: list[str] | None = None) -> None:
     print(usage() if command is None else f"{usage()}\n\nerror: unknown command {command!r}",
           file=sys.stderr)
     sys.exit(2)
+
+
+def _own_command(command: str, argv: list[str]) -> int | None:
+    """count, sweep, plot or table, after the YAML files among its arguments (a sweep spec)
+    passed the size check."""
+    from wrn.errors import check_config_args
+
+    check_config_args(argv)
+    return importlib.import_module(OWN_COMMANDS[command]).main(argv)
 
 
 def _lightning_command(argv: list[str]) -> None:
