@@ -123,6 +123,11 @@ class PredictionWriter(BasePredictionWriter):
         self.out, self.images = out, images
         self.written: Optional[Path] = None
 
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if stage == "predict" and trainer.world_size > 1:  # each process would see only its share
+            raise ValueError(f"wrn predict writes its CSV from one process; got {trainer.world_size} "
+                             "(pass --trainer.devices 1)")
+
     def output_path(self, trainer: L.Trainer) -> Path:
         return Path(self.out).expanduser() if self.out else Path(trainer.default_root_dir) / DEFAULT_OUT
 
