@@ -48,7 +48,8 @@ def tree(tmp_path_factory) -> Path:
 # -- the mapping ----------------------------------------------------------------------------------
 @pytest.mark.parametrize("exc,expected", [
     (PermissionError(errno.EACCES, "Permission denied", "/data/x.ckpt"), "permission denied: /data/x.ckpt"),
-    (OSError(errno.ENOSPC, "No space left on device", "/out/best.ckpt"), "no space left on device: /out/best.ckpt"),
+    (OSError(errno.ENOSPC, "No space left on device", "/out/best.ckpt"),
+     "no space left on device: /out/best.ckpt"),
     (IsADirectoryError(errno.EISDIR, "Is a directory", "runs/x"), "is a directory: runs/x"),
     (NotADirectoryError(errno.ENOTDIR, "Not a directory", "a/b"), "not a directory: a/b"),
     (OSError(errno.ELOOP, "Too many levels of symbolic links", "loop.jpg"),
@@ -106,6 +107,11 @@ def test_ctrl_c_is_one_line_and_exit_130(capsys, monkeypatch):
 def test_alias_bombs_are_counted_without_expanding():
     assert yaml_node_count("a: 1\nb: [1, 2]") == 7
     assert yaml_node_count(ALIAS_BOMB) > 100 * MAX_YAML_NODES
+
+
+def test_yaml_nested_past_the_recursion_limit_is_one_value_error():
+    with pytest.raises(ValueError, match="deep.yaml: YAML nested too deeply"):
+        yaml_node_count("[" * 100_000 + "]" * 100_000, "deep.yaml")
 
 
 def test_an_alias_bomb_config_is_refused_in_one_short_line(tmp_path):

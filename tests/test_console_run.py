@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from tests.helpers import make_image_tree
-from wrn.console import slow_cpu_warning
+from wrn.console import _one_based, slow_cpu_warning
 from wrn.data import CIFARData
 from wrn.module import LitClassifier
 
@@ -51,6 +51,11 @@ def test_a_fit_prints_no_known_noise_and_counts_epochs_from_one(fitted):
         assert noise not in output, f"{noise!r} printed:\n{output[-3000:]}"
     assert "Epoch 2/2" in output
     assert "Total FLOPs: 25" in output  # wrn-10-1: 12.65 M multiply-adds = 25.3 M FLOPs per image
+
+
+def test_epochs_are_counted_from_one_in_either_bar():
+    assert _one_based(0, 2) == "Epoch 1/2" and _one_based(1, 2) == "Epoch 2/2"
+    assert _one_based(4, -1) == "Epoch 5"  # max_epochs -1: no end
 
 
 def test_a_fit_ends_with_its_summary(fitted):

@@ -76,7 +76,8 @@ class TQDMEpochBar(TQDMProgressBar):
 
 def has_progress_bar(trainer_config: dict) -> bool:
     callbacks = trainer_config.get("callbacks") or []
-    return any(isinstance(c, ProgressBar) for c in (callbacks if isinstance(callbacks, list) else [callbacks]))
+    callbacks = callbacks if isinstance(callbacks, list) else [callbacks]
+    return any(isinstance(c, ProgressBar) for c in callbacks)
 
 
 def progress_bar() -> L.Callback:
@@ -176,12 +177,14 @@ def fit_summary(trainer: L.Trainer) -> str:
              + (f" ({record['device']})" if record.get("device") else ""),
              f"  validation accuracy: best {_percent(record.get('best_val_acc'))}, "
              f"final {_percent(record.get('final_val_acc'))}"]
-    tests = [f"{label} {_percent(record[key])}" for key, label in
-             (("test_acc", "final weights"), ("test_acc_best", "best checkpoint")) if record.get(key) is not None]
+    tests = [f"{label} {_percent(record[key])}"
+             for key, label in (("test_acc", "final weights"), ("test_acc_best", "best checkpoint"))
+             if record.get(key) is not None]
     if tests:
         lines.append(f"  test accuracy: {', '.join(tests)}")
     lines.append(f"  record:       {run_dir / METRICS_FILE}")
-    checkpoints = sorted({Path(cb.dirpath) for cb in trainer.checkpoint_callbacks if getattr(cb, "dirpath", None)})
+    checkpoints = sorted({Path(cb.dirpath) for cb in trainer.checkpoint_callbacks
+                          if getattr(cb, "dirpath", None)})
     lines += [f"  checkpoints:  {folder}" for folder in checkpoints]
     return "\n".join(lines + _log_lines(trainer))
 

@@ -170,7 +170,8 @@ def yaml_node_count(text: str, source: str = "YAML") -> int:
         if id(node) not in sizes:
             sizes[id(node)] = 0  # a node that contains itself counts once
             children = (node.value if isinstance(node, yaml.SequenceNode) else
-                        [n for pair in node.value for n in pair] if isinstance(node, yaml.MappingNode) else [])
+                        [n for pair in node.value for n in pair] if isinstance(node, yaml.MappingNode)
+                        else [])
             sizes[id(node)] = 1 + sum(size(child) for child in children)
         return sizes[id(node)]
 
@@ -181,5 +182,7 @@ def yaml_node_count(text: str, source: str = "YAML") -> int:
         return total
     except yaml.YAMLError:
         return 0  # not YAML: the parser itself reports it with its line
+    except RecursionError:
+        raise ValueError(f"{source}: YAML nested too deeply to read") from None
     finally:
         loader.dispose()
