@@ -9,11 +9,37 @@ import sys
 from pathlib import Path
 
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
-DEBUG_ENV = "WRN_DEBUG"  # set to 1 for full tracebacks instead of one-line errors
+DEBUG_ENV = "WRN_DEBUG"  # 1, true or yes: full tracebacks instead of one-line errors
+DEBUG_ON = ("1", "true", "yes")
 
 
 OWN_COMMANDS = {"count": "wrn.complexity", "sweep": "wrn.sweep.cli", "plot": "wrn.report.plot",
                 "table": "wrn.report.tables"}  # command -> module with main(argv) -> exit code
+
+COMMAND_HELP = {  # one line per command, in the order `wrn --help` lists them
+    "fit": "train a model (--config FILE; --model.*, --data.*, --trainer.* override it)",
+    "validate": "evaluate a checkpoint on the validation split",
+    "test": "evaluate a checkpoint on the test split",
+    "predict": "write class probabilities for the test split or a folder of images to a CSV",
+    "count": "parameters and multiply-adds of named models (wrn count wrn-28-10 resnet-110)",
+    "sweep": "run, inspect and summarize depth x width grids (run | status | summarize)",
+    "plot": "error against parameters, FLOPs and time from a sweep's results.csv",
+    "table": "paper-style tables (markdown, latex, csv) from a sweep's results.csv",
+}
+
+
+def usage() -> str:
+    """`wrn --help`: every command with one line; built without importing torch or Lightning."""
+    from wrn import __version__
+
+    width = max(map(len, COMMAND_HELP))
+    lines = ["usage: wrn COMMAND [ARGS]    (wrn COMMAND --help: that command's options)", "",
+             f"wrn {__version__}: Wide ResNets against thin deep ResNets on CIFAR, from a name to a "
+             "trade-off plot.", "", "commands:"]
+    lines += [f"  {name:<{width}}  {text}" for name, text in COMMAND_HELP.items()]
+    lines += ["", "options:", "  -h, --help  this help", "  --version   the package version", "",
+              f"{DEBUG_ENV}=1 shows full tracebacks instead of one-line errors."]
+    return "\n".join(lines)
 
 
 def default_run_dir(model_cfg, seed) -> str:
@@ -23,12 +49,55 @@ def default_run_dir(model_cfg, seed) -> str:
 
 
 def _make_cli_class():
+    import time
+
     import torch
     from lightning.pytorch.cli import LightningCLI
 
+    from wrn import console
     from wrn.data import DATASETS
+    from wrn.predict import FolderPredictData, PredictionWriter
 
     class WRNCLI(LightningCLI):
+        def _prepare_subcommand_parser(self, klass, subcommand: str, **kwargs):
+            parser = super()._prepare_subcommand_parser(klass, subcommand, **kwargs)
+            if subcommand == "predict":
+                parser.add_lightning_class_args(PredictionWriter, "predictions")
+            console.put_package_options_first(parser)
+            return parser
+
+        def _instantiate_trainer(self, config: dict, callbacks: list):
+            if config.get("enable_progress_bar") is not False and not console.has_progress_bar(config):
+                callbacks = [*callbacks, console.progress_bar()]  # epochs counted from 1
+            return super()._instantiate_trainer(config, callbacks)
+
+        def before_fit(self) -> None:
+            if self.trainer.is_global_zero:
+                console.say(console.slow_cpu_warning(self.trainer, self.model, self.datamodule), sys.stderr)
+
+        def after_fit(self) -> None:
+            if self.trainer.is_global_zero:
+                console.say(console.fit_summary(self.trainer))
+
+        def before_test(self) -> None:
+            self._test_started = time.perf_counter()
+
+        def after_test(self) -> None:
+            if self.trainer.is_global_zero:
+                console.say(console.evaluation_summary(
+                    self.trainer, time.perf_counter() - self._test_started,
+                    console.count_test_images(self.datamodule)))
+
+        def before_predict(self) -> None:
+            writer = self._get(self.config_init, "predictions")
+            if writer.images:
+                self.datamodule = FolderPredictData(writer.images, self.datamodule)
+
+        def after_predict(self) -> None:
+            writer = self._get(self.config_init, "predictions")
+            if self.trainer.is_global_zero and writer.written:
+                console.say(f"predictions: {writer.written}")
+
         def add_arguments_to_parser(self, parser) -> None:
             parser.link_arguments("data.dataset", "model.num_classes",
                                   compute_fn=lambda dataset: DATASETS[dataset].num_classes)
@@ -140,28 +209,66 @@ def run_lightning(argv: list[str]) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else list(argv)
-    if argv and argv[0] in LIGHTNING_COMMANDS or argv[:1] in (["-h"], ["--help"]):
-        sys.exit(_guarded(run_lightning, argv))
-    if argv and argv[0] in OWN_COMMANDS:
-        command = importlib.import_module(OWN_COMMANDS[argv[0]]).main
-        sys.exit(_guarded(command, argv[1:]))
-    print("usage: wrn {" + ",".join(LIGHTNING_COMMANDS + tuple(OWN_COMMANDS)) + "} ...\n"
-          "  fit/validate/test/predict --config FILE   train and evaluate (LightningCLI)\n"
-          "  count NAME...                             parameters and multiply-adds\n"
-          "  sweep run|status|summarize ...            depth x width grids\n"
-          "  plot RESULTS.csv / table RESULTS.csv      trade-off figures and paper tables",
+    command = argv[0] if argv else None
+    if command in LIGHTNING_COMMANDS:
+        sys.exit(_guarded(_lightning_command, argv))
+    if command in OWN_COMMANDS:
+        sys.exit(_guarded(lambda args: _own_command(command, args), argv[1:]))
+    if command in ("-h", "--help"):
+        print(usage())
+        sys.exit(0)
+    if command == "--version":
+        from wrn import __version__
+
+        print(f"wrn {__version__}")
+        sys.exit(0)
+    print(usage() if command is None else f"{usage()}\n\nerror: unknown command {command!r}",
           file=sys.stderr)
-    return sys.exit(2)
+    sys.exit(2)
+
+
+def _own_command(command: str, argv: list[str]) -> int | None:
+    """count, sweep, plot or table, after the YAML files among its arguments (a sweep spec)
+    passed the size check."""
+    from wrn.errors import check_config_args
+
+    check_config_args(argv)
+    return importlib.import_module(OWN_COMMANDS[command]).main(argv)
+
+
+def _lightning_command(argv: list[str]) -> None:
+    """A Lightning subcommand, after its config files passed the size check and with third-party
+    noise kept off the console."""
+    from wrn.console import quiet_known_noise
+    from wrn.errors import check_config_args
+
+    check_config_args(argv)
+    quiet_known_noise()
+    run_lightning(argv)
+
+
+def debugging() -> bool:
+    """WRN_DEBUG=1 (or true, yes) asks for tracebacks; unset, 0, false or no do not."""
+    return os.environ.get(DEBUG_ENV, "").strip().lower() in DEBUG_ON
 
 
 def _guarded(command, argv) -> int:
-    """Known user errors become one line on stderr and exit code 2; WRN_DEBUG=1 shows tracebacks."""
-    from wrn.errors import one_line_error
+    """Known user errors become one line on stderr and exit code 2 (130 for Ctrl-C);
+    WRN_DEBUG=1 shows tracebacks."""
+    from wrn.errors import INTERRUPTED_EXIT, interrupted, one_line_error
 
-    if os.environ.get(DEBUG_ENV):
+    if debugging():
         return command(argv) or 0
     try:
         return command(argv) or 0
+    except KeyboardInterrupt:
+        print("error: interrupted (Ctrl-C)", file=sys.stderr)
+        return INTERRUPTED_EXIT
+    except SystemExit as exc:
+        if interrupted(exc):  # Lightning's own Ctrl-C handling ends in sys.exit(1)
+            print("error: interrupted (Ctrl-C)", file=sys.stderr)
+            return INTERRUPTED_EXIT
+        raise
     except Exception as exc:  # noqa: BLE001 - turned into a one-line message or re-raised
         message = one_line_error(exc)
         if message is None:

@@ -2,8 +2,26 @@
 
 from __future__ import annotations
 
+import errno
+import os
 import pickle
 import re
+import sys
+
+MAX_MESSAGE = 400  # characters of one error line; longer messages end in "…"
+INTERRUPTED_EXIT = 130  # Ctrl-C, as the shell reports a SIGINT death
+MAX_YAML_NODES = 100_000  # a config expanding past this many YAML nodes is an alias bomb
+YAML_SUFFIXES = (".yaml", ".yml")
+
+# OSError numbers whose one-line reason reads better than strerror's.
+OS_REASONS = {errno.EACCES: "permission denied", errno.EPERM: "operation not permitted",
+              errno.ENOSPC: "no space left on device", errno.EISDIR: "is a directory",
+              errno.ENOTDIR: "not a directory", errno.ENOENT: "no such file or directory",
+              errno.EROFS: "read-only file system", errno.ELOOP: "too many levels of symbolic links",
+              errno.EEXIST: "file exists", errno.EDQUOT: "disk quota exceeded"}
+# Messages of RuntimeErrors that torch.load raises for a damaged or foreign file.
+CHECKPOINT_DAMAGE = ("PytorchStreamReader failed", "Invalid magic number", "unexpected EOF",
+                     "file might be corrupted")
 
 
 def _first_line(exc: BaseException) -> str:
@@ -12,8 +30,53 @@ def _first_line(exc: BaseException) -> str:
 
 
 def one_line_error(exc: BaseException) -> str | None:
-    """A one-line message for errors caused by input (config, data, checkpoint, resources);
-    None for anything else, which is a bug and keeps its traceback."""
+    """A one-line message, at most MAX_MESSAGE characters, for errors caused by input (config,
+    data, checkpoint, resources, the network); None for anything else, which is a bug and keeps
+    its traceback."""
+    message = _message(exc)
+    return None if message is None else cap(message)
+
+
+def cap(text: str, limit: int = MAX_MESSAGE) -> str:
+    """`text` on one line, cut to `limit` characters with "…" (only the head is ever scanned, so
+    a message of gigabytes costs no more than a short one)."""
+    head = " ".join(text[:limit * 4].split())
+    return head if len(head) <= limit and len(text) <= limit * 4 else head[:limit - 1].rstrip() + "…"
+
+
+def interrupted(exc: SystemExit) -> bool:
+    """True for the sys.exit(1) with which Lightning ends a fit after Ctrl-C."""
+    return isinstance(exc.__context__, KeyboardInterrupt)
+
+
+def os_error(exc: OSError) -> str:
+    """'permission denied: <path>', 'no space left on device: <path>' and the like."""
+    reason = OS_REASONS.get(exc.errno) or (os.strerror(exc.errno).lower() if exc.errno else
+                                            _first_line(exc))
+    paths = [str(p) for p in (exc.filename, exc.filename2) if p is not None]
+    return f"{reason}: {' -> '.join(paths)}" if paths else reason
+
+
+def connection_error(exc: BaseException) -> str | None:
+    """A failed connection (to a Ray cluster, a download server): what failed and why."""
+    ray_errors = _ray_connection_errors()
+    if not isinstance(exc, (ConnectionError, TimeoutError, *ray_errors)):
+        return None
+    return f"connection failed ({type(exc).__name__}): {_first_line(exc)}"
+
+
+def _ray_connection_errors() -> tuple[type, ...]:
+    """Ray's connection and authentication errors, when Ray is already imported (never imports it)."""
+    module = sys.modules.get("ray.exceptions")
+    names = ("RaySystemError", "RpcError", "AuthenticationError", "GetTimeoutError")
+    return tuple(getattr(module, name) for name in names if isinstance(getattr(module, name, None), type))
+
+
+def decode_error(path: str | os.PathLike, exc: UnicodeDecodeError) -> str:
+    return f"{path} is not a UTF-8 text file (byte {exc.start}: {exc.reason})"
+
+
+def _message(exc: BaseException) -> str | None:
     import torch
 
     if isinstance(exc, torch.cuda.OutOfMemoryError):
@@ -25,10 +88,17 @@ def one_line_error(exc: BaseException) -> str | None:
     unreadable = checkpoint_load_error(exc)
     if unreadable is not None:
         return unreadable
-    if isinstance(exc, (ValueError, FloatingPointError, FileNotFoundError, KeyError, TypeError)):
-        return " ".join(str(exc).split()) or type(exc).__name__
+    connection = connection_error(exc)
+    if connection is not None:
+        return connection
+    if isinstance(exc, OSError):
+        return os_error(exc)
+    if isinstance(exc, UnicodeDecodeError):
+        return f"not a UTF-8 text file (byte {exc.start}: {exc.reason})"
+    if isinstance(exc, (ValueError, FloatingPointError, KeyError, TypeError)):
+        return str(exc).strip() or type(exc).__name__  # cap() makes it one line
     if type(exc).__name__ == "ArgumentError":  # jsonargparse / argparse config errors
-        return " ".join(str(exc).split())
+        return str(exc)
     return None
 
 
@@ -49,6 +119,70 @@ def checkpoint_load_error(exc: BaseException) -> str | None:
         reason = next((line.strip() for line in detail.splitlines() if line.strip()), "unpickling failed")
         return (f"checkpoint refused by the safe loader (torch.load weights_only=True: "
                 f"{reason.split('. ')[0].rstrip('.')}); nothing in it was unpickled")
-    if isinstance(exc, RuntimeError) and "PytorchStreamReader failed" in str(exc):
+    if isinstance(exc, RuntimeError) and any(text in str(exc) for text in CHECKPOINT_DAMAGE):
         return f"checkpoint is truncated or damaged ({str(exc).split('. ')[0]})"
+    if isinstance(exc, EOFError):
+        return "checkpoint is empty or truncated (the file ends before its data)"
     return None
+
+
+def check_config_args(argv: list[str]) -> None:
+    """ValueError naming the file for a config given on the command line (after --config, or any
+    existing .yaml/.yml file) that is not UTF-8 text or whose aliases expand past MAX_YAML_NODES:
+    checked before the parser reads it, which would expand an alias bomb into gigabytes."""
+    for source, text in _config_texts(argv):
+        nodes = yaml_node_count(text, source)
+        if nodes > MAX_YAML_NODES:
+            raise ValueError(f"{source}: YAML aliases expand to more than {MAX_YAML_NODES:,} nodes "
+                             f"({nodes:,}); refusing to read it")
+
+
+def _config_texts(argv: list[str]):
+    """(name, text) of each config on the command line: files by path, --config YAML inline."""
+    values = []
+    for i, arg in enumerate(argv):
+        option, _, value = arg.partition("=")
+        if option == "--config":
+            values.append((value, True) if value else (argv[i + 1], True) if i + 1 < len(argv) else None)
+        elif arg.lower().endswith(YAML_SUFFIXES) or value.lower().endswith(YAML_SUFFIXES):
+            values.append((value or arg, False))
+    for value, inline_allowed in filter(None, values):
+        path = os.path.expanduser(value)
+        if os.path.isfile(path):
+            data = open(path, "rb").read()
+            try:
+                yield value, data.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise ValueError(decode_error(value, exc)) from None
+        elif inline_allowed:
+            yield "--config", value
+
+
+def yaml_node_count(text: str, source: str = "YAML") -> int:
+    """How many nodes the YAML documents in `text` hold once every alias is expanded, counted on
+    the composed graph (aliases shared, nothing expanded)."""
+    import yaml
+
+    loader = yaml.SafeLoader(text)
+    sizes: dict[int, int] = {}
+
+    def size(node) -> int:
+        if id(node) not in sizes:
+            sizes[id(node)] = 0  # a node that contains itself counts once
+            children = (node.value if isinstance(node, yaml.SequenceNode) else
+                        [n for pair in node.value for n in pair] if isinstance(node, yaml.MappingNode)
+                        else [])
+            sizes[id(node)] = 1 + sum(size(child) for child in children)
+        return sizes[id(node)]
+
+    try:
+        total = 0
+        while loader.check_node():
+            total += size(loader.get_node())
+        return total
+    except yaml.YAMLError:
+        return 0  # not YAML: the parser itself reports it with its line
+    except RecursionError:
+        raise ValueError(f"{source}: YAML nested too deeply to read") from None
+    finally:
+        loader.dispose()

@@ -16,8 +16,10 @@ from wrn.data.augment import eval_views
 from wrn.data import mix_seed
 from wrn.models import resolve_model
 from wrn.models.fused import fuse, fused_loss
+from wrn.models.wide_resnet import BLOCKS, block_name
 
 Schedule = Literal["wrn", "resnet", "cosine", "onecycle", "constant"]
+BlockName = Literal[tuple(block_name(kernels) for kernels in BLOCKS)]  # "B(3,3)", "B(3,1,3)", ...
 View = Literal["single", "flip", "multi-crop"]
 RUNTIME_OPTIONS = ("eval_view", "channels_last", "compile", "nan_check_every")
 
@@ -26,7 +28,7 @@ RUNTIME_OPTIONS = ("eval_view", "channels_last", "compile", "nan_check_every")
 class Arch:
     """Design switches of the named network; None keeps what the name implies."""
 
-    block: Optional[str] = None  # WRN block type, e.g. "B(3,3)", "B(3,1,3)" (paper Table 2)
+    block: Optional[BlockName] = None  # WRN block type, e.g. "B(3,3)", "B(3,1,3)" (paper Table 2)
     order: Optional[Literal["pre", "post"]] = None  # BN-ReLU-conv vs conv-BN-ReLU
     shortcut: Optional[Literal["A", "B", "C", "none"]] = None  # He et al. 2015 options
     activation: Optional[Literal["relu", "prelu"]] = None
@@ -36,7 +38,22 @@ class Arch:
 
 @dataclass
 class Optim:
-    """SGD and its schedule; the defaults are the WRN paper's recipe."""
+    """SGD and its schedule; the defaults are the WRN paper's recipe.
+
+    Args:
+        lr: Initial learning rate (the peak of onecycle), tuned for batch 128.
+        momentum: SGD momentum; 0 turns momentum (and Nesterov) off.
+        nesterov: Nesterov momentum, as the WRN paper trains.
+        weight_decay: L2 coefficient (WRN paper 5e-4; ResNet papers 1e-4).
+        decay_norm_and_bias: False = no weight decay on BatchNorm parameters, PReLU slopes and
+            biases.
+        schedule: Learning-rate schedule, stepped every batch. wrn: x0.2 at 30, 60 and 80% of
+            training; resnet: /10 at 50 and 75%; cosine: to zero; onecycle: linear up for 15%,
+            then linear down to zero; constant.
+        warmup_epochs: Epochs trained at warmup_lr before the schedule starts (ResNet-110: about
+            1 epoch = 400 steps); 0 = none.
+        warmup_lr: Learning rate during the warm-up.
+    """
 
     lr: float = 0.1  # initial learning rate, for batch 128
     momentum: float = 0.9
@@ -73,10 +90,33 @@ class LitClassifier(L.LightningModule):
                  label_smoothing: float = 0.0, eval_view: View = "single",
                  channels_last: Optional[bool] = None, compile: bool = False,
                  nan_check_every: int = 50, copies: int = 1):
-        """channels_last: None = on for CUDA. compile: torch.compile the network.
-        nan_check_every: steps between non-blocking looks at the loss's NaN/inf count.
-        copies: S > 1 trains seeds seed..seed+S-1 as one fused network (grouped convs), each
-        copy initialised and fed as its separate run would be; metrics are reported per copy."""
+        """Build the named network with the given overrides.
+
+        Args:
+            name: Registry model name: wrn-<depth>-<k>, resnet-<depth>, plain-<depth>,
+                preact-resnet-<depth> (`wrn.models.list_models()` lists the published ones).
+            depth: Override of the depth in the name (WRN: 6n+4 for B(3,3); ResNet: 6n+2); None
+                keeps the name's. Sweeps over model.depth keep one base name.
+            widen_factor: Override of the width k in the name (channels x k); None keeps the name's.
+            dropout: Dropout probability between the convolutions of each unit, in [0, 1); None
+                keeps the name's (0 for all but the -dropout recipes).
+            arch: Design switches of the named network (block, order, shortcut, activation,
+                bn_placement, unit); None in each keeps what the name implies.
+            num_classes: Output classes; set from data.dataset (10 for CIFAR-10 and SVHN, 100 for
+                CIFAR-100).
+            optim: SGD, weight decay and the learning-rate schedule.
+            label_smoothing: Cross-entropy label smoothing in [0, 1); 0 = none.
+            eval_view: Test-time views averaged in softmax: single (the image), flip (plus its
+                mirror), multi-crop (4 corners and centre of the padded image, each mirrored:
+                10 views).
+            channels_last: NHWC memory format; None = on for CUDA, off on the CPU.
+            compile: torch.compile the network (slow first epoch, faster later ones on GPU).
+            nan_check_every: Training steps between non-blocking looks at the loss's NaN/inf
+                count (a NaN stops the run within two such intervals, and at every epoch end).
+            copies: S > 1 trains seeds seed..seed+S-1 as one fused network (grouped convolutions),
+                each copy initialised and fed as its separate run would be; metrics are reported
+                per copy.
+        """
         super().__init__()
         arch = Arch(**arch) if isinstance(arch, dict) else (arch or Arch())
         optim = Optim(**optim) if isinstance(optim, dict) else (optim or Optim())
@@ -107,6 +147,10 @@ class LitClassifier(L.LightningModule):
             for stage in stages})
         self.register_buffer("_nonfinite_steps", torch.zeros((), dtype=torch.long), persistent=False)
         self._nonfinite_host = HostMirror()  # the count, on its way to the host
+        # One 32x32 image (S stacked along channels when fused): Lightning's model summary counts
+        # its FLOPs (torch's count: 2 per multiply-add). Compiled networks get none, so that the
+        # summary does not compile a graph for batch size 1.
+        self.example_input_array = None if compile else torch.zeros(1, 3 * copies, 32, 32)
 
     def configure_model(self) -> None:
         if self.channels_last or (self.channels_last is None
@@ -229,8 +273,9 @@ class LitClassifier(L.LightningModule):
         self._log_epoch_metrics("test")
 
     def predict_step(self, batch, batch_idx: int) -> torch.Tensor:
+        """Class probabilities: (N, classes); (N, copies, classes) for a fused network."""
         images = batch[0] if isinstance(batch, (list, tuple)) else batch
-        return self._view_logits(images).argmax(-1)
+        return self._view_logits(images).softmax(-1)
 
     # -- optimisation -----------------------------------------------------------------------------
     def configure_optimizers(self):

@@ -1,0 +1,212 @@
+"""What `wrn fit | validate | test | predict` print around a run: known third-party noise kept
+off the console, a progress bar that counts epochs from 1, a warning before a CPU run that would
+take days, and a short summary at the end of `fit` and `test`."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import ProgressBar, RichProgressBar, TQDMProgressBar
+from lightning.pytorch.callbacks.progress.rich_progress import _RICH_AVAILABLE
+
+from wrn.runs import METRICS_FILE, RecordError, read_metrics
+
+# (message regex, module regex, category): each one exact third-party warning, nothing broader.
+KNOWN_WARNINGS = (
+    # Lightning's pytree helper builds a LeafSpec, which torch >= 2.10 deprecates.
+    (r"`isinstance\(treespec, LeafSpec\)` is deprecated", r"lightning\.pytorch\.utilities\._pytree",
+     FutureWarning),
+    # fvcore scripts its focal-loss helpers with torch.jit when imported (wrn never scripts).
+    (r"`torch\.jit\.script` is deprecated", r"torch\.jit\._script", FutureWarning),
+)
+# Where Lightning's rank-zero messages are logged (the one of whichever package imported last).
+LIGHTNING_INFO_LOGGERS = ("lightning.fabric.utilities.rank_zero", "lightning.pytorch.utilities.rank_zero")
+LITLOGGER_TIP = "💡 Tip: For seamless cloud logging"
+
+SLOW_RUN_HOURS = 12.0  # a CPU run estimated longer than this is announced before it starts
+ESTIMATE_FROM_IMAGES = 1_000_000  # epochs x images below this never pay for the speed probe
+PROBE_BATCH = 4  # images per timed training step of the speed probe (a few seconds for WRN-28-10)
+TRAIN_IMAGES = {"cifar10": 50_000, "cifar100": 50_000, "svhn": 73_257}  # training split sizes
+
+
+class _DropLitLoggerTip(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(LITLOGGER_TIP)
+
+
+def quiet_known_noise() -> None:
+    """Hide the few messages a `wrn` run prints that say nothing about the run: each matched by
+    its text and the module it comes from, so every other warning still shows."""
+    for message, module, category in KNOWN_WARNINGS:
+        warnings.filterwarnings("ignore", message=message, category=category, module=module)
+    for name in LIGHTNING_INFO_LOGGERS:
+        tip_logger = logging.getLogger(name)
+        if not any(isinstance(f, _DropLitLoggerTip) for f in tip_logger.filters):
+            tip_logger.addFilter(_DropLitLoggerTip())
+
+
+# -- progress bar -----------------------------------------------------------------------------------
+def _one_based(epoch: int, max_epochs: int | None) -> str:
+    """'Epoch 2/2' for the second of two epochs (Lightning shows 'Epoch 1/1': 0-based index over
+    the last index)."""
+    return f"Epoch {epoch + 1}" + (f"/{max_epochs}" if max_epochs is not None and max_epochs >= 0 else "")
+
+
+class RichEpochBar(RichProgressBar):
+    """Lightning's rich bar, epochs counted from 1 up to max_epochs."""
+
+    def _get_train_description(self, current_epoch: int) -> str:
+        description = _one_based(current_epoch, self.trainer.max_epochs)
+        return f"{description:{len(self.validation_description)}}"
+
+
+class TQDMEpochBar(TQDMProgressBar):
+    """Lightning's tqdm bar, epochs counted from 1 up to max_epochs."""
+
+    def on_train_epoch_start(self, trainer: L.Trainer, *args) -> None:
+        super().on_train_epoch_start(trainer, *args)
+        self.train_progress_bar.set_description(_one_based(trainer.current_epoch, trainer.max_epochs))
+
+
+def has_progress_bar(trainer_config: dict) -> bool:
+    callbacks = trainer_config.get("callbacks") or []
+    callbacks = callbacks if isinstance(callbacks, list) else [callbacks]
+    return any(isinstance(c, ProgressBar) for c in callbacks)
+
+
+def progress_bar() -> L.Callback:
+    """The bar Lightning would pick (rich when installed), counting epochs from 1."""
+    return RichEpochBar() if _RICH_AVAILABLE else TQDMEpochBar()
+
+
+# -- help -----------------------------------------------------------------------------------------
+HELP_USAGE = "%(prog)s [-h] [-c CONFIG] [--print_config] [--model.* ...] [--data.* ...] [--trainer.* ...]"
+
+
+def put_package_options_first(parser) -> None:
+    """`wrn fit --help` lists the model's and the data's options before Lightning's Trainer's,
+    under a usage line of one line rather than every option."""
+    parser.usage = HELP_USAGE
+    trainer = parser.groups.get("trainer") if hasattr(parser, "groups") else None
+    if trainer is not None and trainer in parser._action_groups:
+        parser._action_groups.remove(trainer)
+        parser._action_groups.append(trainer)
+
+
+# -- before a long CPU run ----------------------------------------------------------------------------
+def planned_train_images(datamodule) -> int:
+    """Training images per epoch the data config asks for, before reading any data."""
+    classes = getattr(datamodule, "num_classes", 10)
+    subset = getattr(datamodule, "subset", None)
+    total = subset * classes if subset else TRAIN_IMAGES.get(getattr(datamodule, "dataset", ""), 50_000)
+    return max(0, total - getattr(datamodule, "val_size", 0))
+
+
+def cpu_images_per_second(model: L.LightningModule, batch: int = PROBE_BATCH) -> float:
+    """Training images/s of a fresh copy of the model's network on this CPU: one warm-up step and
+    one timed step. The copy, its gradients and the RNG draws stay out of the run."""
+    with torch.random.fork_rng(devices=[]):
+        net = model.spec.build()
+        images = torch.randn(batch, 3, 32, 32)
+        labels = torch.zeros(batch, dtype=torch.long)
+        elapsed = 0.0
+        for _ in range(2):
+            start = time.perf_counter()
+            torch.nn.functional.cross_entropy(net(images), labels).backward()
+            elapsed = time.perf_counter() - start
+    return batch / max(elapsed, 1e-9)
+
+
+def slow_cpu_warning(trainer: L.Trainer, model: L.LightningModule, datamodule) -> str | None:
+    """A warning with the estimated duration when a CPU fit would run longer than
+    SLOW_RUN_HOURS; None for GPU runs and for anything short."""
+    if trainer.strategy.root_device.type != "cpu" or not hasattr(model, "spec"):
+        return None
+    epochs = trainer.max_epochs if trainer.max_epochs and trainer.max_epochs > 0 else 1
+    images = epochs * planned_train_images(datamodule) * getattr(model, "copies", 1)
+    if images < ESTIMATE_FROM_IMAGES:
+        return None
+    rate = cpu_images_per_second(model)
+    hours = images / rate / 3600
+    if hours < SLOW_RUN_HOURS:
+        return None
+    duration = f"{hours / 24:.1f} days" if hours >= 48 else f"{hours:.0f} hours"
+    return (f"warning: no GPU: {model.spec.name} for {epochs} epochs of {images // epochs:,} images "
+            f"would take about {duration} on this CPU ({rate:.3g} training images/s measured "
+            f"just now); for a run of minutes try `wrn fit --config configs/quick.yaml`")
+
+
+# -- after fit and test --------------------------------------------------------------------------------
+def _percent(value) -> str:
+    return "–" if value is None else f"{100 * value:.1f}%"
+
+
+def _seconds(value) -> str:
+    if value is None:
+        return "–"
+    minutes, seconds = divmod(float(value), 60)
+    return f"{int(minutes)} min {seconds:.0f} s" if minutes else f"{seconds:.1f} s"
+
+
+def _log_lines(trainer: L.Trainer) -> list[str]:
+    return [f"  logs:         {type(lg).__name__} {lg.log_dir}" for lg in trainer.loggers
+            if getattr(lg, "log_dir", None)]
+
+
+def _record(run_dir: Path) -> dict:
+    try:
+        return read_metrics(run_dir) or {}
+    except RecordError:
+        return {}
+
+
+def fit_summary(trainer: L.Trainer) -> str:
+    """What the fit achieved and where it left everything, from its run record (metrics.json)."""
+    run_dir = Path(trainer.default_root_dir)
+    record = _record(run_dir)
+    rate = record.get("images_per_sec")
+    lines = [f"{record.get('model', 'model')} {record.get('status', 'finished')}: "
+             f"{record.get('epochs', trainer.current_epoch)} epochs in {_seconds(record.get('wall_seconds'))}"
+             + (f", {rate:,.0f} training images/s" if rate else "")
+             + (f" ({record['device']})" if record.get("device") else ""),
+             f"  validation accuracy: best {_percent(record.get('best_val_acc'))}, "
+             f"final {_percent(record.get('final_val_acc'))}"]
+    tests = [f"{label} {_percent(record[key])}"
+             for key, label in (("test_acc", "final weights"), ("test_acc_best", "best checkpoint"))
+             if record.get(key) is not None]
+    if tests:
+        lines.append(f"  test accuracy: {', '.join(tests)}")
+    lines.append(f"  record:       {run_dir / METRICS_FILE}")
+    checkpoints = sorted({Path(cb.dirpath) for cb in trainer.checkpoint_callbacks
+                          if getattr(cb, "dirpath", None)})
+    lines += [f"  checkpoints:  {folder}" for folder in checkpoints]
+    return "\n".join(lines + _log_lines(trainer))
+
+
+def evaluation_summary(trainer: L.Trainer, seconds: float, images: int | None) -> str:
+    """The test accuracy just measured, its speed, and which checkpoint and run it belongs to."""
+    test_acc = trainer.callback_metrics.get("test_acc")
+    value = None if test_acc is None else float(test_acc)
+    speed = f", {images / seconds:,.0f} images/s" if images and seconds > 0 else ""
+    count = f" of {images:,} images" if images else ""
+    lines = [f"test accuracy {_percent(value)}{count} in {_seconds(seconds)}{speed}"]
+    if trainer.ckpt_path:
+        lines.append(f"  checkpoint:   {trainer.ckpt_path}")
+    lines.append(f"  run:          {trainer.default_root_dir}")
+    return "\n".join(lines + _log_lines(trainer))
+
+
+def count_test_images(datamodule) -> int | None:
+    split = getattr(datamodule, "test_set", None)
+    return len(split.labels) if split is not None else None
+
+
+def say(text: str | None, stream=None) -> None:
+    if text:
+        print(text, file=stream or sys.stdout, flush=True)

@@ -1,0 +1,171 @@
+"""`wrn predict`: class probabilities for the test split or a folder of one's own images, as a CSV.
+
+    wrn predict --config RUN/config.yaml --ckpt_path RUN/checkpoints/best.ckpt \\
+        --predictions.images my_photos/ --predictions.out my_photos.csv
+
+One row per image: its path relative to the folder (or its index in the test split), the predicted
+class name, and the probability of every class. Images of any size are resized (shorter side to
+32 pixels) and centre-cropped to 32x32, then normalised with the statistics of the training split
+the config names, exactly as the training images were.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+from typing import Optional, Sequence
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import BasePredictionWriter
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+
+from wrn.augment import normalize
+from wrn.runs import atomic_write_text
+
+IMAGE_SIZE = 32  # pixels per side the networks are trained on
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
+                   "truck")  # torchvision's label order, for data read from torchvision's files
+DEFAULT_OUT = "predictions.csv"  # in the run directory (trainer.default_root_dir)
+
+
+def list_images(folder: str | Path) -> list[Path]:
+    """Every image file under `folder` (recursively, sorted); ValueError when there is none."""
+    root = Path(folder).expanduser()
+    if not root.is_dir():
+        raise ValueError(f"--predictions.images {folder}: not a folder")
+    paths = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    if not paths:
+        raise ValueError(f"--predictions.images {folder}: no {', '.join(IMAGE_SUFFIXES)} files in it")
+    return paths
+
+
+def load_image(path: Path, size: int = IMAGE_SIZE) -> torch.Tensor:
+    """uint8 (3, size, size): RGB, shorter side resized to `size`, centre-cropped."""
+    try:
+        with Image.open(path) as image:
+            image = image.convert("RGB")
+            scale = size / min(image.size)
+            width, height = (max(size, round(side * scale)) for side in image.size)
+            image = image.resize((width, height), Image.Resampling.BICUBIC)
+            left, top = (width - size) // 2, (height - size) // 2
+            image = image.crop((left, top, left + size, top + size))
+            pixels = torch.frombuffer(bytearray(image.tobytes()), dtype=torch.uint8)
+    except (OSError, SyntaxError, ValueError) as exc:  # PIL raises all three for damaged files
+        raise ValueError(f"cannot read image {path}: {exc}") from None
+    return pixels.view(size, size, 3).permute(2, 0, 1).contiguous()
+
+
+class FolderImages(Dataset):
+    """Normalised (3, 32, 32) float images of a list of files, in that order."""
+
+    def __init__(self, paths: Sequence[Path], mean: Sequence[float], std: Sequence[float]):
+        self.paths, self.mean, self.std = list(paths), mean, std
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        return normalize(load_image(self.paths[index]), self.mean, self.std)
+
+
+class FolderPredictData(L.LightningDataModule):
+    """Predicts a folder of images with the training data module's statistics and class names:
+    the training split is read (from its cache) only to know them."""
+
+    def __init__(self, folder: str | Path, training: L.LightningDataModule):
+        super().__init__()
+        self.folder, self.training = Path(folder).expanduser(), training
+        self.paths = list_images(folder)
+        self.image_names = [str(p.relative_to(self.folder)) for p in self.paths]
+
+    @property
+    def classes(self) -> Optional[list[str]]:
+        return getattr(self.training, "classes", None)
+
+    @property
+    def dataset(self) -> str:
+        return getattr(self.training, "dataset", "")
+
+    # The evaluation views read crop_size, pad, pad_mode and zero_fill from the data module.
+    crop_size = property(lambda self: getattr(self.training, "crop_size", IMAGE_SIZE))
+    pad = property(lambda self: self.training.pad)
+    pad_mode = property(lambda self: self.training.pad_mode)
+    zero_fill = property(lambda self: self.training.zero_fill)
+
+    def setup(self, stage: Optional[str] = None) -> None:
+        if getattr(self.training, "mean", None) is None:
+            self.training.trainer = self.trainer
+            self.training.prepare_data()
+            self.training.setup("fit")
+
+    def predict_dataloader(self) -> DataLoader:
+        images = FolderImages(self.paths, self.training.mean, self.training.std)
+        batch_size = getattr(self.training, "eval_batch_size", None) or 128
+        return DataLoader(images, batch_size=batch_size, shuffle=False)
+
+
+class PredictionWriter(BasePredictionWriter):
+    """Writes `wrn predict`'s class probabilities to a CSV (atomically, when prediction ends).
+
+    Args:
+        out: CSV file to write; None = predictions.csv in the run directory
+            (trainer.default_root_dir).
+        images: folder of images to predict (any size; searched recursively); None = the test
+            split of the data config.
+    """
+
+    def __init__(self, out: Optional[str] = None, images: Optional[str] = None):
+        super().__init__(write_interval="epoch")
+        self.out, self.images = out, images
+        self.written: Optional[Path] = None
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if stage == "predict" and trainer.world_size > 1:  # each process would see only its share
+            raise ValueError(f"wrn predict writes its CSV from one process; got {trainer.world_size} "
+                             "(pass --trainer.devices 1)")
+
+    def output_path(self, trainer: L.Trainer) -> Path:
+        return Path(self.out).expanduser() if self.out else Path(trainer.default_root_dir) / DEFAULT_OUT
+
+    def write_on_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule,
+                           predictions: Sequence, batch_indices: Sequence) -> None:
+        if not trainer.is_global_zero or not predictions:
+            return
+        batches = predictions[0] if isinstance(predictions[0], list) else predictions  # one loader
+        probs = torch.cat([batch.float().cpu() for batch in batches])
+        if probs.ndim == 3:  # a fused network: (N, copies, classes), the copies' mean
+            probs = probs.mean(1)
+        path = self.output_path(trainer)
+        atomic_write_text(path, predictions_csv(probs, row_names(trainer.datamodule, len(probs)),
+                                                class_names(trainer.datamodule, probs.shape[1])))
+        self.written = path
+
+
+def row_names(datamodule, count: int) -> list[str]:
+    """The image paths of a folder, else the test split's indices."""
+    names = getattr(datamodule, "image_names", None)
+    return list(names) if names is not None else [str(i) for i in range(count)]
+
+
+def class_names(datamodule, count: int) -> list[str]:
+    """The image tree's class folders (labels past them, which a tree with fewer classes than the
+    network never trains, as class<i>), else torchvision's CIFAR-10 names, else class<i>."""
+    names = list(getattr(datamodule, "classes", None) or [])
+    if not names and getattr(datamodule, "dataset", None) == "cifar10":
+        names = list(CIFAR10_CLASSES)
+    return names[:count] + [f"class{i}" for i in range(len(names), count)]
+
+
+def predictions_csv(probs: torch.Tensor, rows: Sequence[str], classes: Sequence[str]) -> str:
+    """image, predicted, p_<class>...: one line per image, probabilities to 6 decimals."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["image", "predicted", *(f"p_{name}" for name in classes)])
+    for name, row in zip(rows, probs.tolist()):
+        best = max(range(len(row)), key=row.__getitem__)
+        writer.writerow([name, classes[best], *(f"{p:.6f}" for p in row)])
+    return buffer.getvalue()
