@@ -120,3 +120,13 @@ def test_list_models_filters_by_pattern_as_timm_does():
 def test_a_bad_config_is_one_value_error(bad, message):
     with pytest.raises(ValueError, match=message):
         NetConfig(**{"stage_widths": (16, 32, 64), "units_per_stage": 1, **bad})
+
+
+def test_the_package_exports_the_model_api():
+    import wrn
+    from wrn.load import load_model
+
+    assert (wrn.create_model, wrn.list_models, wrn.model_config, wrn.load_model) == \
+        (create_model, list_models, model_config, load_model)
+    with pytest.raises(AttributeError, match="no attribute 'nothing'"):
+        wrn.nothing

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from wrn.models.blocks import (Cost, ResidualUnit, conv, conv_macs, make_activation, strided,
+from wrn.models.blocks import (Cost, ResidualUnit, conv, conv_macs, make_activation,
                                unit_cost)
 from wrn.models.config import Help, NetConfig, Order, Shortcut, StrideOn, Unit, check_choice
 
