@@ -4,9 +4,9 @@ import pytest
 import torch
 
 from wrn import complexity
-from wrn.models import (WideResNet, create_model, list_models, published, register_model,
-                        resolve_model)
-from wrn.models.resnet import ResNetV1
+from wrn.models import (WideResNet, build_model, create_model, list_models, model_config,
+                        published, register_model, resolve_model)
+from wrn.models.resnet import ResNetV1, analytic_cost
 
 
 @pytest.mark.parametrize("name", list_models())
@@ -20,6 +20,14 @@ def test_every_registered_model_trains_one_step(name):
     grads = [p.grad for p in model.parameters()]
     assert all(g is not None and torch.isfinite(g).all() for g in grads)
     assert torch.isfinite(out).all()
+    # The network keeps its config, and the config alone rebuilds the same architecture.
+    config = model_config(model)
+    assert config == resolve_model(name, num_classes=7).config()
+    twin = build_model(config)
+    assert twin.config == config and repr(twin) == repr(model)
+    assert {k: v.shape for k, v in twin.state_dict().items()} == \
+        {k: v.shape for k, v in model.state_dict().items()}
+    assert analytic_cost(config).params == complexity.count_params(model)
 
 
 PUBLISHED = [name for name in list_models() if published(name)]

@@ -132,13 +132,9 @@ def _make_cli_class():
 
 
 def _model_spec(model_cfg):
-    from wrn.models import resolve_model
+    from wrn.models import model_spec_from_config
 
-    arch = model_cfg.arch
-    arch = dict(arch) if isinstance(arch, dict) else vars(arch) if arch is not None else {}
-    return resolve_model(model_cfg.name, depth=model_cfg.depth, widen_factor=model_cfg.widen_factor,
-                         dropout=model_cfg.dropout, num_classes=model_cfg.num_classes,
-                         **{k: v for k, v in arch.items() if v is not None})
+    return model_spec_from_config(model_cfg)
 
 
 def check_checkpoint_matches(ckpt_path: str, model_cfg) -> None:
@@ -306,18 +302,13 @@ class FitConfigChecker:
         would reject, ValueError for a model the registry would reject."""
         import torch
 
-        from wrn.models import resolve_model
-
         try:
             config = self._cli.parser.parse_args(argv)
         except SystemExit as exc:
             raise ConfigError(f"invalid config {' '.join(argv)} (exit {exc.code})") from None
         except Exception as exc:  # jsonargparse's ArgumentError and friends
             raise ConfigError(" ".join(str(exc).split())) from None
-        model = config.model
-        arch = {k: v for k, v in vars(model.arch).items() if v is not None} if model.arch else {}
-        spec = resolve_model(model.name, depth=model.depth, widen_factor=model.widen_factor,
-                             dropout=model.dropout, **arch)
+        spec = _model_spec(config.model)
         with torch.device("meta"):  # runs every constructor check, allocates nothing
             spec.build()
         return config

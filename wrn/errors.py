@@ -103,8 +103,9 @@ def _message(exc: BaseException) -> str | None:
 
 
 def _checkpoint_mismatch(message: str) -> str:
-    shapes = re.search(r"size mismatch for ([\w.]+): copying a param with shape (\S+) from "
-                       r"checkpoint, the shape in current model is (\S+)", message)
+    shape = r"(torch\.Size\(\[[^\]]*\]\)|\S+)"  # torch.Size([16, 3, 3, 3]) holds spaces
+    shapes = re.search(rf"size mismatch for ([\w.]+): copying a param with shape {shape} from "
+                       rf"checkpoint, the shape in current model is {shape}", message)
     detail = (f"{shapes.group(1)} is {shapes.group(2)} in the checkpoint but "
               f"{shapes.group(3)} in the model" if shapes else _first_line(message))
     return f"checkpoint was saved from a different architecture: {detail}"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, make_dataclass
 from typing import Literal, Optional
 
 import lightning as L
@@ -14,26 +14,24 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from wrn.data.augment import eval_views
 from wrn.data import mix_seed
-from wrn.models import resolve_model
+from wrn.models import design_switches, model_spec_from_config
 from wrn.models.fused import fuse, fused_loss
-from wrn.models.wide_resnet import BLOCKS, block_name
 
 Schedule = Literal["wrn", "resnet", "cosine", "onecycle", "constant"]
-BlockName = Literal[tuple(block_name(kernels) for kernels in BLOCKS)]  # "B(3,3)", "B(3,1,3)", ...
 View = Literal["single", "flip", "multi-crop"]
 RUNTIME_OPTIONS = ("eval_view", "channels_last", "compile", "nan_check_every")
 
 
-@dataclass
-class Arch:
-    """Design switches of the named network; None keeps what the name implies."""
+def _arch_class() -> type:
+    """`Arch`: every design switch of the registry (`wrn.models.design_switches`), optional."""
+    switches = design_switches()
+    doc = ("Design switches of the named network; None keeps what the name implies.\n\n"
+           "Args:\n" + "".join(f"    {name}: {help_}\n" for name, (_, help_) in switches.items()))
+    return make_dataclass("Arch", [(name, Optional[kind], None) for name, (kind, _) in switches.items()],
+                          namespace={"__doc__": doc, "__module__": __name__})
 
-    block: Optional[BlockName] = None  # WRN block type, e.g. "B(3,3)", "B(3,1,3)" (paper Table 2)
-    order: Optional[Literal["pre", "post"]] = None  # BN-ReLU-conv vs conv-BN-ReLU
-    shortcut: Optional[Literal["A", "B", "C", "none"]] = None  # He et al. 2015 options
-    activation: Optional[Literal["relu", "prelu"]] = None
-    bn_placement: Optional[Literal["before_add", "after_add"]] = None  # post-activation only
-    unit: Optional[Literal["basic", "bottleneck"]] = None  # pre-act ResNet only
+
+Arch = _arch_class()
 
 
 @dataclass
@@ -128,9 +126,8 @@ class LitClassifier(L.LightningModule):
             self.hparams.pop(runtime_only)
         self.eval_view, self.channels_last, self.compile_net = eval_view, channels_last, compile
         self.nan_check_every = nan_check_every
-        arch_args = {k: v for k, v in asdict(arch).items() if v is not None}
-        self.spec = resolve_model(name, depth=depth, widen_factor=widen_factor, dropout=dropout,
-                                  num_classes=num_classes, **arch_args)
+        self.spec = model_spec_from_config(dict(name=name, depth=depth, widen_factor=widen_factor,
+                                                dropout=dropout, num_classes=num_classes, arch=arch))
         if copies < 1:
             raise ValueError(f"copies={copies} is invalid; valid: an integer >= 1")
         self.copies, self.first_seed = copies, torch.initial_seed()

@@ -22,7 +22,7 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from wrn.augment import normalize
+from wrn.data.augment import normalize
 from wrn.runs import atomic_write_text
 
 IMAGE_SIZE = 32  # pixels per side the networks are trained on

@@ -13,58 +13,20 @@ channels, BN/PReLU channels, head rows), so copy i is rows [i*r, (i+1)*r) of eac
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Sequence
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
+from wrn.models.registry import build_model, model_config
 from wrn.models.resnet import CifarResNet
 
 
-def architecture(model: CifarResNet) -> dict:
-    """The `CifarResNet` constructor arguments that rebuild `model` (copies included).
-
-    Read back from the built modules because the family classes (WideResNet, ...) do not keep
-    their arguments; `with_copies` verifies the reading against the original.
-    """
-    units = list(model.units)
-    per_stage = len(units) // 3
-    first = units[0]
-    return dict(
-        stage_widths=tuple(units[s * per_stage].out_ch for s in range(3)),
-        units_per_stage=per_stage,
-        kernels=first.kernels,
-        # Only units with more than one conv have an inner width; one-conv units ignore expansion.
-        expansion=first.out_ch // first.widths[1] if len(first.kernels) > 1 else 1,
-        num_classes=model.num_classes,
-        order=model.order,
-        shortcut=first.shortcut_kind,
-        activation_kind="prelu" if isinstance(first.acts[0], nn.PReLU) else "relu",
-        bn_placement=first.bn_placement,
-        dropout=first.dropout.p if isinstance(first.dropout, nn.Dropout) else 0.0,
-        copies=model.copies,
-    )
-
-
-def _structure(model: nn.Module) -> str:
-    # The module tree without the top-level class name: WideResNet and CifarResNet print alike.
-    return repr(model).split("\n", 1)[-1]
-
-
 def with_copies(model: CifarResNet, copies: int) -> CifarResNet:
-    """A freshly initialised network of `model`'s architecture with `copies` copies.
-
-    Raises if the architecture cannot be read back exactly (e.g. a constructor argument added to
-    CifarResNet that `architecture` does not know yet), rather than fuse into a different net.
-    """
-    args = architecture(model)
-    with torch.device("meta"):  # free to build: only the printed structure is compared
-        twin = CifarResNet(**args)
-    if _structure(twin) != _structure(model):
-        raise ValueError(f"cannot rebuild {type(model).__name__} from its modules; "
-                         "extend wrn.models.fused.architecture")
-    return CifarResNet(**{**args, "copies": copies})
+    """A freshly initialised network of `model`'s architecture (its `config`) with `copies` copies."""
+    return build_model(replace(model_config(model), copies=copies))
 
 
 def _copy_rows(fused: CifarResNet, singles: Sequence[CifarResNet], into_fused: bool) -> None:

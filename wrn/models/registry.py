@@ -1,22 +1,25 @@
-"""Model names -> networks, with the sizes and costs the papers print beside each named model.
+"""Model names -> configs -> networks, with the sizes and costs the papers print beside each named model.
 
 Names: `wrn-<d>-<k>`, `resnet-<d>`, `plain-<d>`, `preact-resnet-<d>` for any valid d and k.
 The named models registered below carry their published figures; any other valid name of a
 family is built on demand. `create_model(name, **overrides)` builds; `resolve_model` tells what
-would be built (canonical name, family, arguments) without building it.
+would be built (canonical name, family, arguments, `config()`) without building it;
+`model_spec_from_config` does the same for the LightningModule's `model:` section.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import inspect
 import re
-from dataclasses import dataclass, field
-from typing import Any, Callable, Literal
+from dataclasses import asdict, dataclass, field, is_dataclass
+from typing import Any, Callable, Literal, Mapping, Sequence
 
 from torch import nn
 
-from wrn.models.resnet import PreActResNet, ResNetV1
-from wrn.models.wide_resnet import WideResNet
+from wrn.models.config import NetConfig, options, switch_hints
+from wrn.models.resnet import CifarResNet, preact_resnet_config, resnet_v1_config
+from wrn.models.wide_resnet import wide_resnet_config
 
 Counting = Literal["all", "weights"]
 
@@ -39,33 +42,43 @@ class Published:
 
 @dataclass(frozen=True)
 class Family:
-    pattern: str  # full-match regex over the name; groups are builder arguments
-    builder: Callable[..., nn.Module]
+    pattern: str  # full-match regex over the name; groups are arguments of `configure`
+    configure: Callable[..., NetConfig]  # name arguments + overrides -> the network's config
     defaults: dict = field(default_factory=dict)
 
     def name(self, args: dict) -> str:
         return re.sub(r"\(\?P<(\w+)>[^)]*\)", lambda m: str(args[m.group(1)]), self.pattern)
 
+    def arguments(self) -> list[str]:
+        """Every argument a name of this family accepts as an override, in signature order."""
+        named = [p.name for p in inspect.signature(self.configure).parameters.values()
+                 if p.kind is not inspect.Parameter.VAR_KEYWORD]
+        return named + [o for o in options() if o not in named]
+
 
 FAMILIES = {
-    "wrn": Family(r"wrn-(?P<depth>\d+)-(?P<widen_factor>\d+)", WideResNet),
-    "resnet": Family(r"resnet-(?P<depth>\d+)", ResNetV1),
-    "plain": Family(r"plain-(?P<depth>\d+)", ResNetV1, {"shortcut": "none"}),
-    "preact-resnet": Family(r"preact-resnet-(?P<depth>\d+)", PreActResNet),
+    "wrn": Family(r"wrn-(?P<depth>\d+)-(?P<widen_factor>\d+)", wide_resnet_config),
+    "resnet": Family(r"resnet-(?P<depth>\d+)", resnet_v1_config),
+    "plain": Family(r"plain-(?P<depth>\d+)", resnet_v1_config, {"shortcut": "none"}),
+    "preact-resnet": Family(r"preact-resnet-(?P<depth>\d+)", preact_resnet_config),
 }
 NAME_FORMS = "wrn-<depth>-<k>, resnet-<depth>, plain-<depth>, preact-resnet-<depth>"
+NAME_AXES = ("depth", "widen_factor")  # what a name spells out; everything else is a switch
 
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """What a name plus overrides resolves to; `build()` makes the network."""
+    """What a name plus overrides resolves to; `config()` checks it, `build()` makes the network."""
 
     name: str
     family: str
     args: dict
 
-    def build(self) -> nn.Module:
-        return FAMILIES[self.family].builder(**self.args)
+    def config(self) -> NetConfig:
+        return FAMILIES[self.family].configure(**self.args)
+
+    def build(self) -> CifarResNet:
+        return build_model(self.config())
 
 
 _NAMED: dict[str, Published | None] = {}
@@ -88,30 +101,88 @@ def _parse_name(name: str) -> tuple[str, dict]:
 
 
 def resolve_model(name: str, **overrides: Any) -> ModelSpec:
-    """Canonical name, family and constructor arguments; overrides of None are ignored, and
+    """Canonical name, family and config arguments; overrides of None are ignored, and
     depth / widen_factor overrides rename the model (wrn-28-10 with depth=16 is wrn-16-10)."""
     if not isinstance(name, str):
         raise ValueError(f"model name {name!r} is invalid; valid forms: {NAME_FORMS}")
     family, args = _parse_name(name.strip().lower())
     args = {**FAMILIES[family].defaults, **args,
             **{k: v for k, v in overrides.items() if v is not None}}
-    accepted = [p for p in inspect.signature(FAMILIES[family].builder).parameters if p != "self"]
+    accepted = FAMILIES[family].arguments()
     unknown = sorted(set(args) - set(accepted))
     if unknown:
         raise ValueError(f"unknown argument {unknown[0]!r} for {name}; valid: {', '.join(accepted)}")
     return ModelSpec(FAMILIES[family].name(args), family, args)
 
 
-def create_model(name: str, **overrides: Any) -> nn.Module:
+def create_model(name: str, **overrides: Any) -> CifarResNet:
+    """The network `name` denotes, freshly initialised; `net.config` holds its configuration."""
     return resolve_model(name, **overrides).build()
 
 
-def list_models() -> list[str]:
-    return list(_NAMED)
+def build_model(config: NetConfig) -> CifarResNet:
+    """A freshly initialised network of `config`: `build_model(model_config(net))` has net's
+    architecture."""
+    return CifarResNet(config)
+
+
+def model_config(net: nn.Module) -> NetConfig:
+    """The configuration `net` was built from."""
+    config = getattr(net, "config", None)
+    if not isinstance(config, NetConfig):
+        raise ValueError(f"{type(net).__name__} keeps no NetConfig; build it with create_model")
+    return config
+
+
+def list_models(filter: str | Sequence[str] = "") -> list[str]:
+    """The named models, in registration order; `filter` keeps the names matching a shell-style
+    pattern (or any of several), as timm's list_models does: list_models("wrn-28*")."""
+    patterns = [filter] if isinstance(filter, str) else list(filter)
+    patterns = [p for p in patterns if p]
+    return [n for n in _NAMED if not patterns or any(fnmatch.fnmatchcase(n, p) for p in patterns)]
 
 
 def published(name: str) -> Published | None:
     return _NAMED.get(name)
+
+
+def design_switches() -> dict[str, tuple[object, str]]:
+    """name -> (type, help) of every design switch: the `NetConfig` switches and the family
+    options (WRN's block, pre-act's unit). The LightningModule's `Arch` is made from this."""
+    found = dict(switch_hints(NetConfig))
+    for family in FAMILIES.values():
+        found.update(switch_hints(family.configure))
+    return found
+
+
+def _get(cfg: Any, key: str) -> Any:
+    return cfg.get(key) if isinstance(cfg, Mapping) else getattr(cfg, key, None)
+
+
+def _as_dict(value: Any) -> dict:
+    if value is None:
+        return {}
+    if isinstance(value, Mapping):
+        return dict(value)
+    if is_dataclass(value):
+        return asdict(value)
+    if hasattr(value, "as_dict"):  # jsonargparse Namespace
+        return value.as_dict()
+    return dict(vars(value))
+
+
+def model_spec_from_config(model_cfg: Any) -> ModelSpec:
+    """The network a `model:` config section names: name, depth, widen_factor, dropout,
+    num_classes and the design switches under `arch` (None keeps what the name implies).
+
+    `model_cfg` is a dict, a jsonargparse Namespace or any object with those attributes; `arch`
+    a dict, a Namespace or the `Arch` dataclass.
+    """
+    arch = {k: v for k, v in _as_dict(_get(model_cfg, "arch")).items() if v is not None}
+    return resolve_model(_get(model_cfg, "name"), depth=_get(model_cfg, "depth"),
+                         widen_factor=_get(model_cfg, "widen_factor"),
+                         dropout=_get(model_cfg, "dropout"),
+                         num_classes=_get(model_cfg, "num_classes"), **arch)
 
 
 # The named models: WRN paper Table 4 (CIFAR sizes), Table 6 (WRN-16-4); He et al. 2015 Table 6;

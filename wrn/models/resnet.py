@@ -1,33 +1,36 @@
-"""Three-stage CIFAR residual networks: the shared body, ResNet v1 (He et al. 2015, incl. plain nets)
-and pre-activation ResNet (He et al. 2016, basic and bottleneck units)."""
+"""Three-stage CIFAR residual networks: the shared body built from a `NetConfig`, and the configs of
+ResNet v1 (He et al. 2015, incl. plain nets) and pre-activation ResNet (He et al. 2016, basic and
+bottleneck units)."""
 
 from __future__ import annotations
+
+from typing import Annotated, Iterator, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from wrn.models.blocks import (ACTIVATIONS, BN_PLACEMENTS, ORDERS, SHORTCUTS, Activation,
-                               BNPlacement, Order, ResidualUnit, Shortcut, activation,
-                               check_choice, conv, conv_macs)
+from wrn.models.blocks import (Cost, ResidualUnit, conv, conv_macs, make_activation,
+                               unit_cost)
+from wrn.models.config import Help, NetConfig, Order, Shortcut, StrideOn, Unit, check_choice
 
 STEM_WIDTH = 16  # channels of the first 3x3 conv in every CIFAR network of both papers
 STAGE_STRIDES = (1, 2, 2)  # 32x32 -> 32, 16, 8
 
 
-def check_common(order: str, shortcut: str, activation_kind: str, bn_placement: str,
-                 dropout: float, copies: int) -> None:
-    check_choice("order", order, ORDERS)
-    check_choice("shortcut", shortcut, SHORTCUTS)
-    check_choice("activation", activation_kind, ACTIVATIONS)
-    check_choice("bn_placement", bn_placement, BN_PLACEMENTS)
-    if order == "pre" and bn_placement != "before_add":
-        raise ValueError(f"bn_placement={bn_placement!r} needs order='post': a pre-activation "
-                         "unit normalises the next unit's input, not the sum")
-    if not 0.0 <= dropout < 1.0:
-        raise ValueError(f"dropout={dropout!r} is invalid; valid: 0 <= dropout < 1")
-    if copies < 1:
-        raise ValueError(f"copies={copies!r} is invalid; valid: an integer >= 1")
+def unit_plan(config: NetConfig) -> Iterator[tuple[int, int, int]]:
+    """(in_ch, out_ch, stride) of every unit, stage by stage."""
+    in_ch = STEM_WIDTH
+    for width, stride in zip(config.stage_widths, STAGE_STRIDES):
+        for i in range(config.units_per_stage):
+            yield in_ch, width, stride if i == 0 else 1
+            in_ch = width
+
+
+def unit_arguments(config: NetConfig) -> dict:
+    """The keyword arguments every unit of `config` receives."""
+    return dict(kernels=config.kernels, expansion=config.expansion, dropout=config.dropout,
+                copies=config.copies, **config.switches())
 
 
 class CifarResNet(nn.Module):
@@ -36,33 +39,28 @@ class CifarResNet(nn.Module):
     Post-activation nets put BN-act after the stem; pre-activation nets put a final BN-act
     before the pool (their units leave the sum un-normalised). With copies=S > 1 the input is
     S images stacked along channels (N, 3S, H, W) and the output is (N, S, num_classes).
+    The network keeps its `config`; `CifarResNet(net.config)` builds the same architecture.
     """
 
-    def __init__(self, stage_widths: tuple[int, int, int], units_per_stage: int,
-                 kernels: tuple[int, ...] = (3, 3), expansion: int = 1, num_classes: int = 10,
-                 order: Order = "pre", shortcut: Shortcut = "B", activation_kind: Activation = "relu",
-                 bn_placement: BNPlacement = "before_add", dropout: float = 0.0, copies: int = 1):
+    def __init__(self, config: NetConfig):
         super().__init__()
-        check_common(order, shortcut, activation_kind, bn_placement, dropout, copies)
-        if num_classes < 1:
-            raise ValueError(f"num_classes={num_classes!r} is invalid; valid: an integer >= 1")
-        self.order, self.copies, self.num_classes = order, copies, num_classes
+        if not isinstance(config, NetConfig):
+            raise TypeError(f"CifarResNet takes a NetConfig, not {type(config).__name__}")
+        self.config = config
+        order, copies, act = config.order, config.copies, config.activation
+        self.order, self.copies, self.num_classes = order, copies, config.num_classes
         self.stem = conv(3, STEM_WIDTH, 3, copies=copies)
         self.stem_bn = nn.BatchNorm2d(STEM_WIDTH * copies) if order == "post" else None
-        self.stem_act = activation(activation_kind, STEM_WIDTH * copies) if order == "post" else None
-        units, in_ch = [], STEM_WIDTH
-        for width, stride in zip(stage_widths, STAGE_STRIDES):
-            for i in range(units_per_stage):
-                units.append(ResidualUnit(
-                    in_ch, width, stride if i == 0 else 1, kernels, expansion, order, shortcut,
-                    activation_kind, bn_placement, dropout, copies))
-                in_ch = width
-        self.units = nn.Sequential(*units)
-        self.final_bn = nn.BatchNorm2d(in_ch * copies) if order == "pre" else None
-        self.final_act = activation(activation_kind, in_ch * copies) if order == "pre" else None
-        self.features = in_ch
-        self.fc = (nn.Linear(in_ch, num_classes) if copies == 1
-                   else nn.Conv2d(in_ch * copies, num_classes * copies, 1, groups=copies))
+        self.stem_act = make_activation(act, STEM_WIDTH * copies) if order == "post" else None
+        arguments = unit_arguments(config)
+        self.units = nn.Sequential(*(ResidualUnit(i, o, s, **arguments)
+                                     for i, o, s in unit_plan(config)))
+        width = config.stage_widths[-1]
+        self.final_bn = nn.BatchNorm2d(width * copies) if order == "pre" else None
+        self.final_act = make_activation(act, width * copies) if order == "pre" else None
+        self.features = width
+        self.fc = (nn.Linear(width, config.num_classes) if copies == 1
+                   else nn.Conv2d(width * copies, config.num_classes * copies, 1, groups=copies))
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -89,17 +87,28 @@ class CifarResNet(nn.Module):
         return self.fc(x).reshape(x.shape[0], self.copies, self.num_classes)
 
     def analytic_macs(self, image_size: int = 32) -> int:
-        """Conv + linear multiply-adds for one image of one copy, from the architecture alone.
+        """Conv + linear multiply-adds for one image of one copy (see `analytic_cost`)."""
+        return analytic_cost(self.config, image_size).macs
 
-        fvcore counts the same convs and linear plus BN and pooling terms, so it reads a little
-        higher; torch.utils.flop_counter counts convs and linear only and should match exactly.
-        """
-        hw = (image_size, image_size)
-        total = conv_macs(3, STEM_WIDTH, 3, hw)
-        for unit in self.units:
-            macs, hw = unit.macs(hw)
-            total += macs
-        return total + self.features * self.num_classes
+
+def analytic_cost(config: NetConfig, image_size: int = 32) -> Cost:
+    """Parameters (all copies), conv + linear multiply-adds and the largest activation for one
+    image of one copy, from the config alone: nothing is built.
+
+    fvcore counts the same convs and linear plus BN and pooling terms, so it reads a little
+    higher; torch.utils.flop_counter counts convs and linear only and should match exactly.
+    """
+    hw = (image_size, image_size)
+    per_channel = 3 if config.activation == "prelu" else 2  # BN weight and bias (+ PReLU slope)
+    params = 27 * STEM_WIDTH + (per_channel * STEM_WIDTH if config.order == "post" else 0)
+    macs, largest = conv_macs(3, STEM_WIDTH, 3, hw), STEM_WIDTH * hw[0] * hw[1]
+    arguments = unit_arguments(config)
+    for in_ch, out_ch, stride in unit_plan(config):
+        cost, hw = unit_cost(in_ch, out_ch, stride, hw, **arguments)
+        params, macs, largest = params + cost.params, macs + cost.macs, max(largest, cost.activation)
+    width = config.stage_widths[-1]
+    params += (per_channel * width if config.order == "pre" else 0) + (width + 1) * config.num_classes
+    return Cost(params * config.copies, macs + width * config.num_classes, largest)
 
 
 def _stage_count(depth: int, layers_per_unit: int, name: str, forms: str) -> int:
@@ -109,39 +118,51 @@ def _stage_count(depth: int, layers_per_unit: int, name: str, forms: str) -> int
     return n
 
 
-class ResNetV1(CifarResNet):
+def resnet_v1_config(depth: int, shortcut: Shortcut = "A", order: Order = "post",
+                     **options) -> NetConfig:
     """He et al. 2015 CIFAR ResNet: post-activation basic units, widths 16/32/64, d = 6n+2.
 
     shortcut="A" (zero-padded identity, the paper's CIFAR choice) adds no parameters;
-    shortcut="none" gives the plain net of the degradation experiment.
+    shortcut="none" gives the plain net of the degradation experiment. `options`: any other
+    `NetConfig` field (num_classes, dropout, copies, the switches).
     """
-
-    def __init__(self, depth: int, num_classes: int = 10, shortcut: Shortcut = "A",
-                 order: Order = "post", activation: Activation = "relu",
-                 bn_placement: BNPlacement = "before_add", dropout: float = 0.0, copies: int = 1):
-        n = _stage_count(depth, 2, "ResNet v1", "depth = 6n+2 (20, 32, 44, 56, 110, 1202)")
-        super().__init__((16, 32, 64), n, (3, 3), 1, num_classes, order, shortcut, activation,
-                         bn_placement, dropout, copies)
+    n = _stage_count(depth, 2, "ResNet v1", "depth = 6n+2 (20, 32, 44, 56, 110, 1202)")
+    return NetConfig((16, 32, 64), n, (3, 3), 1, shortcut=shortcut, order=order, **options)
 
 
-class PreActResNet(CifarResNet):
+def preact_resnet_config(depth: int,
+                         unit: Annotated[Optional[Unit], Help(
+                             "pre-act ResNet only: basic (two 3x3) or bottleneck (1x1-3x3-1x1) "
+                             "units; default: bottleneck from 164 layers up")] = None,
+                         stride_on: StrideOn = "first", **options) -> NetConfig:
     """He et al. 2016 pre-activation ResNet.
 
     unit="bottleneck": 1x1-3x3-1x1 units, inner widths 16/32/64, outputs 4x that, d = 9n+2
     (preact-resnet-164: n=18, 1001: n=111). unit="basic": two 3x3 convs, d = 6n+2.
     unit=None picks what the paper used at that depth: bottleneck from 164 layers up, basic below.
+    A down-sampling unit strides on its first conv, as the paper's released code does
+    (stride_on="3x3" moves it to the 3x3 conv).
     """
+    unit = unit or ("bottleneck" if depth >= 164 else "basic")
+    check_choice("unit", unit, ("basic", "bottleneck"))
+    if unit == "bottleneck":
+        n = _stage_count(depth, 3, "pre-act bottleneck ResNet", "depth = 9n+2 (164, 1001)")
+        widths, kernels, expansion = (64, 128, 256), (1, 3, 1), 4
+    else:
+        n = _stage_count(depth, 2, "pre-act basic ResNet", "depth = 6n+2 (20, 56, 110)")
+        widths, kernels, expansion = (16, 32, 64), (3, 3), 1
+    return NetConfig(widths, n, kernels, expansion, stride_on=stride_on, **options)
 
-    def __init__(self, depth: int, num_classes: int = 10, unit: str | None = None,
-                 shortcut: Shortcut = "B", order: Order = "pre", activation: Activation = "relu",
-                 bn_placement: BNPlacement = "before_add", dropout: float = 0.0, copies: int = 1):
-        unit = unit or ("bottleneck" if depth >= 164 else "basic")
-        check_choice("unit", unit, ("basic", "bottleneck"))
-        if unit == "bottleneck":
-            n = _stage_count(depth, 3, "pre-act bottleneck ResNet", "depth = 9n+2 (164, 1001)")
-            widths, kernels, expansion = (64, 128, 256), (1, 3, 1), 4
-        else:
-            n = _stage_count(depth, 2, "pre-act basic ResNet", "depth = 6n+2 (20, 56, 110)")
-            widths, kernels, expansion = (16, 32, 64), (3, 3), 1
-        super().__init__(widths, n, kernels, expansion, num_classes, order, shortcut, activation,
-                         bn_placement, dropout, copies)
+
+class ResNetV1(CifarResNet):
+    """`CifarResNet(resnet_v1_config(depth, **options))`: He et al. 2015's CIFAR ResNet."""
+
+    def __init__(self, depth: int, **options):
+        super().__init__(resnet_v1_config(depth, **options))
+
+
+class PreActResNet(CifarResNet):
+    """`CifarResNet(preact_resnet_config(depth, **options))`: He et al. 2016's pre-act ResNet."""
+
+    def __init__(self, depth: int, **options):
+        super().__init__(preact_resnet_config(depth, **options))

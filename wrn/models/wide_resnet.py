@@ -13,8 +13,9 @@ Depth arithmetic, the one place it is done (`units_per_group`):
 from __future__ import annotations
 
 import re
+from typing import Annotated, Literal
 
-from wrn.models.blocks import Activation, BNPlacement, Order, Shortcut
+from wrn.models.config import Help, NetConfig
 from wrn.models.resnet import CifarResNet
 
 TABLE2_BLOCKS = ((1, 3, 1), (3, 1), (1, 3), (3, 1, 1), (3, 3), (3, 1, 3))
@@ -25,6 +26,9 @@ BLOCKS = tuple(dict.fromkeys(TABLE2_BLOCKS + DEEPENED_BLOCKS))
 
 def block_name(kernels: tuple[int, ...]) -> str:
     return "B(" + ",".join(map(str, kernels)) + ")"
+
+
+BlockName = Literal[tuple(block_name(kernels) for kernels in BLOCKS)]  # "B(3,3)", "B(3,1,3)", ...
 
 
 def parse_block(block: str | tuple[int, ...]) -> tuple[int, ...]:
@@ -54,22 +58,27 @@ def units_per_group(depth: int, kernels: tuple[int, ...]) -> int:
     return n
 
 
-class WideResNet(CifarResNet):
+def wide_resnet_config(depth: int, widen_factor: int,
+                       block: Annotated[BlockName, Help(
+                           "WRN block type: B(3,3) (default), B(3,1,3), B(1,3,1), B(1,3), B(3,1), "
+                           "B(3,1,1) (paper Table 2) or B(3)...B(3,3,3,3) (Table 3)")] = "B(3,3)",
+                       **options) -> NetConfig:
     """WRN-d-k: 16-channel stem, groups of width 16k, 32k, 64k at strides 1, 2, 2, n units each.
 
     Pre-activation units BN-ReLU-conv with dropout between the convs of a unit; a 1x1 projection,
     fed the pre-activated input, only where the shape changes; final BN-ReLU, pool, linear.
-    The ablation switches (order, shortcut, activation, bn_placement) are those of `ResidualUnit`.
+    `options`: any other `NetConfig` field (num_classes, dropout, copies, the design switches).
     """
+    if not isinstance(widen_factor, int) or widen_factor <= 0:
+        raise ValueError(f"widen_factor={widen_factor!r} is invalid; valid: an integer k >= 1")
+    kernels = parse_block(block)
+    n = units_per_group(depth, kernels)
+    widths = (16 * widen_factor, 32 * widen_factor, 64 * widen_factor)
+    return NetConfig(widths, n, kernels, 1, **options)
 
-    def __init__(self, depth: int, widen_factor: int, dropout: float = 0.0, num_classes: int = 10,
-                 block: str = "B(3,3)", order: Order = "pre", shortcut: Shortcut = "B",
-                 activation: Activation = "relu", bn_placement: BNPlacement = "before_add",
-                 copies: int = 1):
-        if not isinstance(widen_factor, int) or widen_factor <= 0:
-            raise ValueError(f"widen_factor={widen_factor!r} is invalid; valid: an integer k >= 1")
-        kernels = parse_block(block)
-        n = units_per_group(depth, kernels)
-        widths = (16 * widen_factor, 32 * widen_factor, 64 * widen_factor)
-        super().__init__(widths, n, kernels, 1, num_classes, order, shortcut, activation,
-                         bn_placement, dropout, copies)
+
+class WideResNet(CifarResNet):
+    """`CifarResNet(wide_resnet_config(depth, widen_factor, **options))`: WRN-d-k."""
+
+    def __init__(self, depth: int, widen_factor: int, **options):
+        super().__init__(wide_resnet_config(depth, widen_factor, **options))

@@ -99,12 +99,9 @@ def make_plan(spec: SweepSpec, passthrough: list[str], checker=None) -> Plan:
 
 
 def _planned(point: Point, config, varied_keys: list[str]) -> PlannedRun:
-    from wrn.models import resolve_model
+    from wrn.models import model_spec_from_config
 
-    model = config.model
-    arch = {k: v for k, v in vars(model.arch).items() if v is not None} if model.arch else {}
-    resolved = resolve_model(model.name, depth=model.depth, widen_factor=model.widen_factor,
-                             dropout=model.dropout, **arch)
+    resolved = model_spec_from_config(config.model)
     seed = config.seed_everything
     seed_tag = seed if isinstance(seed, int) and not isinstance(seed, bool) else "none"
     identity = {
