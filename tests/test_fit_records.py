@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from tests.helpers import make_image_tree
-from tests.test_faults import wrn, wrn_env
+from tests.test_faults import shim_env, wrn
 from wrn.runs import read_jsonl, read_metrics
 
 TINY = ["--model.name", "wrn-10-1", "--data.batch_size", "16", "--data.val_size", "16",
@@ -112,7 +112,7 @@ def test_saved_config_replays_from_another_folder_without_tensorboard(tmp_path, 
     (shim / "sitecustomize.py").write_text(NO_TENSORBOARD)
     again = tmp_path / "machine-b" / "again"
     replay = wrn("fit", "--config", moved / "config.yaml", "--trainer.default_root_dir", again,
-                 env=wrn_env(PYTHONPATH=str(shim)))
+                 env=shim_env(shim))
     assert replay.returncode == 0, replay.stderr[-3000:]
     assert "tensorboard is not installed" in replay.stderr
     assert read_metrics(again)["status"] == "finished" and (again / "metrics.csv").exists()
