@@ -94,12 +94,17 @@ sys.modules["tensorboardX"] = None
 
 
 def test_saved_config_replays_from_another_folder_without_tensorboard(tmp_path, tree):
-    first = tmp_path / "machine-a" / "run"
+    first, extra = tmp_path / "machine-a" / "run", tmp_path / "extra-log"
+    # A logger added next to the run's own CSV log (as W&B or MLflow would be).
     result = wrn("fit", *TINY, "--data.root", tree, "--trainer.max_epochs", 1,
-                 "--trainer.default_root_dir", first, "--test_after_fit", "false")
+                 "--trainer.default_root_dir", first, "--test_after_fit", "false",
+                 "--trainer.logger+=CSVLogger", "--trainer.logger.save_dir", extra)
     assert result.returncode == 0, result.stderr[-3000:]
+    assert (first / "metrics.csv").exists() and list(extra.rglob("metrics.csv"))
     saved = yaml.safe_load((first / "config.yaml").read_text())
-    assert saved["trainer"]["logger"] is None  # the default loggers, resolved where it runs
+    # Only the added logger: the run's own logs are resolved again wherever it runs.
+    [added] = saved["trainer"]["logger"]
+    assert added["init_args"]["save_dir"] == str(extra)
     assert saved["weights_only"] is True and saved["model"]["name"] == "wrn-10-1"
 
     moved = tmp_path / "machine-b" / "run"

@@ -64,7 +64,7 @@ def _make_cli_class():
             subcommand = self.config.get("subcommand")
             cfg = self.config[subcommand] if subcommand else self.config
             self.as_given = {"trainer.logger": cfg.trainer.logger, "ckpt_path": cfg.get("ckpt_path")}
-            self.record_dir = resolve_run_defaults(cfg, subcommand)
+            self.record_dir = resolve_run_defaults(cfg, subcommand) if subcommand else None
             _ActionPrintConfig.print_config_if_requested(parser, self.config)
 
         def _parse_ckpt_path(self) -> None:
@@ -169,10 +169,31 @@ def resolve_run_defaults(cfg, subcommand: str | None) -> Path:
         raise ValueError(f"trainer.default_root_dir {root} is a file, not a folder; "
                          "give the folder the run should write into")
     record_dir = root if subcommand in (None, "fit") else _evaluation_dir(root, subcommand)
-    if trainer.logger in (None, True):
-        trainer.logger = _default_loggers(str(root)) if record_dir == root else [
-            _logger("CSVLogger", str(record_dir.parent), record_dir.name)]
+    if trainer.logger is not False:
+        trainer.logger = _run_loggers(trainer.logger, str(root), record_dir)
     return record_dir
+
+
+def _run_loggers(configured, root: str, record_dir: Path) -> list:
+    """The run's own logs first (fit: CSV and TensorBoard in the run folder; an evaluation: CSV
+    in its own folder), then every configured logger (`--trainer.logger+=WandbLogger`) but those
+    that would write the run's own logs again (configs saved by earlier versions list them)."""
+    fit_defaults = _default_loggers(root)
+    own = fit_defaults if record_dir == Path(root) else [
+        _logger("CSVLogger", str(record_dir.parent), record_dir.name)]
+    if configured in (None, True):
+        return own
+    configured = configured if isinstance(configured, list) else [configured]
+
+    def key(entry) -> tuple:
+        entry = entry.as_dict() if hasattr(entry, "as_dict") else entry
+        if not isinstance(entry, dict):
+            return (id(entry),)
+        args = entry.get("init_args") or {}
+        return (entry.get("class_path"), str(args.get("save_dir")), args.get("name"), args.get("version"))
+
+    taken = {key(entry) for entry in fit_defaults + own}
+    return own + [entry for entry in configured if key(entry) not in taken]
 
 
 def _evaluation_dir(root: Path, subcommand: str) -> Path:
