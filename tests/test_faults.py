@@ -553,6 +553,7 @@ WRITERS_ALLOWED = {
     ("wrn/runs.py", "append_jsonl"): "epochs.jsonl: single-write appends; a cut line is reported",
     ("wrn/data.py", "atomic_save_npy"): "the atomic .npy helper (mkstemp, fsync, os.replace)",
     ("wrn/checkpoints.py", "save_atomically"): "checkpoints: torch.save to mkstemp, fsync, os.replace",
+    ("wrn/recorder.py", "setup"): "config.yaml: parser.dump makes the text, atomic_write_text writes it",
     ("wrn/plots.py", "save_figure"): "figures: savefig to a temporary name, then os.replace",
     ("wrn/sweep/executors.py", "launch"): "log.txt: the run's output, appended",
     ("wrn/sweep/state.py", "acquire_lock"): ".sweep.lock: flock'ed, never read",
