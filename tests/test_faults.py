@@ -61,6 +61,13 @@ def wrn_env(**extra: str) -> dict[str, str]:
     return {**env, "PYTHONUNBUFFERED": "1", **extra}
 
 
+def shim_env(shim: Path) -> dict[str, str]:
+    """The environment of a process whose sitecustomize.py in `shim` runs at start-up. The
+    repository goes on PYTHONPATH too: a sitecustomize that imports wrn runs before the working
+    directory joins sys.path, and would otherwise get an installed copy of the package."""
+    return wrn_env(PYTHONPATH=os.pathsep.join([str(shim), str(REPO)]))
+
+
 def wrn(*args, env: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "wrn", *map(str, args)], cwd=REPO,
                           env=env or wrn_env(), capture_output=True, text=True, timeout=timeout)
@@ -155,7 +162,7 @@ def test_fit_sigkilled_mid_run_resumes_to_the_uninterrupted_result(tmp_path, tre
     (shim / "sitecustomize.py").write_text(HOLD_SHIM.format(epoch=2, marker=str(held)))
     killed = tmp_path / "killed"
     process = subprocess.Popen([sys.executable, "-m", "wrn", *fit_args(tree, killed, *settings)],
-                               cwd=REPO, env=wrn_env(PYTHONPATH=str(shim)),
+                               cwd=REPO, env=shim_env(shim),
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:  # two epochs recorded and a checkpoint: the process is held at the start of epoch 2
         wait_for(held.exists, "the run to reach epoch 2", process)
@@ -439,7 +446,7 @@ def test_out_of_memory_run_is_recorded_failed_and_the_sweep_goes_on(tmp_path, tr
     spec = write_spec(tmp_path, tree, grid={"model.depth": [16, 10]})
     out = tmp_path / "out"
     result = wrn("sweep", "run", spec, "--out", out, "--max-retries", "0",
-                 env=wrn_env(PYTHONPATH=str(shim)))
+                 env=shim_env(shim))
     assert result.returncode == 1, result.stdout[-3000:] + result.stderr[-3000:]  # 1: some failed
     rows = {row["model"]: row for row in result_rows(out)}
     assert rows["wrn-10-1"]["status"] == "finished"
@@ -545,6 +552,8 @@ WRITERS_ALLOWED = {
     ("wrn/runs.py", "atomic_write_text"): "the atomic helper itself (mkstemp, fsync, os.replace)",
     ("wrn/runs.py", "append_jsonl"): "epochs.jsonl: single-write appends; a cut line is reported",
     ("wrn/data/cache.py", "atomic_save_npy"): "the atomic .npy helper (mkstemp, fsync, os.replace)",
+    ("wrn/checkpoints.py", "save_atomically"): "checkpoints: torch.save to mkstemp, fsync, os.replace",
+    ("wrn/recorder.py", "setup"): "config.yaml: parser.dump makes the text, atomic_write_text writes it",
     ("wrn/report/plot.py", "save_figure"): "figures: savefig to a temporary name, then os.replace",
     ("wrn/sweep/executors.py", "launch"): "log.txt: the run's output, appended",
     ("wrn/sweep/state.py", "acquire_lock"): ".sweep.lock: flock'ed, never read",

@@ -1,5 +1,6 @@
 """Training through the `wrn` CLI, as a user runs it: real processes, real images, real records."""
 
+import json
 import os
 import subprocess
 import sys
@@ -63,11 +64,15 @@ def test_resume_continues_the_global_step_and_test_evaluates_the_test_split(tmp_
     assert record["global_step"] == 2 * steps_per_epoch and record["epochs"] == 2
     assert [line["epoch"] for line in read_jsonl(run / "epochs.jsonl")[0]] == [0, 1]
 
+    # The fit ended on the test split; `wrn test` writes a record of its own, not the run's.
+    assert 0.0 <= record["test_acc"] <= 1.0 and record["test_view"] == "single"
     tested = wrn("test", *common, "--ckpt_path", str(run / "checkpoints" / "last.ckpt"),
                  "--model.eval_view", "multi-crop")
     assert tested.returncode == 0, tested.stderr[-3000:]
-    record = read_metrics(run)
-    assert 0.0 <= record["test_acc"] <= 1.0 and record["test_view"] == "multi-crop"
+    assert read_metrics(run) == record
+    [evaluation] = (run / "eval").glob("test-*/evaluation.json")
+    evaluated = json.loads(evaluation.read_text())
+    assert 0.0 <= evaluated["test_acc"] <= 1.0 and evaluated["eval_view"] == "multi-crop"
     assert record["status"] == "finished" and record["global_step"] == 2 * steps_per_epoch
 
 

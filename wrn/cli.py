@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -61,6 +62,7 @@ def _make_cli_class():
     class WRNCLI(LightningCLI):
         def _prepare_subcommand_parser(self, klass, subcommand: str, **kwargs):
             parser = super()._prepare_subcommand_parser(klass, subcommand, **kwargs)
+            parser.set_defaults(weights_only=True)  # checkpoints hold tensors and plain data only
             if subcommand == "predict":
                 parser.add_lightning_class_args(PredictionWriter, "predictions")
             console.put_package_options_first(parser)
@@ -75,18 +77,8 @@ def _make_cli_class():
             if self.trainer.is_global_zero:
                 console.say(console.slow_cpu_warning(self.trainer, self.model, self.datamodule), sys.stderr)
 
-        def after_fit(self) -> None:
-            if self.trainer.is_global_zero:
-                console.say(console.fit_summary(self.trainer))
-
         def before_test(self) -> None:
             self._test_started = time.perf_counter()
-
-        def after_test(self) -> None:
-            if self.trainer.is_global_zero:
-                console.say(console.evaluation_summary(
-                    self.trainer, time.perf_counter() - self._test_started,
-                    console.count_test_images(self.datamodule)))
 
         def before_predict(self) -> None:
             writer = self._get(self.config_init, "predictions")
@@ -102,33 +94,216 @@ def _make_cli_class():
             parser.link_arguments("data.dataset", "model.num_classes",
                                   compute_fn=lambda dataset: DATASETS[dataset].num_classes)
             parser.link_arguments("model.copies", "data.copies")
-            parser.link_arguments("seed_everything", "data.seed", lambda s: None if isinstance(s, bool) else s)
+            parser.link_arguments("seed_everything", "model.seed", compute_fn=_int_seed)
+            parser.link_arguments("seed_everything", "data.seed", compute_fn=_int_seed)
             parser.link_arguments("trainer.enable_progress_bar", "data.progress", lambda on: on is not False)
+            parser.link_arguments("data.augment", "model.crop_size", compute_fn=_crop_size)
+            parser.link_arguments("data.pad", "model.pad")
+            parser.link_arguments("data.pad_mode", "model.pad_mode")
+            # Every command accepts it, so that a fit's config.yaml serves `wrn test` as it is.
+            parser.add_argument("--test_after_fit", type=bool, default=True,
+                                help="fit: when the data root has a test split, evaluate the final "
+                                     "weights (test_acc) and the best-validation checkpoint "
+                                     "(test_acc_best) on it once, at the end; other commands ignore it")
+
+        def parse_arguments(self, parser, args) -> None:
+            # --print_config prints after the run's defaults are resolved: what the run will use.
+            from jsonargparse._actions import _ActionPrintConfig
+            from jsonargparse._link_arguments import ActionLink
+
+            with _ActionPrintConfig.skip_print_config():
+                super().parse_arguments(parser, args)
+            print_request = getattr(parser, "print_config", None)
+            if print_request is not None:  # jsonargparse skipped the links for printing
+                del parser.print_config
+                ActionLink.apply_parsing_links(parser, self.config)
+                parser.print_config = print_request
+            subcommand = self.config.get("subcommand")
+            cfg = self.config[subcommand] if subcommand else self.config
+            self.as_given = {"trainer.logger": cfg.trainer.logger, "ckpt_path": cfg.get("ckpt_path")}
+            self.record_dir = resolve_run_defaults(cfg, subcommand) if subcommand else None
+            _ActionPrintConfig.print_config_if_requested(parser, self.config)
 
         def _parse_ckpt_path(self) -> None:
             # Lightning would silently replace the configured model with the checkpoint's; a
             # mismatch is far more often a wrong path than a wish, so it is an error instead.
             subcommand = self.config.get("subcommand")
             cfg = self.config[subcommand] if subcommand else None
-            if cfg is not None and cfg.get("ckpt_path") and Path(cfg.ckpt_path).is_file():
+            if cfg is None or not cfg.get("ckpt_path"):
+                return
+            cfg.ckpt_path = resolve_ckpt_path(cfg.ckpt_path, cfg.trainer.default_root_dir)
+            if cfg.ckpt_path and Path(cfg.ckpt_path).is_file():
                 check_checkpoint_matches(cfg.ckpt_path, cfg.model)
 
         def before_instantiate_classes(self) -> None:
             cfg = self.config[self.subcommand] if self.subcommand else self.config
-            if self.subcommand and cfg.get("weights_only") is None:
-                cfg.weights_only = True  # checkpoints hold tensors and plain data only
+            if cfg.model.get("seed") is None and _int_seed(cfg.seed_everything) is not None:
+                cfg.model.seed = cfg.seed_everything  # seed_everything: true, now drawn
             trainer = cfg.trainer
-            if not trainer.default_root_dir:
-                trainer.default_root_dir = default_run_dir(cfg.model, cfg.seed_everything)
-            root = trainer.default_root_dir
-            if trainer.logger in (None, True):
-                trainer.logger = _default_loggers(root)
             if torch.cuda.is_available() and trainer.accelerator in ("auto", "gpu", "cuda"):
                 # Fast defaults on GPU unless the config chose otherwise.
                 trainer.precision = trainer.precision or "bf16-mixed"
                 trainer.benchmark = True if trainer.benchmark is None else trainer.benchmark
+            self.save_config_kwargs = {**self.save_config_kwargs, "folder": self.record_dir,
+                                       "as_given": self.as_given}
+
+        def instantiate_trainer(self, **kwargs):
+            from lightning.fabric.plugins import CheckpointIO
+
+            from wrn.checkpoints import AtomicCheckpointIO, checkpoints_dir
+
+            plugins = self._get(self.config_init, "trainer", default={}).get("plugins") or []
+            plugins = plugins if isinstance(plugins, list) else [plugins]
+            if not any(isinstance(p, CheckpointIO) for p in plugins):
+                kwargs["plugins"] = [*plugins, AtomicCheckpointIO()]
+            trainer = super().instantiate_trainer(**kwargs)
+            for callback in trainer.checkpoint_callbacks:  # whatever the loggers, next to the record
+                callback.dirpath = str(checkpoints_dir(trainer.default_root_dir).resolve())
+            return trainer
+
+        def _run_subcommand(self, subcommand: str) -> None:
+            from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+            try:
+                super()._run_subcommand(subcommand)
+            except SIGTERMException:
+                raise SystemExit(128 + signal.SIGTERM) from None  # Lightning's would exit 0
+            except SystemExit as exc:  # Lightning exits 1 after Ctrl-C
+                if exc.code == 1 and self.trainer.interrupted:
+                    raise SystemExit(128 + signal.SIGINT) from None
+                raise
+
+        def after_fit(self) -> None:
+            self._test_after_fit()
+            if self.trainer.is_global_zero:
+                console.say(console.fit_summary(self.trainer))
+
+        def _test_after_fit(self) -> None:
+            """The test split, once, at the end: the final weights, then the best-val checkpoint."""
+            if self.trainer.interrupted or not self.config["fit"].get("test_after_fit"):
+                return
+            if not self.datamodule.has_test_split():
+                return
+            recorder = _recorder(self.trainer)
+            self.trainer.test(self.model, datamodule=self.datamodule, verbose=False)
+            recorder.record_test(self.trainer, self.model, "test_acc")
+            best = _best_checkpoint(self.trainer)
+            if best is not None:
+                self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best,
+                                  weights_only=True, verbose=False)
+                recorder.record_test(self.trainer, self.model, "test_acc_best")
+
+        def after_validate(self) -> None:
+            self._record_evaluation("validate")
+
+        def after_test(self) -> None:
+            self._record_evaluation("test")
+            if self.trainer.is_global_zero:
+                console.say(console.evaluation_summary(
+                    self.trainer, time.perf_counter() - self._test_started,
+                    console.count_test_images(self.datamodule)))
+
+        def _record_evaluation(self, stage: str) -> None:
+            ckpt_path = self.config[stage].get("ckpt_path")
+            _recorder(self.trainer).record_evaluation(self.trainer, self.model, self.record_dir,
+                                                      stage, ckpt_path)
 
     return WRNCLI
+
+
+def _int_seed(seed) -> int | None:
+    """seed_everything as the run seed: an int, or None for true/false (true is drawn later)."""
+    return None if isinstance(seed, bool) or seed is None else int(seed)
+
+
+def _crop_size(augment: str) -> int:
+    return 28 if augment == "crop-28" else 32
+
+
+def resolve_run_defaults(cfg, subcommand: str | None) -> Path:
+    """Fill in what the config left to the defaults, so that --print_config, the saved config and
+    the run agree: weights_only, the run folder, the loggers. Returns the folder of this
+    command's own record: the run folder for fit, RUN/eval/<command>-<time> for evaluations
+    (which never write into the run's own files)."""
+    if subcommand and cfg.get("weights_only") is None:
+        cfg.weights_only = True  # also for old configs that saved weights_only: null
+    trainer = cfg.trainer
+    if not trainer.default_root_dir:
+        trainer.default_root_dir = default_run_dir(cfg.model, cfg.seed_everything)
+    root = Path(trainer.default_root_dir).expanduser()
+    if root.exists() and not root.is_dir():
+        raise ValueError(f"trainer.default_root_dir {root} is a file, not a folder; "
+                         "give the folder the run should write into")
+    record_dir = root if subcommand in (None, "fit") else _evaluation_dir(root, subcommand)
+    if trainer.logger is not False:
+        trainer.logger = _run_loggers(trainer.logger, str(root), record_dir)
+    return record_dir
+
+
+def _run_loggers(configured, root: str, record_dir: Path) -> list:
+    """The run's own logs first (fit: CSV and TensorBoard in the run folder; an evaluation: CSV
+    in its own folder), then every configured logger (`--trainer.logger+=WandbLogger`) but those
+    that would write the run's own logs again (configs saved by earlier versions list them)."""
+    fit_defaults = _default_loggers(root)
+    own = fit_defaults if record_dir == Path(root) else [
+        _logger("CSVLogger", str(record_dir.parent), record_dir.name)]
+    if configured in (None, True):
+        return own
+    configured = configured if isinstance(configured, list) else [configured]
+
+    def key(entry) -> tuple:
+        entry = entry.as_dict() if hasattr(entry, "as_dict") else entry
+        if not isinstance(entry, dict):
+            return (id(entry),)
+        args = entry.get("init_args") or {}
+        return (entry.get("class_path"), str(args.get("save_dir")), args.get("name"), args.get("version"))
+
+    taken = {key(entry) for entry in fit_defaults + own}
+    return own + [entry for entry in configured if key(entry) not in taken]
+
+
+def _evaluation_dir(root: Path, subcommand: str) -> Path:
+    """RUN/eval/<command>-<YYYYmmdd-HHMMSS>[-n]: one new folder per evaluation."""
+    import time
+
+    base = root / "eval" / f"{subcommand}-{time.strftime('%Y%m%d-%H%M%S')}"
+    folder, n = base, 1
+    while folder.exists():
+        n += 1
+        folder = base.with_name(f"{base.name}-{n}")
+    return folder
+
+
+def resolve_ckpt_path(ckpt_path: str, run_dir: str) -> str | None:
+    """--ckpt_path as Lightning will load it. The run's own last checkpoint ('last', or its path)
+    falls back past an unreadable file (wrn.checkpoints.resolve_last); a folder or an empty file is
+    a ValueError naming it."""
+    from wrn.checkpoints import LAST, checkpoints_dir, resolve_last
+
+    own_last = checkpoints_dir(run_dir) / LAST
+    if ckpt_path == "last" or (Path(ckpt_path).exists() and own_last.exists()
+                               and Path(ckpt_path).resolve() == own_last.resolve()):
+        return resolve_last(run_dir)
+    path = Path(ckpt_path)
+    if path.is_dir():
+        raise ValueError(f"--ckpt_path {ckpt_path} is a folder, not a checkpoint file "
+                         f"(e.g. {path / 'checkpoints' / LAST} or 'last')")
+    if path.is_file() and path.stat().st_size == 0:
+        raise ValueError(f"--ckpt_path {ckpt_path} is an empty file, not a checkpoint")
+    return ckpt_path
+
+
+def _recorder(trainer):
+    from wrn.recorder import RunRecorder
+
+    return next(cb for cb in trainer.callbacks if isinstance(cb, RunRecorder))
+
+
+def _best_checkpoint(trainer) -> str | None:
+    for callback in trainer.checkpoint_callbacks:
+        if callback.monitor and callback.best_model_path and Path(callback.best_model_path).is_file():
+            return callback.best_model_path
+    return None
 
 
 def _model_spec(model_cfg):
@@ -165,14 +340,25 @@ def check_checkpoint_matches(ckpt_path: str, model_cfg) -> None:
 
 
 def _default_loggers(root: str) -> list[dict]:
-    """CSV always, TensorBoard when installed; both write into the run directory itself, so the
-    saved config.yaml lies next to metrics.json."""
-    loggers = [{"class_path": "lightning.pytorch.loggers.CSVLogger",
-                "init_args": {"save_dir": root, "name": "", "version": ""}}]
+    """CSV and TensorBoard (a dependency; skipped with a warning where it is missing), both
+    writing into the run folder itself, so metrics.csv lies next to metrics.json and TensorBoard
+    reads RUN/tb. The saved config.yaml keeps `logger: null` for these defaults, so it replays
+    into whatever folder a later command names, on machines with or without TensorBoard."""
+    import warnings
+
+    loggers = [_logger("CSVLogger", root, "")]
     if _installed("tensorboard") or _installed("tensorboardX"):
-        loggers.append({"class_path": "lightning.pytorch.loggers.TensorBoardLogger",
-                        "init_args": {"save_dir": root, "name": "", "version": "tb"}})
+        loggers.append(_logger("TensorBoardLogger", root, "tb"))
+    else:
+        warnings.warn("tensorboard is not installed: this run has no TensorBoard log "
+                      "(pip install tensorboard)", stacklevel=2)
     return loggers
+
+
+def _logger(name: str, save_dir: str, version: str) -> dict:
+    """A Lightning logger writing into save_dir/version."""
+    return {"class_path": f"lightning.pytorch.loggers.{name}",
+            "init_args": {"save_dir": save_dir, "name": "", "version": version}}
 
 
 def _installed(module: str) -> bool:
@@ -186,7 +372,7 @@ def run_lightning(argv: list[str]) -> None:
 
     from wrn.data import CIFARData
     from wrn.module import LitClassifier
-    from wrn.recorder import RunRecorder
+    from wrn.recorder import ConfigSaver, RunRecorder
 
     # last.ckpt has a callback of its own: Lightning (>= 2.6) rewrites a monitored callback's
     # last.ckpt only in epochs that improve the monitor, so a killed run would resume from its best
@@ -198,7 +384,8 @@ def run_lightning(argv: list[str]) -> None:
     _make_cli_class()(
         LitClassifier, CIFARData, args=None if argv == sys.argv[1:] else argv, seed_everything_default=0,
         trainer_defaults={"callbacks": callbacks, "max_epochs": 200},
-        save_config_kwargs={"overwrite": True}, auto_configure_optimizers=False,
+        save_config_callback=ConfigSaver, save_config_kwargs={"overwrite": True},
+        auto_configure_optimizers=False,
         parser_kwargs={"prog": "wrn", "exit_on_error": False,
                        "description": "Train and evaluate WRN / ResNet on CIFAR."})
 

@@ -12,14 +12,15 @@ import torch.nn.functional as F
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
-from wrn.data.augment import eval_views
+from wrn.data.augment import PadMode, eval_views
 from wrn.data import mix_seed
 from wrn.models import design_switches, model_spec_from_config
 from wrn.models.fused import fuse, fused_loss
 
 Schedule = Literal["wrn", "resnet", "cosine", "onecycle", "constant"]
 View = Literal["single", "flip", "multi-crop"]
-RUNTIME_OPTIONS = ("eval_view", "channels_last", "compile", "nan_check_every")
+RUNTIME_OPTIONS = ("eval_view", "channels_last", "compile", "nan_check_every", "crop_size", "pad",
+                   "pad_mode")
 
 
 def _arch_class() -> type:
@@ -87,7 +88,8 @@ class LitClassifier(L.LightningModule):
                  arch: Arch = Arch(), num_classes: int = 10, optim: Optim = Optim(),
                  label_smoothing: float = 0.0, eval_view: View = "single",
                  channels_last: Optional[bool] = None, compile: bool = False,
-                 nan_check_every: int = 50, copies: int = 1):
+                 nan_check_every: int = 50, copies: int = 1, seed: Optional[int] = None,
+                 crop_size: int = 32, pad: int = 4, pad_mode: PadMode = "reflect"):
         """Build the named network with the given overrides.
 
         Args:
@@ -114,6 +116,10 @@ class LitClassifier(L.LightningModule):
             copies: S > 1 trains seeds seed..seed+S-1 as one fused network (grouped convolutions),
                 each copy initialised and fed as its separate run would be; metrics are reported
                 per copy.
+            seed: The run seed (linked from seed_everything); None: torch's current seed.
+            crop_size: Training crop in pixels, for the evaluation views (linked from data.augment).
+            pad: Padding of the training crop, for the evaluation views (linked from data.pad).
+            pad_mode: reflect or zero padding, for the evaluation views (linked from data.pad_mode).
         """
         super().__init__()
         arch = Arch(**arch) if isinstance(arch, dict) else (arch or Arch())
@@ -130,7 +136,9 @@ class LitClassifier(L.LightningModule):
                                                 dropout=dropout, num_classes=num_classes, arch=arch))
         if copies < 1:
             raise ValueError(f"copies={copies} is invalid; valid: an integer >= 1")
-        self.copies, self.first_seed = copies, torch.initial_seed()
+        self.seed = seed
+        self.copies, self.first_seed = copies, seed if seed is not None else torch.initial_seed()
+        self.crop_size, self.pad, self.pad_mode = crop_size, pad, pad_mode
         self.net = self.spec.build() if copies == 1 else fuse(seeded_copies(self.spec, copies, self.first_seed))
         self.optim_cfg = optim
         stages = ("train", "val", "test")
@@ -166,10 +174,13 @@ class LitClassifier(L.LightningModule):
         shown = {"loss": stage != "test", "acc": stage != "train", "top5": False}
         for key, per_copy in self.epoch_metrics[f"{stage}_metrics"].compute_and_reset().items():
             # Copies see equal numbers of images: the mean over copies is the pooled mean.
-            self.log(f"{stage}_{key}", per_copy.mean(), prog_bar=shown[key], sync_dist=True)
+            # Epoch values (on_epoch), so they reach every logger at the epoch's end whatever
+            # log_every_n_steps; on_step would log them only at steps on that cadence.
+            self.log(f"{stage}_{key}", per_copy.mean(), prog_bar=shown[key], sync_dist=True,
+                     on_step=False, on_epoch=True)
             if self.copies > 1 and key != "top5":
                 for i, value in enumerate(per_copy):
-                    self.log(f"{stage}_{key}_c{i}", value, sync_dist=True)
+                    self.log(f"{stage}_{key}_c{i}", value, sync_dist=True, on_step=False, on_epoch=True)
 
     # -- training ---------------------------------------------------------------------------------
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
@@ -235,17 +246,23 @@ class LitClassifier(L.LightningModule):
     def _view_logits(self, images: torch.Tensor) -> torch.Tensor:
         """Mean softmax over the evaluation views (as log-probabilities); every copy of a fused
         network sees the same images."""
-        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer else None
         views = [images]
-        if self.eval_view != "single" or getattr(datamodule, "crop_size", 32) != images.shape[-1]:
-            views = eval_views(images, self.eval_view, datamodule.crop_size, datamodule.pad,
-                               datamodule.pad_mode, fill=getattr(datamodule, "zero_fill", None))
+        if self.eval_view != "single" or self.crop_size != images.shape[-1]:
+            views = eval_views(images, self.eval_view, self.crop_size, self.pad, self.pad_mode,
+                               fill=self._zero_fill())
         if self.copies > 1:
             views = [v.repeat(1, self.copies, 1, 1) for v in views]
         if len(views) == 1:
             return self(views[0])
         probs = torch.stack([self(v).softmax(-1) for v in views]).mean(0)
         return probs.clamp_min(1e-12).log()
+
+    def _zero_fill(self) -> Optional[tuple[float, ...]]:
+        """Normalised black, for "zero" padding: it depends on the training set's channel
+        statistics, which only the data module knows once set up."""
+        if self.pad_mode != "zero" or not self._trainer:
+            return None
+        return getattr(getattr(self.trainer, "datamodule", None), "zero_fill", None)
 
     def _evaluate(self, batch, stage: str) -> None:
         images, labels = batch

@@ -7,7 +7,6 @@ then holds the mean over copies and names the copies' folders in `copy_dirs`.
 
 from __future__ import annotations
 
-import os
 import time
 import warnings
 from dataclasses import dataclass
@@ -15,9 +14,11 @@ from pathlib import Path
 
 import lightning as L
 import torch
+from lightning.pytorch.cli import SaveConfigCallback
 
 from wrn import complexity
-from wrn.runs import (EPOCHS_FILE, METRICS_FILE, RecordError, append_jsonl, atomic_write_json,
+from wrn.runs import (CONFIG_FILE, EPOCHS_FILE, EVALUATION_FILE, METRICS_FILE, RecordError, append_jsonl,
+                      atomic_write_json, atomic_write_text,
                       drop_epochs_from, read_jsonl, read_metrics)
 
 EPOCH_KEYS = ("train_loss", "train_acc", "val_loss", "val_acc", "val_top5")
@@ -28,6 +29,22 @@ def device_name(trainer: L.Trainer) -> str:
     if device.type == "cuda":
         return f"{torch.cuda.get_device_name(device)} x{trainer.num_devices * trainer.num_nodes}"
     return f"cpu ({torch.get_num_threads()} threads)"
+
+
+def failure(exception: BaseException) -> str:
+    """What stopped a run, for its record: the exception's type and one-line reason; a signal by
+    name (SIGTERM, or SIGINT for Ctrl-C)."""
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    from wrn.errors import one_line_error
+
+    if isinstance(exception, SIGTERMException):
+        return "interrupted by SIGTERM; resume with --ckpt_path last"
+    if isinstance(exception, KeyboardInterrupt):
+        return "interrupted by SIGINT (Ctrl-C); resume with --ckpt_path last"
+    text = str(exception).strip()
+    reason = one_line_error(exception) if isinstance(exception, Exception) else None
+    return f"{type(exception).__name__}: {reason or (text.splitlines()[0] if text else '')}"
 
 
 def _scalar(metrics: dict, key: str) -> float | None:
@@ -76,9 +93,10 @@ class RunRecorder(L.Callback):
 
     # -- fit ----------------------------------------------------------------------------------------
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if self.views:  # the test at the end of a fit: same run, same record
+            return
         self.run_dir = Path(trainer.default_root_dir)
-        seed = int(os.environ["PL_GLOBAL_SEED"]) if "PL_GLOBAL_SEED" in os.environ else None
-        copies = getattr(pl_module, "copies", 1)
+        seed, copies = pl_module.seed, pl_module.copies
         self.views = [RecordView(self.run_dir, seed, "")] if copies == 1 else [
             RecordView(self.run_dir / f"seed-{pl_module.first_seed + i}", pl_module.first_seed + i, f"_c{i}")
             for i in range(copies)]
@@ -151,21 +169,41 @@ class RunRecorder(L.Callback):
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
         if not trainer.is_global_zero or not self.record or trainer.state.fn != "fit":
             return
-        reason = str(exception).strip().splitlines()[0] if str(exception).strip() else ""
-        error = f"{type(exception).__name__}: {reason} (epoch {trainer.current_epoch}, step {trainer.global_step})"
-        self._write_all(trainer, trainer.current_epoch, "failed", error)
+        where = f"(epoch {trainer.current_epoch}, step {trainer.global_step})"
+        self._write_all(trainer, trainer.current_epoch, "failed", f"{failure(exception)} {where}")
 
     # -- test ---------------------------------------------------------------------------------------
-    def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+    def record_test(self, trainer: L.Trainer, pl_module: L.LightningModule, key: str) -> None:
+        """After a fit's test: its test_acc (per copy, and their mean) into metrics.json as `key`
+        (test_acc for the final weights, test_acc_best for the best-validation checkpoint)."""
         if not trainer.is_global_zero:
             return
-        folders = [(view.folder, view.metric(trainer.callback_metrics, "test_acc")) for view in self.views]
+        for folder, value in self._per_folder(trainer.callback_metrics, "test_acc"):
+            previous = self._previous(folder) or {}
+            atomic_write_json(folder / METRICS_FILE, {**previous, key: value,
+                                                      "test_view": pl_module.eval_view})
+
+    def record_evaluation(self, trainer: L.Trainer, pl_module: L.LightningModule, folder: Path,
+                          stage: str, ckpt_path: str | None) -> None:
+        """`wrn validate` / `wrn test`: a record of its own, folder/evaluation.json, beside its
+        metrics.csv and config.yaml; the run's own files are never touched."""
+        if not trainer.is_global_zero:
+            return
+        prefix = "val" if stage == "validate" else "test"
+        metrics = trainer.callback_metrics
+        record = {**self.record, "stage": stage, "ckpt_path": ckpt_path,
+                  "eval_view": pl_module.eval_view, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                  **{f"{prefix}_{k}": _scalar(metrics, f"{prefix}_{k}") for k in ("acc", "loss", "top5")}}
         if len(self.views) > 1:
-            folders.append((self.run_dir, _scalar(trainer.callback_metrics, "test_acc")))
-        for folder, test_acc in folders:
-            previous = {**self.record, "status": "finished", "error": None, **(self._previous(folder) or {})}
-            atomic_write_json(folder / METRICS_FILE, {
-                **previous, "test_acc": test_acc, "test_view": pl_module.eval_view})
+            record["copies"] = {str(view.seed): view.metric(metrics, f"{prefix}_acc") for view in self.views}
+        atomic_write_json(Path(folder) / EVALUATION_FILE, record)
+
+    def _per_folder(self, metrics: dict, key: str) -> list[tuple[Path, float | None]]:
+        """(folder, value of key) for every record of the run: each copy's, then the mean's."""
+        folders = [(view.folder, view.metric(metrics, key)) for view in self.views]
+        if len(self.views) > 1:
+            folders.append((self.run_dir, _scalar(metrics, key)))
+        return folders
 
     # -- the record ---------------------------------------------------------------------------------
     def _identity(self, trainer: L.Trainer, pl_module: L.LightningModule, seed: int | None) -> dict:
@@ -218,4 +256,26 @@ class RunRecorder(L.Callback):
         atomic_write_json(folder / METRICS_FILE, {
             **previous, **fields, "best_val_acc": best,
             "final_val_acc": final if final is not None else previous.get("final_val_acc"),
-            "test_acc": previous.get("test_acc")})
+            # Of the final weights: gone while they change, set again by the test at the end.
+            "test_acc": None, "test_acc_best": None})
+
+
+class ConfigSaver(SaveConfigCallback):
+    """Saves the command's config.yaml atomically into its own record folder (the run folder for
+    fit, RUN/eval/<command>-<time>/ for evaluations), with the values it was given before
+    resolution (`as_given`: loggers and ckpt_path), so the file replays on any machine."""
+
+    def __init__(self, parser, config, folder: Path, as_given: dict, **kwargs):
+        super().__init__(parser, config, **kwargs)
+        self.folder, self.as_given = Path(folder), as_given
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if self.already_saved:
+            return
+        if trainer.is_global_zero:
+            config = self.config.clone()
+            for key, value in self.as_given.items():
+                if key in config:
+                    config[key] = value
+            atomic_write_text(self.folder / CONFIG_FILE, self.parser.dump(config, skip_none=False))
+        self.already_saved = trainer.strategy.broadcast(True)

@@ -4,7 +4,10 @@ A run directory holds
     config.yaml     the full LightningCLI config (written by the CLI), enough to reproduce the run
     metrics.json    one JSON object: the summary below, rewritten atomically at every epoch end
     epochs.jsonl    one JSON line per finished epoch: the run's identity plus that epoch's metrics
-    checkpoints/    last.ckpt and best.ckpt
+    checkpoints/    last.ckpt, previous-last.ckpt and best.ckpt (see wrn.checkpoints)
+    eval/<command>-<time>/   one folder per `wrn validate|test|predict`: evaluation.json (validate,
+                    test), metrics.csv and the command's config.yaml; the files above stay as the
+                    fit left them
 """
 
 from __future__ import annotations
@@ -19,12 +22,15 @@ from typing import Any
 METRICS_FILE = "metrics.json"
 EPOCHS_FILE = "epochs.jsonl"
 CONFIG_FILE = "config.yaml"
+EVALUATION_FILE = "evaluation.json"
 
 # Keys every metrics.json carries; accuracies are fractions in [0, 1], flops are fvcore
-# multiply-adds per 32x32 image, wall_seconds is fit time, images_per_sec is training throughput.
+# multiply-adds per 32x32 image, wall_seconds is fit time, images_per_sec is training throughput;
+# test_acc / test_acc_best: the test split with the final / best-validation weights (None when the
+# data has no test split).
 METRIC_KEYS = (
     "status", "error", "model", "family", "depth", "widen_factor", "dropout", "model_args",
-    "params", "flops", "best_val_acc", "final_val_acc", "test_acc", "epochs", "max_epochs",
+    "params", "flops", "best_val_acc", "final_val_acc", "test_acc", "test_acc_best", "epochs", "max_epochs",
     "global_step", "wall_seconds", "images_per_sec", "device", "seed",
 )
 STATUSES = ("running", "finished", "failed")
