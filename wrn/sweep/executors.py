@@ -1,8 +1,8 @@
 """Where runs execute: one `python -m wrn fit` subprocess per run, locally or as Ray tasks.
 
 Both executors share `launch` and `state.conclude`, so a run is the same process either way; they
-differ only in who waits for it. Interface: `capacity` (runs at once), `has_free_slot()`,
-`submit(task)`, `wait(timeout) -> [Outcome]`, `running` (run ids), `shutdown()`.
+differ only in who waits for it. Both implement the `Executor` protocol, which the runner
+types against; a new executor implements it too.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Protocol
 
 from wrn.sweep.state import (BUSY, FAILED, LOG_FILE, Outcome, acquire_lock, conclude, record_failure,
                              record_signature)
@@ -34,6 +34,30 @@ class RunTask:
     fit_args: tuple[str, ...]  # after `python -m wrn fit`
     identity: dict  # for the failure record (see state.record_failure)
     cwd: str  # the sweep's working directory: relative pass-through paths mean the same
+
+
+class Executor(Protocol):
+    """Where a sweep's runs execute: it starts an attempt when it has a free slot and reports
+    how each ended."""
+
+    capacity: int  # runs at once
+    description: str  # one line for the sweep's header, e.g. "local, CPU, one run at a time"
+
+    @property
+    def running(self) -> list[str]:
+        """Run ids of the attempts going now."""
+
+    def has_free_slot(self) -> bool:
+        """Whether `submit` may start another attempt now."""
+
+    def submit(self, task: RunTask) -> Outcome | None:
+        """Start an attempt; an Outcome at once only when it could not start (held elsewhere)."""
+
+    def wait(self, timeout: float) -> list[Outcome]:
+        """Outcomes of attempts that ended within `timeout` seconds."""
+
+    def shutdown(self) -> None:
+        """Stop what still runs (SIGTERM, then SIGKILL after a grace); it stays resumable."""
 
 
 _LIBC = ctypes.CDLL(None) if sys.platform.startswith("linux") else None  # loaded before any fork
@@ -117,13 +141,10 @@ class LocalExecutor:
     def __init__(self, gpus: list[int], trials_per_gpu: int = 1):
         self.slots = [{"CUDA_VISIBLE_DEVICES": str(g)} for g in gpus for _ in range(trials_per_gpu)] \
             or [{}]
+        self.capacity = len(self.slots)
         self._running_in: dict[int, Launched] = {}  # slot index -> its run
         self.description = (f"local, {len(gpus)} GPU(s) x {trials_per_gpu} run(s) each" if gpus
                             else "local, CPU, one run at a time")
-
-    @property
-    def capacity(self) -> int:
-        return len(self.slots)
 
     @property
     def running(self) -> list[str]:
@@ -170,6 +191,19 @@ def _import_ray():
     return ray
 
 
+AUTH_WORDS = ("auth", "token", "unauthenticated", "permission")
+
+
+def join_error(address: str, exc: BaseException) -> str:
+    """One line: which address could not be joined, why, and what to try."""
+    reason = " ".join(str(exc).split())[:300] or type(exc).__name__
+    hint = ("the cluster wants its token: export RAY_AUTH_TOKEN (or RAY_AUTH_TOKEN_PATH) as the "
+            "head node has it, see `ray get-auth-token` there"
+            if any(word in reason.lower() for word in AUTH_WORDS)
+            else "is a Ray head running there (`ray start --head`), and is the port its GCS port?")
+    return f"--address {address}: cannot join the Ray cluster ({type(exc).__name__}: {reason}); {hint}"
+
+
 class RayExecutor:
     """Each run a Ray task running the same subprocess. Local Ray by default (small, no dashboard,
     worker output not forwarded: each run has its log.txt); `address` joins a cluster, whose
@@ -200,7 +234,10 @@ class RayExecutor:
 
         settings = {"include_dashboard": False, "log_to_driver": False, "logging_level": logging.ERROR}
         if address:
-            self.ray.init(address=address, **settings)
+            try:
+                self.ray.init(address=address, **settings)
+            except Exception as exc:  # noqa: BLE001 - ConnectionError, auth refusals, bad addresses
+                raise ValueError(join_error(address, exc)) from None
             return
         previous = os.environ.get("CUDA_VISIBLE_DEVICES")
         if gpus is not None:  # the Ray processes started now see only these GPUs
