@@ -7,11 +7,13 @@ types against; a new executor implements it too.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -191,17 +193,65 @@ def _import_ray():
     return ray
 
 
-AUTH_WORDS = ("auth", "token", "unauthenticated", "permission")
+AUTH_WORDS = ("unauthenticated", "invalidauthtoken", "authentication")
+PROBE_SECONDS = 5.0  # a cluster address that does not answer a TCP connect within this is down
+TOKEN_HINT = ("the cluster uses token authentication: export RAY_AUTH_MODE=token and "
+              "RAY_AUTH_TOKEN=<token> (or RAY_AUTH_TOKEN_PATH=<file holding it>); "
+              "`ray get-auth-token` on the head prints it")
 
 
-def join_error(address: str, exc: BaseException) -> str:
-    """One line: which address could not be joined, why, and what to try."""
+def probe_address(address: str) -> None:
+    """Ray retries an unreachable address for minutes; one TCP connect says at once whether
+    anything listens there. Addresses that are not HOST:PORT ('auto') are left to Ray."""
+    import socket
+
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=PROBE_SECONDS).close()
+    except OSError as exc:
+        reason = exc.strerror or str(exc) or type(exc).__name__
+        raise ValueError(f"--address {address}: cannot join the Ray cluster: nothing answers at "
+                         f"{host}:{port} ({reason}); is a Ray head running there "
+                         "(`ray start --head`), and is the port its GCS port?") from None
+
+
+def join_error(address: str, exc: BaseException, ray_log: str = "") -> str:
+    """One line: which address could not be joined, why, and what to try. `ray_log` is what
+    Ray printed while it tried (its reasons, such as a refused token, appear only there)."""
     reason = " ".join(str(exc).split())[:300] or type(exc).__name__
-    hint = ("the cluster wants its token: export RAY_AUTH_TOKEN (or RAY_AUTH_TOKEN_PATH) as the "
-            "head node has it, see `ray get-auth-token` there"
-            if any(word in reason.lower() for word in AUTH_WORDS)
-            else "is a Ray head running there (`ray start --head`), and is the port its GCS port?")
-    return f"--address {address}: cannot join the Ray cluster ({type(exc).__name__}: {reason}); {hint}"
+    said = f"{reason} {ray_log}".lower()
+    if any(word in said for word in AUTH_WORDS):
+        return (f"--address {address}: cannot join the Ray cluster: it refused this client's "
+                f"authentication token ({type(exc).__name__}); {TOKEN_HINT}")
+    return (f"--address {address}: cannot join the Ray cluster ({type(exc).__name__}: {reason}); "
+            f"something listens there: is it the head's GCS port? If the cluster uses token "
+            f"authentication, {TOKEN_HINT.split(': ', 1)[1]}")
+
+
+@contextlib.contextmanager
+def captured_stderr():
+    """Ray's C++ core logs its retries straight to file descriptor 2; while joining a cluster
+    they go to a temporary file (yielded as a function returning its text) and are replayed
+    only when the join succeeds, so a failure is one line."""
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as log:
+        os.dup2(log.fileno(), 2)
+        ok = False
+
+        def text() -> str:
+            log.seek(0)
+            return log.read().decode("utf-8", errors="replace")
+
+        try:
+            yield text
+            ok = True
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            if ok:
+                sys.stderr.write(text())
 
 
 class RayExecutor:
@@ -234,10 +284,12 @@ class RayExecutor:
 
         settings = {"include_dashboard": False, "log_to_driver": False, "logging_level": logging.ERROR}
         if address:
-            try:
-                self.ray.init(address=address, **settings)
-            except Exception as exc:  # noqa: BLE001 - ConnectionError, auth refusals, bad addresses
-                raise ValueError(join_error(address, exc)) from None
+            probe_address(address)
+            with captured_stderr() as ray_log:
+                try:
+                    self.ray.init(address=address, **settings)
+                except Exception as exc:  # noqa: BLE001 - ConnectionError, refused tokens
+                    raise ValueError(join_error(address, exc, ray_log())) from None
             return
         previous = os.environ.get("CUDA_VISIBLE_DEVICES")
         if gpus is not None:  # the Ray processes started now see only these GPUs

@@ -131,12 +131,9 @@ def make_plan(spec: SweepSpec, passthrough: list[str], checker=None,
 
 
 def _planned(spec: SweepSpec, point: Point, config) -> PlannedRun:
-    from wrn.models import resolve_model
+    from wrn.cli import _model_spec
 
-    model = config.model
-    arch = {k: v for k, v in vars(model.arch).items() if v is not None} if model.arch else {}
-    resolved = resolve_model(model.name, depth=model.depth, widen_factor=model.widen_factor,
-                             dropout=model.dropout, **arch)
+    resolved = _model_spec(config.model)  # as the run's module resolves it (num_classes included)
     seed = config.seed_everything
     seed = seed if isinstance(seed, int) and not isinstance(seed, bool) else None
     check_seed(seed, f"{spec.path}: point {point.label}")
