@@ -184,7 +184,8 @@ def estimate(book: SpeedBook, model: str, device: str | None, load: Workload,
         return Estimate(None, f"no estimate: no record of {model}{fused} on {device}")
     rate, records = found
     seconds = START_SECONDS + load.images(epochs_left) / rate
-    return Estimate(seconds, f"{epochs_left} epochs x {load.train:,} images{fused} at "
+    epochs = f"{epochs_left} epoch{'' if epochs_left == 1 else 's'}"
+    return Estimate(seconds, f"{epochs} x {load.train:,} images{fused} at "
                              f"{rate:,.0f} img/s ({records} record{'s' if records > 1 else ''})")
 
 
