@@ -110,10 +110,10 @@ def timed_sweep(tmp_path: Path, tree: Path, budget_s: float, run_s: float, speed
     executor = TimedExecutor(clock, run_s)
     status = states(plan, out)
     estimator = Estimator(SpeedBook(tuple(speeds), out), "cpu")
-    outcome = run_sweep(plan, out, executor, PlainProgress(initial_tally(plan, status, 1, 1),
-                                                           io.StringIO()),
+    printed = io.StringIO()
+    outcome = run_sweep(plan, out, executor, PlainProgress(initial_tally(plan, status, 1, 1), printed),
                         1, status, Budget(budget_s, clock), estimator)
-    return plan, out, executor, outcome
+    return plan, out, executor, outcome, printed.getvalue()
 
 
 # ----------------------------------------------------------------------------- durations
@@ -149,7 +149,7 @@ def test_device_keys_match_records_across_thread_counts_and_gpu_counts():
 
 def test_only_runs_whose_estimate_fits_start_and_the_next_invocation_goes_on(tmp_path, tree):
     speeds = speed_record(tmp_path / "speeds" / "earlier")
-    plan, out, executor, outcome = timed_sweep(tmp_path, tree, budget_s=100, run_s=45,
+    plan, out, executor, outcome, printed = timed_sweep(tmp_path, tree, budget_s=100, run_s=45,
                                                speeds=[tmp_path / "speeds"])
     # 43.3 s estimated each: the first at 0 s, the second at 45 s (55 s left); at 90 s the third
     # would end after the budget, so it is left for the next invocation.
@@ -170,8 +170,16 @@ def test_only_runs_whose_estimate_fits_start_and_the_next_invocation_goes_on(tmp
     assert (outcome.finished, outcome.left, outcome.budget_ended, _exit_code(outcome)) == (3, 0, False, 0)
 
 
+def test_runs_longer_than_the_whole_budget_are_named_and_never_started(tmp_path, tree):
+    speed_record(tmp_path / "speeds")
+    plan, out, executor, outcome, printed = timed_sweep(tmp_path, tree, budget_s=30, run_s=45,
+                                               speeds=[tmp_path / "speeds"])
+    assert executor.started == [] and (outcome.left, outcome.budget_ended) == (3, True)
+    assert printed.count("longer than the whole time budget (0m30s)") == 3
+
+
 def test_a_run_without_an_estimate_starts_and_is_stopped_when_the_budget_ends(tmp_path, tree):
-    plan, out, executor, outcome = timed_sweep(tmp_path, tree, budget_s=100, run_s=1000, speeds=[])
+    plan, out, executor, outcome, printed = timed_sweep(tmp_path, tree, budget_s=100, run_s=1000, speeds=[])
     assert executor.started == [(plan.runs[0].run_id, 0)]
     assert executor.stopped_at is not None and 100 <= executor.stopped_at < 101
     first = states(plan, out)[plan.runs[0].run_id]
@@ -250,3 +258,13 @@ def test_the_budget_stops_a_real_run_resumably_and_the_next_invocation_finishes_
     assert (short / "metrics.json").stat().st_mtime_ns == stamp
     record = json.loads((long / "sweep.json").read_text())
     assert record["settings"]["trainer.max_epochs"] == 3
+
+
+def test_the_h100_budget_spec_dry_runs_on_a_cpu_without_training(tmp_path, capsys):
+    out = tmp_path / "out"
+    spec = Path(__file__).resolve().parents[1] / "sweeps" / "h100-budget.yaml"
+    capsys.readouterr()
+    assert sweep("run", spec, "--out", out, "--dry-run", "--time-budget", "9m") == 0
+    printed = capsys.readouterr().out
+    assert "12 runs (12 new)" in printed and "plus 12 run(s) with no estimate" in printed
+    assert not out.exists()

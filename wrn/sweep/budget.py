@@ -11,7 +11,8 @@ The estimate of a run, in seconds:
   rate     the median `images_per_sec` (training images of all copies per second of the training
            loop) of the run records (metrics.json) of the same model, the same number of fused
            copies and the same device: the sweep's own run folders (OUT/runs/*, the run itself
-           when it resumes) and any folder given with --speeds (searched recursively)
+           when it resumes) and any folder given with --speeds (searched recursively for
+           *metrics.json, so benchmarks/results/h100-wrn-16-8-end-to-end/ counts)
   train, val, test   images per epoch: counted in the data root's train/ and test/ trees (cut to
            data.subset per class, less data.val_size), or the data set's nominal size when the
            root holds no tree; a test split is evaluated twice (final and best weights)
@@ -88,7 +89,7 @@ class SpeedBook:
         for folder in self.folders:
             if not Path(folder).is_dir():
                 raise ValueError(f"--speeds {folder}: no such folder")
-            self._add(self._fixed, Path(folder).rglob(METRICS_FILE))
+            self._add(self._fixed, Path(folder).rglob(f"*{METRICS_FILE}"))  # eager-metrics.json too
         self.refresh()
 
     def refresh(self) -> None:

@@ -25,7 +25,8 @@ from wrn.sweep.plan import Plan, make_plan
 from wrn.sweep.progress import duration, make_progress
 from wrn.sweep.results import (RESULTS_FILE, refresh_results, results_problem, summarize,
                                summary_csv, summary_json, summary_table)
-from wrn.sweep.runner import SweepOutcome, changed_runs, initial_tally, run_sweep, states, will_run
+from wrn.sweep.runner import (SweepOutcome, changed_runs, initial_tally, outcome_of, run_sweep,
+                              states, will_run)
 from wrn.sweep.spec import MAX_POINTS, load_spec, point_count
 from wrn.sweep.state import FAILED, FINISHED, INTERRUPTED, NEW, RUNNING, RUNS_DIR, RunStatus
 
@@ -308,6 +309,7 @@ def _run(args, plan: Plan, out: Path, status: dict[str, RunStatus], budget: Budg
     except KeyboardInterrupt:
         print("interrupted: runs resume from their checkpoints on the next `wrn sweep run`",
               file=sys.stderr)
+        print(_summary(outcome_of(plan, out), out, started))
         return INTERRUPTED_EXIT
     rows = refresh_results(out)
     if rows:

@@ -20,7 +20,7 @@ from pathlib import Path
 from wrn.sweep.budget import Budget, Estimator
 from wrn.sweep.executors import Executor, RunTask
 from wrn.sweep.plan import Plan, PlannedRun, settings_difference
-from wrn.sweep.progress import PlainProgress, Tally
+from wrn.sweep.progress import PlainProgress, Tally, duration
 from wrn.sweep.results import refresh_results
 from wrn.sweep.state import (FAILED, FINISHED, INTERRUPTED, NEW, RUNNING, Outcome, RunStatus,
                              inspect_run, last_checkpoint, read_sweep_record, run_dir_of,
@@ -130,6 +130,18 @@ class _Sweep:
         if self.estimator is not None:
             self.estimator.refresh()  # the run's speed estimates the runs of its model
 
+    def note_too_long(self) -> None:
+        """Name the runs left whose estimate exceeds the whole budget: no call of this length
+        will ever start them."""
+        if self.budget is None or self.estimator is None:
+            return
+        for run in self.queue:
+            seconds = self.estimator(run).seconds
+            if seconds is not None and seconds > self.budget.seconds:
+                self.progress.note(f"{run.run_id}: estimated {duration(seconds)}, longer than the "
+                                   f"whole time budget ({duration(self.budget.seconds)}); it will "
+                                   "not start under this budget")
+
     def _wait_seconds(self) -> float:
         return WAIT_SECONDS if self.budget is None else max(0.0, min(WAIT_SECONDS, self.budget.left()))
 
@@ -162,14 +174,19 @@ def run_sweep(plan: Plan, out_dir: Path, executor: Executor, progress: PlainProg
     with progress:
         try:
             sweep.run()
+            sweep.note_too_long()
         finally:
             executor.shutdown()
     refresh_results(out_dir, progress.note)  # runs stopped by the budget record their state
-    final = states(plan, out_dir)
-    counts = [s.state for s in final.values()]
-    left = sum(s.state in (NEW, INTERRUPTED) for s in final.values())
-    return SweepOutcome(counts.count(FINISHED), counts.count(FAILED), len(plan.skipped),
-                        counts.count(RUNNING), left, sweep.budget_ended or bool(budget and left))
+    return outcome_of(plan, out_dir, budget_ended=budget is not None)
+
+
+def outcome_of(plan: Plan, out_dir: Path, budget_ended: bool = False) -> SweepOutcome:
+    """The counts the run folders give now; with budget_ended, runs left count as the budget's."""
+    final = [s.state for s in states(plan, out_dir).values()]
+    left = final.count(NEW) + final.count(INTERRUPTED)
+    return SweepOutcome(final.count(FINISHED), final.count(FAILED), len(plan.skipped),
+                        final.count(RUNNING), left, budget_ended and left > 0)
 
 
 def initial_tally(plan: Plan, status: dict[str, RunStatus], max_retries: int, capacity: int) -> Tally:
