@@ -189,8 +189,8 @@ def test_sweep_sigkilled_mid_run_keeps_results_whole_and_resumes_only_the_unfini
     (shim / "sitecustomize.py").write_text(HOLD_SHIM.format(epoch=1, marker=str(tmp_path / "held")))
     with open(log, "w") as output:
         driver = subprocess.Popen([sys.executable, "-m", "wrn", "sweep", "run", str(spec), "--out", str(out)],
-                                  cwd=REPO, env=wrn_env(PYTHONPATH=str(shim)), stdout=output,
-                                  stderr=subprocess.STDOUT)
+                                  cwd=REPO, env=wrn_env(PYTHONPATH=f"{shim}{os.pathsep}{REPO}"),
+                                  stdout=output, stderr=subprocess.STDOUT)
     try:
         def long_run_checkpointed():
             for run_dir in (out / RUNS_DIR).glob("*"):
