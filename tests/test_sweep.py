@@ -8,6 +8,7 @@ the sweeps are called in-process (`wrn.sweep.cli.main`), so the `wrn fit` parser
 from __future__ import annotations
 
 import csv
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests import helpers
-from tests.helpers import epochs_after_resume, make_image_tree, wait_for, wrn_data_root
+from tests.helpers import make_image_tree, wait_for, wrn_data_root
 from wrn.errors import one_line_error
 from wrn.runs import atomic_write_json, read_metrics
 from wrn.sweep import cli as sweep_cli
@@ -33,7 +34,8 @@ TINY_RUN = {  # one epoch of WRN-10-1 on 3 classes x 20 images, 20 of them for v
     "model": {"name": "wrn-10-1"},
     "data": {"subset": 20, "val_size": 20, "batch_size": 16, "num_workers": 0, "download": False},
 }
-SHIPPED_RUNS = {"quick.yaml": 8, "paper-grid.yaml": 42, "budget-grid.yaml": 14, "ablations.yaml": 33}
+SHIPPED_RUNS = {"quick.yaml": 8, "paper-grid.yaml": 42, "budget-grid.yaml": 14, "ablations.yaml": 33,
+                "h100-budget.yaml": 12, "h100-budget-resnet-1202.yaml": 1}
 
 
 @pytest.fixture(scope="module")
@@ -100,6 +102,12 @@ def test_shipped_specs_parse_and_check(name):
         assert models == {"wrn-40-1", "wrn-40-2", "wrn-40-4", "wrn-40-8", "wrn-28-10", "wrn-28-12",
                           "wrn-22-8", "wrn-22-10", "wrn-16-8", "wrn-16-10", "resnet-110",
                           "resnet-1202", "preact-resnet-164"}
+    if name.startswith("h100-budget"):  # Table 4 and the baselines, one schedule, ResNet-1202 apart
+        table4 = {"wrn-40-1", "wrn-40-2", "wrn-40-4", "wrn-40-8", "wrn-28-10", "wrn-28-12",
+                  "wrn-22-8", "wrn-22-10", "wrn-16-8", "wrn-16-10", "resnet-110", "preact-resnet-164"}
+        assert models == (table4 if name == "h100-budget.yaml" else {"resnet-1202"})
+        assert {(run.settings["trainer.max_epochs"], run.settings["model.optim.schedule"])
+                for run in plan.runs} == {(5, "onecycle")}
 
 
 def test_dry_run_lists_the_points_and_skips_and_runs_nothing(tmp_path, tree, capsys):
@@ -236,15 +244,21 @@ def _children(pid: int) -> list[int]:
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="parent-death signal is Linux's")
 def test_sigkill_of_the_sweep_loses_nothing_and_resumes(tmp_path, tree):
-    # 1000 epochs: the run cannot finish before the kill, however the machine is loaded.
-    spec = write_spec(tmp_path, tree, fixed={"trainer.max_epochs": 1000}, points=[{}])
-    out, log = tmp_path / "out", tmp_path / "sweep.log"
+    # The run holds at the start of epoch 1 (tests.test_faults.HOLD_SHIM, only in the killed
+    # sweep's environment): it cannot finish before the kill, however the machine is loaded.
+    from tests.test_faults import HOLD_SHIM
+
+    spec = write_spec(tmp_path, tree, fixed={"trainer.max_epochs": 3}, points=[{}])
+    out, log, shim, held = tmp_path / "out", tmp_path / "sweep.log", tmp_path / "shim", tmp_path / "held"
+    shim.mkdir()
+    (shim / "sitecustomize.py").write_text(HOLD_SHIM.format(epoch=1, marker=str(held)))
+    env = {**os.environ, "PYTHONPATH": f"{shim}{os.pathsep}{REPO}"}
     with open(log, "w") as output:
         driver = subprocess.Popen([sys.executable, "-m", "wrn", "sweep", "run", str(spec), "--out",
-                                   str(out)], stdout=output, stderr=subprocess.STDOUT)
+                                   str(out)], stdout=output, stderr=subprocess.STDOUT, env=env)
     try:
-        wait_for(lambda: list((out / RUNS_DIR).glob("*/checkpoints/last.ckpt")), "a checkpoint",
-                 driver, log=log)
+        wait_for(held.exists, "the run to hold at epoch 1", driver, log=log)
+        assert list((out / RUNS_DIR).glob("*/checkpoints/last.ckpt")), "no checkpoint"
         training = _children(driver.pid)
         assert training, "the sweep's training process was not found"
         driver.kill()
@@ -257,9 +271,9 @@ def test_sigkill_of_the_sweep_loses_nothing_and_resumes(tmp_path, tree):
     finally:
         if driver.poll() is None:
             driver.kill()
-    # Pass-through arguments are not part of a run's identity: finish the resumed run early.
-    max_epochs = epochs_after_resume(run_dir / "checkpoints" / "last.ckpt")
-    assert sweep("run", spec, "--out", out, "--trainer.max_epochs", str(max_epochs)) == 0
+    # The same command resumes the run (other settings would be refused: a run folder is never
+    # reused for another run).
+    assert sweep("run", spec, "--out", out) == 0
     assert "--ckpt_path" in attempts(logs(out)[run_dir.name])[-1]
     assert read_metrics(run_dir)["status"] == "finished"
 

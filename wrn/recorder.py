@@ -47,6 +47,14 @@ def failure(exception: BaseException) -> str:
     return f"{type(exception).__name__}: {reason or (text.splitlines()[0] if text else '')}"
 
 
+def run_identity(spec, seed: int | None, max_epochs: int | None) -> dict:
+    """What a run is, as every record names it (metrics.json, a sweep's failure record): the
+    resolved model (`wrn.models.resolve_model`'s spec), the seed and the epochs it trains."""
+    return {"model": spec.name, "family": spec.family, "model_args": spec.args,
+            "depth": spec.args.get("depth"), "widen_factor": spec.args.get("widen_factor", 1),
+            "dropout": spec.args.get("dropout", 0.0), "seed": seed, "max_epochs": max_epochs}
+
+
 def _scalar(metrics: dict, key: str) -> float | None:
     value = metrics.get(key)
     return None if value is None else float(value)
@@ -209,13 +217,9 @@ class RunRecorder(L.Callback):
     def _identity(self, trainer: L.Trainer, pl_module: L.LightningModule, seed: int | None) -> dict:
         spec = pl_module.spec
         reference = spec.build()  # a fresh single CPU copy: fvcore traces it, the trained one stays
-        return {
-            "model": spec.name, "family": spec.family, "model_args": spec.args,
-            "depth": spec.args.get("depth"), "widen_factor": spec.args.get("widen_factor", 1),
-            "dropout": spec.args.get("dropout", 0.0),
-            "params": complexity.count_params(reference), "flops": complexity.fvcore_macs(reference),
-            "seed": seed, "device": device_name(trainer), "max_epochs": trainer.max_epochs,
-        }
+        return {**run_identity(spec, seed, trainer.max_epochs),
+                "params": complexity.count_params(reference), "flops": complexity.fvcore_macs(reference),
+                "device": device_name(trainer)}
 
     def _elapsed_wall(self) -> float:
         start = getattr(self, "_session_start", None)

@@ -1,21 +1,23 @@
 """Where runs execute: one `python -m wrn fit` subprocess per run, locally or as Ray tasks.
 
 Both executors share `launch` and `state.conclude`, so a run is the same process either way; they
-differ only in who waits for it. Interface: `capacity` (runs at once), `has_free_slot()`,
-`submit(task)`, `wait(timeout) -> [Outcome]`, `running` (run ids), `shutdown()`.
+differ only in who waits for it. Both implement the `Executor` protocol, which the runner
+types against; a new executor implements it too.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Protocol
 
 from wrn.sweep.state import (BUSY, FAILED, LOG_FILE, Outcome, acquire_lock, conclude, record_failure,
                              record_signature)
@@ -34,6 +36,30 @@ class RunTask:
     fit_args: tuple[str, ...]  # after `python -m wrn fit`
     identity: dict  # for the failure record (see state.record_failure)
     cwd: str  # the sweep's working directory: relative pass-through paths mean the same
+
+
+class Executor(Protocol):
+    """Where a sweep's runs execute: it starts an attempt when it has a free slot and reports
+    how each ended."""
+
+    capacity: int  # runs at once
+    description: str  # one line for the sweep's header, e.g. "local, CPU, one run at a time"
+
+    @property
+    def running(self) -> list[str]:
+        """Run ids of the attempts going now."""
+
+    def has_free_slot(self) -> bool:
+        """Whether `submit` may start another attempt now."""
+
+    def submit(self, task: RunTask) -> Outcome | None:
+        """Start an attempt; an Outcome at once only when it could not start (held elsewhere)."""
+
+    def wait(self, timeout: float) -> list[Outcome]:
+        """Outcomes of attempts that ended within `timeout` seconds."""
+
+    def shutdown(self) -> None:
+        """Stop what still runs (SIGTERM, then SIGKILL after a grace); it stays resumable."""
 
 
 _LIBC = ctypes.CDLL(None) if sys.platform.startswith("linux") else None  # loaded before any fork
@@ -117,13 +143,10 @@ class LocalExecutor:
     def __init__(self, gpus: list[int], trials_per_gpu: int = 1):
         self.slots = [{"CUDA_VISIBLE_DEVICES": str(g)} for g in gpus for _ in range(trials_per_gpu)] \
             or [{}]
+        self.capacity = len(self.slots)
         self._running_in: dict[int, Launched] = {}  # slot index -> its run
         self.description = (f"local, {len(gpus)} GPU(s) x {trials_per_gpu} run(s) each" if gpus
                             else "local, CPU, one run at a time")
-
-    @property
-    def capacity(self) -> int:
-        return len(self.slots)
 
     @property
     def running(self) -> list[str]:
@@ -170,6 +193,67 @@ def _import_ray():
     return ray
 
 
+AUTH_WORDS = ("unauthenticated", "invalidauthtoken", "authentication")
+PROBE_SECONDS = 5.0  # a cluster address that does not answer a TCP connect within this is down
+TOKEN_HINT = ("the cluster uses token authentication: export RAY_AUTH_MODE=token and "
+              "RAY_AUTH_TOKEN=<token> (or RAY_AUTH_TOKEN_PATH=<file holding it>); "
+              "`ray get-auth-token` on the head prints it")
+
+
+def probe_address(address: str) -> None:
+    """Ray retries an unreachable address for minutes; one TCP connect says at once whether
+    anything listens there. Addresses that are not HOST:PORT ('auto') are left to Ray."""
+    import socket
+
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=PROBE_SECONDS).close()
+    except OSError as exc:
+        reason = exc.strerror or str(exc) or type(exc).__name__
+        raise ValueError(f"--address {address}: cannot join the Ray cluster: nothing answers at "
+                         f"{host}:{port} ({reason}); is a Ray head running there "
+                         "(`ray start --head`), and is the port its GCS port?") from None
+
+
+def join_error(address: str, exc: BaseException, ray_log: str = "") -> str:
+    """One line: which address could not be joined, why, and what to try. `ray_log` is what
+    Ray printed while it tried (its reasons, such as a refused token, appear only there)."""
+    reason = " ".join(str(exc).split())[:300] or type(exc).__name__
+    said = f"{reason} {ray_log}".lower()
+    if any(word in said for word in AUTH_WORDS):
+        return (f"--address {address}: cannot join the Ray cluster: it refused this client's "
+                f"authentication token ({type(exc).__name__}); {TOKEN_HINT}")
+    return (f"--address {address}: cannot join the Ray cluster ({type(exc).__name__}: {reason}); "
+            f"something listens there: is it the head's GCS port? If the cluster uses token "
+            f"authentication, {TOKEN_HINT.split(': ', 1)[1]}")
+
+
+@contextlib.contextmanager
+def captured_stderr():
+    """Ray's C++ core logs its retries straight to file descriptor 2; while joining a cluster
+    they go to a temporary file (yielded as a function returning its text) and are replayed
+    only when the join succeeds, so a failure is one line."""
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as log:
+        os.dup2(log.fileno(), 2)
+        ok = False
+
+        def text() -> str:
+            log.seek(0)
+            return log.read().decode("utf-8", errors="replace")
+
+        try:
+            yield text
+            ok = True
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            if ok:
+                sys.stderr.write(text())
+
+
 class RayExecutor:
     """Each run a Ray task running the same subprocess. Local Ray by default (small, no dashboard,
     worker output not forwarded: each run has its log.txt); `address` joins a cluster, whose
@@ -200,7 +284,12 @@ class RayExecutor:
 
         settings = {"include_dashboard": False, "log_to_driver": False, "logging_level": logging.ERROR}
         if address:
-            self.ray.init(address=address, **settings)
+            probe_address(address)
+            with captured_stderr() as ray_log:
+                try:
+                    self.ray.init(address=address, **settings)
+                except Exception as exc:  # noqa: BLE001 - ConnectionError, refused tokens
+                    raise ValueError(join_error(address, exc, ray_log())) from None
             return
         previous = os.environ.get("CUDA_VISIBLE_DEVICES")
         if gpus is not None:  # the Ray processes started now see only these GPUs

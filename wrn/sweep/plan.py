@@ -2,12 +2,19 @@
 
 A config error (unknown key, wrong type) in any point or in the pass-through arguments stops the
 whole sweep; a model the registry rejects (depth 28 with block B(3,3,3)) skips that point, with
-the reason, and the rest of the sweep goes on.
+the reason, and the rest of the sweep goes on. A pass-through argument may not set a key the spec
+varies (every point would train the pass-through value under its own label), and a negative seed
+stops the sweep here rather than failing every run.
+
+Each run's `settings` (`run_settings`) are every parsed `wrn fit` value that changes what the run
+computes: the spec's values, the base configs' and the pass-through arguments'. A sweep records
+them in the run's sweep.json and refuses to reuse a run folder recorded with other settings.
 """
 
 from __future__ import annotations
 
 import functools
+import json
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +22,18 @@ from typing import Any
 
 import yaml
 
-from wrn.sweep.spec import OWNED_KEYS, Point, SweepSpec, expand
+from wrn.recorder import run_identity
+from wrn.sweep.spec import (MAX_POINTS, OWNED_KEYS, SEED_KEY, Point, SweepSpec, check_point_count,
+                            check_seed, expand)
+
+# Parsed `wrn fit` keys that do not change what a run computes: where it writes and reads, what it
+# prints, how many loader processes it uses. Everything else is a run setting. data.root is a
+# place: the same data set at another path (another machine) is the same run.
+NOT_SETTINGS = ("config", "trainer.default_root_dir", "trainer.logger", "trainer.callbacks",
+                "trainer.enable_progress_bar", "trainer.enable_model_summary",
+                "trainer.log_every_n_steps", "trainer.profiler", "trainer.enable_autolog_hparams",
+                "trainer.model_registry", "trainer.num_sanity_val_steps", "data.root",
+                "data.num_workers", "data.download", "data.cache_dir", "data.eval_batch_size")
 
 
 @dataclass(frozen=True)
@@ -24,6 +42,8 @@ class PlannedRun:
     point: Point
     swept: dict[str, Any]  # varied key -> the value the run's parsed config holds
     identity: dict[str, Any]  # model, family, depth, ...: what a failure record needs to be read
+    settings: dict[str, Any]  # dotted key -> value: everything that changes what the run computes
+    data_root: str | None = None  # where its data is (not a setting: see NOT_SETTINGS)
 
 
 @dataclass(frozen=True)
@@ -61,19 +81,31 @@ def fit_checker():
         return FitConfigChecker()
 
 
-def _check_owned(passthrough: list[str]) -> None:
-    for arg in passthrough:
-        name = arg[2:].split("=", 1)[0] if arg.startswith("--") else None
+def _passthrough_keys(passthrough: list[str]) -> list[str]:
+    return [arg[2:].split("=", 1)[0] for arg in passthrough if arg.startswith("--")]
+
+
+def _check_passthrough(spec: SweepSpec, passthrough: list[str]) -> None:
+    """No owned key; no key the spec varies (nor a parent or child of one: --model.arch would
+    replace a swept model.arch.block)."""
+    for name in _passthrough_keys(passthrough):
         if name in OWNED_KEYS:
             raise ValueError(f"--{name} is set by the sweep for every run; do not pass it")
+        for swept in spec.varied_keys:
+            if name == swept or swept.startswith(name + ".") or name.startswith(swept + "."):
+                where = "seeds:" if swept == SEED_KEY else f"its points or grid ({swept})"
+                raise ValueError(f"--{name}: {spec.path} varies {swept} in {where}; a pass-through "
+                                 "value would replace every point's. Change the spec instead")
 
 
-def make_plan(spec: SweepSpec, passthrough: list[str], checker=None) -> Plan:
+def make_plan(spec: SweepSpec, passthrough: list[str], checker=None,
+              max_points: int = MAX_POINTS) -> Plan:
     """Expand the spec and parse every point with the `wrn fit` parser."""
     from wrn.cli import ConfigError
 
+    _check_passthrough(spec, passthrough)
+    check_point_count(spec, max_points)
     checker = checker or fit_checker()
-    _check_owned(passthrough)
     plan = Plan(spec, tuple(passthrough), (), ())
     try:
         checker.check(plan.base_args() + passthrough)
@@ -93,25 +125,52 @@ def make_plan(spec: SweepSpec, passthrough: list[str], checker=None) -> Plan:
             except ValueError as exc:
                 skipped.append(SkippedPoint(point, " ".join(str(exc).split())))
             else:
-                runs.append(_planned(point, config, spec.varied_keys))
+                runs.append(_planned(spec, point, config))
     _check_unique(spec, runs)
     return Plan(spec, tuple(passthrough), tuple(runs), tuple(skipped))
 
 
-def _planned(point: Point, config, varied_keys: list[str]) -> PlannedRun:
+def _planned(spec: SweepSpec, point: Point, config) -> PlannedRun:
     from wrn.models import model_spec_from_config
 
-    resolved = model_spec_from_config(config.model)
+    resolved = model_spec_from_config(config.model)  # as the run's module resolves it
     seed = config.seed_everything
-    seed_tag = seed if isinstance(seed, int) and not isinstance(seed, bool) else "none"
-    identity = {
-        "model": resolved.name, "family": resolved.family, "model_args": resolved.args,
-        "depth": resolved.args.get("depth"), "widen_factor": resolved.args.get("widen_factor", 1),
-        "dropout": resolved.args.get("dropout", 0.0), "seed": seed if seed_tag != "none" else None,
-        "max_epochs": config.trainer.max_epochs,
-    }
-    swept = {key: _plain(config.get(key)) for key in varied_keys}
-    return PlannedRun(f"{resolved.name}-s{seed_tag}-{point.digest}", point, swept, identity)
+    seed = seed if isinstance(seed, int) and not isinstance(seed, bool) else None
+    check_seed(seed, f"{spec.path}: point {point.label}")
+    identity = run_identity(resolved, seed, config.trainer.max_epochs)
+    swept = {key: _plain(config.get(key)) for key in spec.varied_keys}
+    run_id = f"{resolved.name}-s{'none' if seed is None else seed}-{point.digest}"
+    root = config.data.root
+    return PlannedRun(run_id, point, swept, identity, run_settings(config),
+                      str(root) if root is not None else None)
+
+
+def run_settings(config) -> dict[str, Any]:
+    """Every parsed value that changes what the run computes (see NOT_SETTINGS), flat and
+    sorted, as JSON gives it back (tuples become lists), so records compare equal."""
+    flat: dict[str, Any] = {}
+
+    def walk(node: dict, prefix: str) -> None:
+        for key, value in node.items():
+            name = prefix + key
+            if name in NOT_SETTINGS:
+                continue
+            if isinstance(value, dict) and value:
+                walk(value, name + ".")
+            else:
+                flat[name] = value
+
+    walk(config.as_dict(), "")
+    return json.loads(json.dumps(dict(sorted(flat.items())), default=str))
+
+
+def settings_difference(recorded: dict[str, Any], planned: dict[str, Any]) -> list[str]:
+    """'key: recorded -> planned' for every setting that differs (a key missing on one side
+    shows as <unset>)."""
+    missing = "<unset>"
+    return [f"{key}: {recorded.get(key, missing)!r} -> {planned.get(key, missing)!r}"
+            for key in sorted(recorded.keys() | planned.keys())
+            if recorded.get(key, missing) != planned.get(key, missing)]
 
 
 def _plain(value: Any) -> Any:

@@ -4,6 +4,10 @@ Per run, from its directory (see wrn.sweep.state): finished -> skipped; interrup
 record or a last.ckpt without a finished record) -> resumed with --ckpt_path; failed -> retried,
 resuming from its checkpoint when it has one; new -> started. A run gets 1 + max_retries attempts
 per invocation, or max_retries when it had already failed before this invocation.
+
+With a time budget (wrn.sweep.budget) a run starts only when its estimate fits in what is left;
+when the budget ends the runs still going are stopped (SIGTERM, resumable from last.ckpt), and
+the runs not started stay for the next invocation.
 """
 
 from __future__ import annotations
@@ -13,12 +17,14 @@ from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
-from wrn.sweep.executors import RunTask
-from wrn.sweep.plan import Plan, PlannedRun
-from wrn.sweep.progress import PlainProgress, Tally
+from wrn.sweep.budget import Budget, Estimator
+from wrn.sweep.executors import Executor, RunTask
+from wrn.sweep.plan import Plan, PlannedRun, settings_difference
+from wrn.sweep.progress import PlainProgress, Tally, duration
 from wrn.sweep.results import refresh_results
 from wrn.sweep.state import (FAILED, FINISHED, INTERRUPTED, NEW, RUNNING, Outcome, RunStatus,
-                             inspect_run, last_checkpoint, run_dir_of, write_run_files)
+                             inspect_run, last_checkpoint, read_sweep_record, run_dir_of,
+                             write_run_files)
 
 WAIT_SECONDS = 1.0  # longest pause between progress refreshes while runs go on
 
@@ -29,10 +35,32 @@ class SweepOutcome:
     failed: int
     skipped: int  # invalid points
     elsewhere: int  # held by another live sweep
+    left: int = 0  # still to run: stopped or not started when the time budget ended
+    budget_ended: bool = False
 
 
 def states(plan: Plan, out_dir: Path) -> dict[str, RunStatus]:
     return {run.run_id: inspect_run(run_dir_of(out_dir, run.run_id)) for run in plan.runs}
+
+
+def changed_runs(plan: Plan, out_dir: Path, status: dict[str, RunStatus]) -> list[str]:
+    """'<run folder>: <differences>' for every run recorded (not new) with other settings than
+    the plan's: such a folder is never reused. Records from before settings were kept compare
+    the identity they have (model, seed, max_epochs)."""
+    changed = []
+    for run in plan.runs:
+        record = read_sweep_record(run_dir_of(out_dir, run.run_id))
+        if record is None or status[run.run_id].state == NEW:
+            continue
+        if "settings" in record:
+            differences = settings_difference(record["settings"], run.settings)
+        else:
+            old = record.get("identity") or {}
+            differences = settings_difference({k: old[k] for k in old if k in run.identity},
+                                              {k: run.identity[k] for k in old if k in run.identity})
+        if differences:
+            changed.append(f"{run_dir_of(out_dir, run.run_id)}: {'; '.join(differences)}")
+    return changed
 
 
 def attempts_allowed(status: RunStatus, max_retries: int) -> int:
@@ -50,7 +78,7 @@ def _task(plan: Plan, run: PlannedRun, index: int, out_dir: Path) -> RunTask:
     record = {"run_id": run.run_id, "config": run.point.label, "index": index,
               "overrides": run.point.overrides, "swept": run.swept,
               "swept_keys": list(run.swept),  # JSON keys get sorted; the columns keep this order
-              "identity": run.identity, "spec": str(plan.spec.path),
+              "identity": run.identity, "settings": run.settings, "spec": str(plan.spec.path),
               "passthrough": list(plan.passthrough)}
     point_file = write_run_files(run_dir, run.point.nested(), record)
     args = plan.fit_args(point_file, run_dir, last_checkpoint(run_dir))
@@ -60,17 +88,32 @@ def _task(plan: Plan, run: PlannedRun, index: int, out_dir: Path) -> RunTask:
 class _Sweep:
     """The queue of attempts still to make, fed to the executor as slots free up."""
 
-    def __init__(self, plan: Plan, out_dir: Path, executor, progress: PlainProgress,
-                 max_retries: int, status: dict[str, RunStatus]):
+    def __init__(self, plan: Plan, out_dir: Path, executor: Executor, progress: PlainProgress,
+                 max_retries: int, status: dict[str, RunStatus], budget: Budget | None = None,
+                 estimator: Estimator | None = None):
         self.plan, self.out_dir, self.executor, self.progress = plan, out_dir, executor, progress
+        self.budget, self.estimator = budget, estimator
         self.index = {run.run_id: i for i, run in enumerate(plan.runs)}
         self.queue = deque(run for run in plan.runs if will_run(status[run.run_id], max_retries))
         self.attempts_left = {run.run_id: attempts_allowed(status[run.run_id], max_retries)
                               for run in self.queue}
+        self.budget_ended = False
+
+    def _next(self) -> PlannedRun | None:
+        """The first queued run that fits in the budget (the first run without one)."""
+        if self.budget is None:
+            return self.queue.popleft() if self.queue else None
+        for run in list(self.queue):
+            if self.budget.fits(self.estimator(run).seconds if self.estimator else None):
+                self.queue.remove(run)
+                return run
+        return None
 
     def start_what_fits(self) -> None:
         while self.queue and self.executor.has_free_slot():
-            run = self.queue.popleft()
+            run = self._next()
+            if run is None:
+                return
             self.attempts_left[run.run_id] -= 1
             task = _task(self.plan, run, self.index[run.run_id], self.out_dir)
             self.progress.started(run.run_id, run.point.label, "--ckpt_path" in task.fit_args)
@@ -84,29 +127,66 @@ class _Sweep:
         if retry:
             self.queue.append(self.plan.runs[self.index[outcome.run_id]])
         refresh_results(self.out_dir, self.progress.note)
+        if self.estimator is not None:
+            self.estimator.refresh()  # the run's speed estimates the runs of its model
+
+    def note_too_long(self) -> None:
+        """Name the runs left whose estimate exceeds the whole budget: no call of this length
+        will ever start them."""
+        if self.budget is None or self.estimator is None:
+            return
+        for run in self.queue:
+            seconds = self.estimator(run).seconds
+            if seconds is not None and seconds > self.budget.seconds:
+                self.progress.note(f"{run.run_id}: estimated {duration(seconds)}, longer than the "
+                                   f"whole time budget ({duration(self.budget.seconds)}); it will "
+                                   "not start under this budget")
+
+    def _wait_seconds(self) -> float:
+        return WAIT_SECONDS if self.budget is None else max(0.0, min(WAIT_SECONDS, self.budget.left()))
 
     def run(self) -> None:
-        while self.queue or self.executor.running:
+        """Until nothing runs and nothing more can start (done, or the rest does not fit)."""
+        while True:
             self.start_what_fits()
-            for outcome in self.executor.wait(WAIT_SECONDS):
+            if not self.executor.running:
+                return
+            if self.budget is not None and self.budget.spent():
+                self.budget_ended = True
+                self.progress.note(f"time budget spent: stopping {len(self.executor.running)} "
+                                   "run(s); they resume from their checkpoints next time")
+                self.executor.shutdown()
+                return
+            for outcome in self.executor.wait(self._wait_seconds()):
                 self.record(outcome)
             self.progress.tick()
 
 
-def run_sweep(plan: Plan, out_dir: Path, executor, progress: PlainProgress, max_retries: int,
-              status: dict[str, RunStatus]) -> SweepOutcome:
-    """Run everything not finished; returns the final counts. results.csv is rewritten after
-    every run that ends, so a kill at any moment loses nothing already recorded; on any exit
-    (Ctrl-C included) the executor stops what still runs, which stays resumable."""
+def run_sweep(plan: Plan, out_dir: Path, executor: Executor, progress: PlainProgress,
+              max_retries: int, status: dict[str, RunStatus], budget: Budget | None = None,
+              estimator: Estimator | None = None) -> SweepOutcome:
+    """Run everything not finished (with a budget: what fits); returns the final counts.
+    results.csv is rewritten after every run that ends, so a kill at any moment loses nothing
+    already recorded; on any exit (Ctrl-C included) the executor stops what still runs, which
+    stays resumable."""
     refresh_results(out_dir, progress.note)
+    sweep = _Sweep(plan, out_dir, executor, progress, max_retries, status, budget, estimator)
     with progress:
         try:
-            _Sweep(plan, out_dir, executor, progress, max_retries, status).run()
+            sweep.run()
+            sweep.note_too_long()
         finally:
             executor.shutdown()
+    refresh_results(out_dir, progress.note)  # runs stopped by the budget record their state
+    return outcome_of(plan, out_dir, budget_ended=budget is not None)
+
+
+def outcome_of(plan: Plan, out_dir: Path, budget_ended: bool = False) -> SweepOutcome:
+    """The counts the run folders give now; with budget_ended, runs left count as the budget's."""
     final = [s.state for s in states(plan, out_dir).values()]
+    left = final.count(NEW) + final.count(INTERRUPTED)
     return SweepOutcome(final.count(FINISHED), final.count(FAILED), len(plan.skipped),
-                        final.count(RUNNING))
+                        final.count(RUNNING), left, budget_ended and left > 0)
 
 
 def initial_tally(plan: Plan, status: dict[str, RunStatus], max_retries: int, capacity: int) -> Tally:

@@ -25,6 +25,7 @@ import copy
 import hashlib
 import itertools
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
@@ -35,6 +36,9 @@ TOP_LEVEL_KEYS = ("base", "fixed", "grid", "points", "exclude", "seeds", "descri
 SEED_KEY = "seed_everything"
 OWNED_KEYS = ("trainer.default_root_dir", "ckpt_path")  # the sweep sets these for every run
 HASH_HEX_DIGITS = 8  # characters of the point hash in a run id: 4e9 values, collisions negligible
+MAX_POINTS = 10_000  # default cap on (configurations x seeds) before anything is expanded
+MAX_YAML_NODES = 100_000  # YAML nodes a spec may hold once its aliases are expanded
+SEED_RANGE = (0, 2**32 - 1)  # what seed_everything accepts
 
 
 @dataclass(frozen=True)
@@ -129,6 +133,15 @@ def _grid(path: Path, value: Any) -> dict[str, list]:
     return grid
 
 
+def check_seed(seed: Any, where: str) -> None:
+    """ValueError unless seed is None or an integer seed_everything accepts."""
+    if seed is None:
+        return
+    if not isinstance(seed, int) or isinstance(seed, bool) or not SEED_RANGE[0] <= seed <= SEED_RANGE[1]:
+        raise ValueError(f"{where}: seed {seed!r} is invalid; valid: an integer from "
+                         f"{SEED_RANGE[0]} to {SEED_RANGE[1]}")
+
+
 def _seeds(path: Path, value: Any) -> tuple[int, ...] | None:
     if value is None:
         return None
@@ -137,7 +150,45 @@ def _seeds(path: Path, value: Any) -> tuple[int, ...] | None:
         _fail(path, f"seeds must be a non-empty list of integers, got {value!r}")
     if len(set(seeds)) != len(seeds):
         _fail(path, f"seeds has duplicates: {value!r}")
+    for seed in seeds:
+        check_seed(seed, f"{path}: seeds")
     return tuple(seeds)
+
+
+def expanded_size(node: yaml.Node, limit: int) -> int:
+    """Nodes of the document with aliases expanded, counted once per node (memoised), so the
+    count itself takes time linear in the file; stops counting past `limit`."""
+    sizes: dict[int, int] = {}
+
+    def size(current: yaml.Node) -> int:
+        if id(current) in sizes:
+            return sizes[id(current)]
+        sizes[id(current)] = 1  # a recursive alias counts once; safe_load refuses it later
+        if isinstance(current, yaml.SequenceNode):
+            total = 1 + sum(size(child) for child in current.value)
+        elif isinstance(current, yaml.MappingNode):
+            total = 1 + sum(size(k) + size(v) for k, v in current.value)
+        else:
+            total = 1
+        sizes[id(current)] = min(total, limit + 1)
+        return sizes[id(current)]
+
+    return size(node)
+
+
+def safe_load_limited(text: str, where: str, limit: int = MAX_YAML_NODES) -> Any:
+    """yaml.safe_load, refusing a document that expands past `limit` nodes once its aliases are
+    copied out: an alias bomb (a few hundred bytes, billions of nodes) would otherwise hang
+    whatever walks it (expansion, hashing, error messages)."""
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is not None and expanded_size(node, limit) > limit:
+            raise ValueError(f"{where}: YAML aliases expand past {limit:,} nodes (an alias bomb?); "
+                             "refused")
+        return loader.construct_document(node) if node is not None else None
+    finally:
+        loader.dispose()
 
 
 def load_spec(path: str | Path) -> SweepSpec:
@@ -146,9 +197,13 @@ def load_spec(path: str | Path) -> SweepSpec:
     if not path.is_file():
         raise ValueError(f"sweep spec {path} not found")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = safe_load_limited(path.read_text(encoding="utf-8"), str(path))
     except yaml.YAMLError as exc:
-        raise ValueError(f"{path}: not valid YAML ({' '.join(str(exc).split())})") from None
+        raise ValueError(f"{path}: not valid YAML ({' '.join(str(exc).split())[:300]})") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"{path}: not a text file (not UTF-8)") from None
+    except RecursionError:
+        raise ValueError(f"{path}: YAML nested too deeply") from None
     if not isinstance(raw, dict):
         _fail(path, f"a sweep spec must be a mapping with keys {', '.join(TOP_LEVEL_KEYS)}")
     unknown = [k for k in raw if k not in TOP_LEVEL_KEYS]
@@ -200,6 +255,22 @@ def point_digest(overrides: dict[str, Any]) -> str:
 
 def _matches(values: dict[str, Any], rule: dict[str, Any]) -> bool:
     return all(key in values and values[key] == wanted for key, wanted in rule.items())
+
+
+def point_count(spec: SweepSpec) -> int:
+    """(grid product + explicit points) x seeds, before excludes: an upper bound on the points,
+    computed without expanding anything."""
+    product = math.prod(len(values) for values in spec.grid.values()) if spec.grid else 0
+    return (product + len(spec.points)) * (len(spec.seeds) if spec.seeds is not None else 1)
+
+
+def check_point_count(spec: SweepSpec, max_points: int) -> None:
+    count = point_count(spec)
+    if count > max_points:
+        shape = " x ".join([*(str(len(v)) for v in spec.grid.values())] or ["0"])
+        _fail(spec.path, f"{count:,} points (grid {shape}, {len(spec.points)} explicit points, "
+                         f"{len(spec.seeds or [None])} seed(s)) exceed the cap of {max_points:,}; "
+                         "pass --max-points to raise it")
 
 
 def configurations(spec: SweepSpec) -> list[dict[str, Any]]:

@@ -83,12 +83,17 @@ def acquire_lock(run_dir: Path) -> IO | None:
 
 
 def is_locked(run_dir: Path) -> bool:
-    if not (Path(run_dir) / LOCK_FILE).exists():
+    """Whether a live sweep holds the run; opens the lock file read-only and creates nothing, so
+    `wrn sweep status` works on a read-only sweep."""
+    try:
+        handle = open(Path(run_dir) / LOCK_FILE, "rb")
+    except OSError:  # no lock file (never run, or not readable): nobody can hold it
         return False
-    handle = acquire_lock(run_dir)
-    if handle is None:
-        return True
-    handle.close()
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)  # refused while a sweep holds LOCK_EX
+        except BlockingIOError:
+            return True
     return False
 
 
