@@ -17,9 +17,9 @@ import torch
 from lightning.pytorch.cli import SaveConfigCallback
 
 from wrn import complexity
-from wrn.runs import (CONFIG_FILE, EPOCHS_FILE, EVALUATION_FILE, METRICS_FILE, RecordError, append_jsonl,
-                      atomic_write_json, atomic_write_text,
-                      drop_epochs_from, read_jsonl, read_metrics)
+from wrn.runs import (CONFIG_FILE, EPOCHS_FILE, EVALUATION_FILE, METRICS_FILE, RecordError,
+                      append_jsonl, atomic_write_json, atomic_write_text, drop_epochs_from,
+                      read_jsonl, read_metrics, run_identity)
 
 EPOCH_KEYS = ("train_loss", "train_acc", "val_loss", "val_acc", "val_top5")
 
@@ -46,13 +46,6 @@ def failure(exception: BaseException) -> str:
     reason = one_line_error(exception) if isinstance(exception, Exception) else None
     return f"{type(exception).__name__}: {reason or (text.splitlines()[0] if text else '')}"
 
-
-def run_identity(spec, seed: int | None, max_epochs: int | None) -> dict:
-    """What a run is, as every record names it (metrics.json, a sweep's failure record): the
-    resolved model (`wrn.models.resolve_model`'s spec), the seed and the epochs it trains."""
-    return {"model": spec.name, "family": spec.family, "model_args": spec.args,
-            "depth": spec.args.get("depth"), "widen_factor": spec.args.get("widen_factor", 1),
-            "dropout": spec.args.get("dropout", 0.0), "seed": seed, "max_epochs": max_epochs}
 
 
 def _scalar(metrics: dict, key: str) -> float | None:

@@ -138,3 +138,11 @@ def read_metrics(run_dir: str | os.PathLike) -> dict | None:
     if missing:
         raise RecordError(f"{path}: corrupt run record (missing {', '.join(missing)})")
     return record
+
+
+def run_identity(spec, seed: int | None, max_epochs: int | None) -> dict:
+    """What a run is, as every record names it (metrics.json, a sweep's failure record): the
+    resolved model (`wrn.models.resolve_model`'s spec), the seed and the epochs it trains."""
+    return {"model": spec.name, "family": spec.family, "model_args": spec.args,
+            "depth": spec.args.get("depth"), "widen_factor": spec.args.get("widen_factor", 1),
+            "dropout": spec.args.get("dropout", 0.0), "seed": seed, "max_epochs": max_epochs}

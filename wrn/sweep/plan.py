@@ -22,7 +22,7 @@ from typing import Any
 
 import yaml
 
-from wrn.recorder import run_identity
+from wrn.runs import run_identity
 from wrn.sweep.spec import (MAX_POINTS, OWNED_KEYS, SEED_KEY, Point, SweepSpec, check_point_count,
                             check_seed, expand)
 
