@@ -552,12 +552,12 @@ def test_checkpoints_and_caches_load_without_pickle():
 # Every call in wrn/ that writes a file, and why it may: results and caches go through a temporary
 # name and a rename; what is left is append-only logs, a lock, or scratch that nobody reads back.
 WRITERS_ALLOWED = {
-    ("wrn/runs.py", "atomic_write_text"): "the atomic helper itself (mkstemp, fsync, os.replace)",
+    ("wrn/runs.py", "atomic_file"): "the atomic helper itself (mkstemp, fsync, os.replace)",
     ("wrn/runs.py", "append_jsonl"): "epochs.jsonl: single-write appends; a cut line is reported",
-    ("wrn/data/cache.py", "atomic_save_npy"): "the atomic .npy helper (mkstemp, fsync, os.replace)",
-    ("wrn/checkpoints.py", "save_atomically"): "checkpoints: torch.save to mkstemp, fsync, os.replace",
+    ("wrn/data/cache.py", "atomic_save_npy"): "np.save into runs.atomic_file",
+    ("wrn/checkpoints.py", "save_atomically"): "torch.save into runs.atomic_file (previous last.ckpt kept)",
     ("wrn/recorder.py", "setup"): "config.yaml: parser.dump makes the text, atomic_write_text writes it",
-    ("wrn/report/plot.py", "save_figure"): "figures: savefig to a temporary name, then os.replace",
+    ("wrn/report/plot.py", "save_figure"): "savefig into runs.atomic_file",
     ("wrn/sweep/executors.py", "launch"): "log.txt: the run's output, appended",
     ("wrn/sweep/state.py", "acquire_lock"): ".sweep.lock: flock'ed, never read",
     ("wrn/sweep/plan.py", "make_plan"): "point files in a TemporaryDirectory, to check the spec",

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import errno
 import os
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any, Optional
@@ -19,6 +18,7 @@ import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
 from wrn.errors import checkpoint_load_error
+from wrn.runs import atomic_file
 
 CHECKPOINTS_DIR = "checkpoints"
 LAST, PREVIOUS_LAST = "last.ckpt", "previous-last.ckpt"
@@ -33,24 +33,13 @@ def save_atomically(checkpoint: dict[str, Any], path: str | os.PathLike) -> None
     kept as previous-last.ckpt. A full disk is an OSError(ENOSPC) saying "no space left on <dir>";
     whatever fails, the temporary file goes and the files already there stay whole."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    previous = path.with_name(PREVIOUS_LAST) if path.name == LAST else None
     try:
-        with os.fdopen(fd, "wb") as f:
+        with atomic_file(path, keep_previous=previous) as f:
             torch.save(checkpoint, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        if path.name == LAST and path.exists():
-            os.replace(path, path.with_name(PREVIOUS_LAST))
-        os.replace(tmp, path)
     except OSError as exc:
-        Path(tmp).unlink(missing_ok=True)
         if exc.errno == errno.ENOSPC:
             raise OSError(errno.ENOSPC, f"no space left on {path.parent}", str(path)) from None
-        raise
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
         raise
 
 

@@ -16,8 +16,9 @@ import json
 import math
 import os
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, Iterator
 
 METRICS_FILE = "metrics.json"
 EPOCHS_FILE = "epochs.jsonl"
@@ -40,21 +41,37 @@ class RecordError(ValueError):
     """A run record that exists but cannot be read: truncated, not JSON, or missing keys."""
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write to a temporary file beside `path`, fsync, then rename: readers see old or new, never half."""
+SHARED_FILE_MODE = 0o644  # records, caches and figures are meant to be read by others
+
+
+@contextmanager
+def atomic_file(path: str | os.PathLike, keep_previous: str | os.PathLike | None = None
+                ) -> Iterator[BinaryIO]:
+    """A binary file to write `path` through: a temporary file beside it, fsync'ed, then renamed
+    over it, so readers see the old file or the new one, never half. On any failure the temporary
+    file goes and `path` stays as it was. `keep_previous`: where the file being replaced is kept.
+    The one place in the package that writes a file whole (records, caches, checkpoints, figures)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            yield f
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; records are meant to be shared
+        os.chmod(tmp, SHARED_FILE_MODE)  # mkstemp makes 0600
+        if keep_previous is not None and path.exists():
+            os.replace(path, keep_previous)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """`text` as UTF-8 into `path`, atomically (see `atomic_file`)."""
+    with atomic_file(path) as f:
+        f.write(text.encode("utf-8"))
 
 
 def _clean(value: Any) -> Any:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import warnings
 import zlib
 from pathlib import Path
@@ -21,11 +20,10 @@ from typing import Optional, Sequence
 import numpy as np
 
 from wrn.data import sources
-from wrn.runs import atomic_write_json
+from wrn.runs import SHARED_FILE_MODE, atomic_file, atomic_write_json
 
 CACHE_VERSION = 2  # bump when the cache layout or decoding changes, so old caches are ignored
 CACHED_ARRAYS = ("images", "labels")  # one .npy file each, beside one JSON sidecar
-SHARED_FILE_MODE = 0o644  # cache files others may read (mkstemp would leave them 0600)
 CACHE_SUBDIR = "decoded"  # under the user cache's wrn/ folder
 
 
@@ -37,19 +35,9 @@ def default_cache_dir() -> Path:
 
 
 def atomic_save_npy(path: Path, array: np.ndarray) -> None:
-    """np.save to a temporary file beside `path`, fsync, rename: readers never see half an array."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.save(f, array, allow_pickle=False)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, SHARED_FILE_MODE)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """np.save through `atomic_file`: readers never see half an array."""
+    with atomic_file(path) as f:
+        np.save(f, array, allow_pickle=False)
 
 
 def tree_cache_key(split_dir: Path, paths: Sequence[str], classes: Sequence[str], per_class: Optional[int]) -> str:

@@ -11,9 +11,7 @@ could not be drawn (crowded or capped labels, curves past the cap) is printed, n
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -29,6 +27,7 @@ from wrn.report.results import (Group, Results, ResultsError, aggregate, load_re
 from wrn.report.runinfo import describe_runs
 from wrn.report.names import DATASET_NAMES
 from wrn.report.styles import STYLE
+from wrn.runs import atomic_file
 
 FORMATS = ("png", "svg", "pdf")
 
@@ -49,16 +48,8 @@ def save_figure(fig: Figure, stem: Path, formats: Sequence[str]) -> list[Path]:
         path = stem.with_name(f"{stem.name}.{fmt}")
         # No date in the metadata: re-plotting unchanged results gives identical files.
         metadata = {"svg": {"Date": None}, "pdf": {"CreationDate": None}}.get(fmt)
-        # To a temporary name, then renamed: a killed plot never leaves half a figure.
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        os.close(fd)
-        try:
-            fig.savefig(tmp, format=fmt, bbox_inches="tight", pad_inches=0.08, metadata=metadata)
-            os.chmod(tmp, 0o644)  # mkstemp makes 0600
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_file(path) as f:  # a killed plot never leaves half a figure
+            fig.savefig(f, format=fmt, bbox_inches="tight", pad_inches=0.08, metadata=metadata)
         paths.append(path)
     return paths
 
