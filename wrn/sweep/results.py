@@ -1,6 +1,8 @@
 """A sweep's results.csv, rebuilt from its run directories (schema and writer: wrn.report.results).
 
-One row per run that has a record (OUT/runs/*/sweep.json + metrics.json), in plan order. The file
+One row per run that has a record (OUT/runs/*/sweep.json + metrics.json), in plan order; a fused
+run (`model.copies: S`) gives one row per seed, from its copies' own records (`seed-<s>/`), so
+mean ± std counts every seed it trained. The file
 is rewritten whole and atomically, so a reader or a kill never sees half of it; a damaged one is
 reported and rebuilt, since the run directories hold everything it says.
 """
@@ -15,22 +17,38 @@ from typing import Callable
 from wrn.report.results import (RESULT_COLUMNS, RESULTS_FILE, results_problem, results_text,
                                 write_results)
 from wrn.runs import RecordError, read_metrics
+from wrn.sweep.spec import SEED_KEY
 from wrn.sweep.state import RUNS_DIR, read_sweep_record
 
 
-def run_row(out_dir: Path, run_dir: Path, sweep: dict) -> dict | None:
-    """The results row of one run directory (`sweep`: its sweep.json); None before a record."""
+def _record(run_dir: Path, identity: dict) -> dict | None:
     try:
-        record = read_metrics(run_dir)
+        return read_metrics(run_dir)
     except RecordError as exc:  # resumed by the next `sweep run`; shown, not hidden
-        record = {"status": "failed", "error": str(exc), **sweep.get("identity", {})}
-    if record is None:
-        return None
+        return {"status": "failed", "error": str(exc), **identity}
+
+
+def _row(out_dir: Path, run_dir: Path, record: dict, sweep: dict, run_id: str) -> dict:
     row = {column: record.get(column) for column in RESULT_COLUMNS}
-    row.update(run_id=sweep["run_id"], config=sweep["config"],
-               run_dir=os.path.relpath(run_dir, out_dir))
     row.update(sweep.get("swept", {}))
+    row.update(run_id=run_id, config=sweep["config"], run_dir=os.path.relpath(run_dir, out_dir))
+    if SEED_KEY in row:  # a fused copy's seed is its own, not the point's first seed
+        row[SEED_KEY] = record.get("seed", row[SEED_KEY])
     return row
+
+
+def run_rows(out_dir: Path, run_dir: Path, sweep: dict) -> list[dict]:
+    """The results rows of one run directory (`sweep`: its sweep.json): one, or one per copy of a
+    fused run; none before a record."""
+    identity = sweep.get("identity", {})
+    record = _record(run_dir, identity)
+    if record is None:
+        return []
+    copies = [(run_dir / name, _record(run_dir / name, identity)) for name in record.get("copy_dirs") or []]
+    if not copies or any(copy is None for _, copy in copies):
+        return [_row(out_dir, run_dir, record, sweep, sweep["run_id"])]
+    return [_row(out_dir, folder, {**copy, "status": record["status"], "error": record.get("error")},
+                 sweep, f"{sweep['run_id']}/{folder.name}") for folder, copy in copies]
 
 
 def collect_rows(out_dir: Path) -> tuple[list[dict], list[str]]:
@@ -42,7 +60,7 @@ def collect_rows(out_dir: Path) -> tuple[list[dict], list[str]]:
         if sweep is not None:
             found.append((sweep.get("index", math.inf), sweep["run_id"], run_dir, sweep))
     found.sort(key=lambda item: item[:2])
-    rows = [row for *_, run_dir, sweep in found if (row := run_row(out_dir, run_dir, sweep))]
+    rows = [row for *_, run_dir, sweep in found for row in run_rows(out_dir, run_dir, sweep)]
     swept: dict[str, None] = {}  # ordered set
     for *_, sweep in found:
         swept.update(dict.fromkeys(sweep.get("swept_keys") or sweep.get("swept", {})))
