@@ -33,7 +33,8 @@ NOT_SETTINGS = ("config", "trainer.default_root_dir", "trainer.logger", "trainer
                 "trainer.enable_progress_bar", "trainer.enable_model_summary",
                 "trainer.log_every_n_steps", "trainer.profiler", "trainer.enable_autolog_hparams",
                 "trainer.model_registry", "trainer.num_sanity_val_steps", "data.root",
-                "data.num_workers", "data.download", "data.cache_dir", "data.eval_batch_size")
+                "data.num_workers", "data.download", "data.cache_dir", "data.eval_batch_size",
+                "data.progress")
 
 
 @dataclass(frozen=True)
