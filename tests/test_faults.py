@@ -339,9 +339,12 @@ def test_failed_figure_write_keeps_the_previous_figure(tmp_path, monkeypatch):
     [path] = plots.save_figure(figure, tmp_path / "curves", ["png"])
     before = path.read_bytes()
 
-    def dies_halfway(self, fname, **kwargs):
-        with open(fname, "wb") as f:
-            f.write(b"\x89PNG half")
+    def dies_halfway(self, fname, **kwargs):  # a path or an open file, as savefig takes
+        if hasattr(fname, "write"):
+            fname.write(b"\x89PNG half")
+        else:
+            with open(fname, "wb") as f:
+                f.write(b"\x89PNG half")
         raise KeyboardInterrupt
     monkeypatch.setattr(Figure, "savefig", dies_halfway)
     with pytest.raises(KeyboardInterrupt):

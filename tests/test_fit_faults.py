@@ -51,7 +51,7 @@ def test_full_disk_while_checkpointing_fails_the_run_in_one_line_and_keeps_whole
     run = tmp_path / "run"
     checkpoints = run / "checkpoints"
     result = fit(tree, run, "--trainer.max_epochs", 3, env=shim(tmp_path, DISK_FULL_FROM_EPOCH_1))
-    line = assert_one_line_error(result, f"no space left on {checkpoints.resolve()}")
+    line = assert_one_line_error(result, f"no space left on device: {checkpoints.resolve()}")
     assert result.returncode != 0, line
     record = read_metrics(run)
     assert record["status"] == "failed" and "no space left on" in record["error"], record
@@ -91,8 +91,8 @@ def test_unreadable_last_checkpoint_falls_back_to_the_previous_then_starts_over(
 
 
 @pytest.mark.parametrize("make,needles", [
-    (lambda tmp: tmp, ["is a folder, not a checkpoint file"]),
-    (lambda tmp: (tmp / "empty.ckpt").write_bytes(b"") or tmp / "empty.ckpt", ["is an empty file"]),
+    (lambda tmp: tmp, ["is a directory"]),
+    (lambda tmp: (tmp / "empty.ckpt").write_bytes(b"") or tmp / "empty.ckpt", ["checkpoint is empty or truncated"]),
 ], ids=["folder", "empty-file"])
 def test_ckpt_path_that_is_no_checkpoint_is_one_line(tmp_path, tree, make, needles):
     path = make(tmp_path)

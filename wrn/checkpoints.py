@@ -30,7 +30,7 @@ def checkpoints_dir(run_dir: str | os.PathLike) -> Path:
 
 def save_atomically(checkpoint: dict[str, Any], path: str | os.PathLike) -> None:
     """torch.save to a temporary file beside `path`, fsync, rename. A last.ckpt being replaced is
-    kept as previous-last.ckpt. A full disk is an OSError(ENOSPC) saying "no space left on <dir>";
+    kept as previous-last.ckpt. A full disk is an OSError(ENOSPC) naming the checkpoint's path;
     whatever fails, the temporary file goes and the files already there stay whole."""
     path = Path(path)
     previous = path.with_name(PREVIOUS_LAST) if path.name == LAST else None
@@ -39,7 +39,7 @@ def save_atomically(checkpoint: dict[str, Any], path: str | os.PathLike) -> None
             torch.save(checkpoint, f)
     except OSError as exc:
         if exc.errno == errno.ENOSPC:
-            raise OSError(errno.ENOSPC, f"no space left on {path.parent}", str(path)) from None
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path)) from None  # the path
         raise
 
 

@@ -57,7 +57,7 @@ def _make_cli_class():
 
     from wrn import console
     from wrn.data import DATASETS
-    from wrn.predict import FolderPredictData, PredictionWriter
+    from wrn.predict import DEFAULT_OUT, FolderPredictData, PredictionWriter
 
     class WRNCLI(LightningCLI):
         def _prepare_subcommand_parser(self, klass, subcommand: str, **kwargs):
@@ -82,6 +82,8 @@ def _make_cli_class():
 
         def before_predict(self) -> None:
             writer = self._get(self.config_init, "predictions")
+            if not writer.out:  # beside the evaluation's record, never into the run's own files
+                writer.out = str(self.record_dir / DEFAULT_OUT)
             if writer.images:
                 self.datamodule = FolderPredictData(writer.images, self.datamodule)
 
@@ -170,7 +172,7 @@ def _make_cli_class():
                 raise SystemExit(128 + signal.SIGTERM) from None  # Lightning's would exit 0
             except SystemExit as exc:  # Lightning exits 1 after Ctrl-C
                 if exc.code == 1 and self.trainer.interrupted:
-                    raise SystemExit(128 + signal.SIGINT) from None
+                    raise KeyboardInterrupt from None  # one line and exit 130 (wrn.cli._guarded)
                 raise
 
         def after_fit(self) -> None:
@@ -286,10 +288,10 @@ def resolve_ckpt_path(ckpt_path: str, run_dir: str) -> str | None:
         return resolve_last(run_dir)
     path = Path(ckpt_path)
     if path.is_dir():
-        raise ValueError(f"--ckpt_path {ckpt_path} is a folder, not a checkpoint file "
-                         f"(e.g. {path / 'checkpoints' / LAST} or 'last')")
+        raise ValueError(f"--ckpt_path is a directory: {ckpt_path}; give a checkpoint file "
+                         f"(e.g. {path / 'checkpoints' / LAST}) or 'last'")
     if path.is_file() and path.stat().st_size == 0:
-        raise ValueError(f"--ckpt_path {ckpt_path} is an empty file, not a checkpoint")
+        raise ValueError(f"--ckpt_path {ckpt_path}: checkpoint is empty or truncated (an empty file)")
     return ckpt_path
 
 

@@ -85,8 +85,6 @@ def _message(exc: BaseException) -> str | None:
         return prefix + reason + " (lower data.batch_size)"
     if isinstance(exc, RuntimeError) and "Error(s) in loading state_dict" in str(exc):
         return _checkpoint_mismatch(str(exc))
-    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:  # a full disk, with the path
-        return f"{exc.strerror}" + (f" (writing {exc.filename})" if exc.filename else "")
     unreadable = checkpoint_load_error(exc)
     if unreadable is not None:
         return unreadable

@@ -29,7 +29,7 @@ IMAGE_SIZE = 32  # pixels per side the networks are trained on
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
                    "truck")  # torchvision's label order, for data read from torchvision's files
-DEFAULT_OUT = "predictions.csv"  # in the run directory (trainer.default_root_dir)
+DEFAULT_OUT = "predictions.csv"  # in the evaluation's folder, RUN/eval/predict-<time>/
 
 
 def list_images(folder: str | Path) -> list[Path]:
@@ -112,8 +112,8 @@ class PredictionWriter(BasePredictionWriter):
     """Writes `wrn predict`'s class probabilities to a CSV (atomically, when prediction ends).
 
     Args:
-        out: CSV file to write; None = predictions.csv in the run directory
-            (trainer.default_root_dir).
+        out: CSV file to write; None = predictions.csv in this evaluation's own folder,
+            RUN/eval/predict-<time>/ (the run's own files are never changed).
         images: folder of images to predict (any size; searched recursively); None = the test
             split of the data config.
     """
