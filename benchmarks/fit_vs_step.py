@@ -382,10 +382,8 @@ def main(argv: list[str] | None = None) -> dict:
         models = [measure_model(args, model, Path(workdir)) for model in args.models]
     result = {"device": name, "torch": torch.__version__, "lightning": L.__version__,
               "threads": torch.get_num_threads(), "repeats": args.repeats, "fit_args": args.fit_args, "epochs": args.epochs, "models": models}
-    path = args.out / f"fit-vs-step-{throughput.slug(name)}.json"
-    atomic_write_json(path, result)
-    print(format_report(result))
-    print(f"\nwrote {path}")
+    throughput.save_record(result, args.out / f"fit-vs-step-{throughput.slug(name)}.json",
+                           format_report(result))
     return result
 
 

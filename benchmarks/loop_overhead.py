@@ -29,7 +29,6 @@ import torch.nn.functional as F
 from wrn.data import CropFlip, DeviceLoader, Split, StackedLoader
 from wrn.models.fused import fused_loss
 from wrn.module import LitClassifier
-from wrn.runs import atomic_write_json
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 NUM_CLASSES = 10
@@ -172,10 +171,8 @@ def main(argv: list[str] | None = None) -> dict:
               "repeats": args.repeats,
               "runs": [measure(args.model, s, args.batch_size, device, args.warmup, args.steps, args.repeats)
                        for s in args.copies]}
-    path = args.out / f"loop-overhead-{throughput.slug(name)}.json"
-    atomic_write_json(path, result)
-    print(format_report(result))
-    print(f"\nwrote {path}")
+    throughput.save_record(result, args.out / f"loop-overhead-{throughput.slug(name)}.json",
+                           format_report(result))
     return result
 
 

@@ -111,6 +111,14 @@ def slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
 
 
+def save_record(result: dict, path: Path, report: str) -> Path:
+    """A benchmark's record, written atomically, and its report printed: every script ends so."""
+    atomic_write_json(path, result)
+    print(report)
+    print(f"\nwrote {path}")
+    return path
+
+
 def datasheet_tflops(name: str) -> float | None:
     """Dense bf16 peak for the GPUs we know by name; None asks the user for --peak-tflops.
     H100 PCIe and NVL have lower clocks and peaks, so only the SXM part (and H200) match."""
@@ -438,10 +446,7 @@ def main(argv: list[str] | None = None) -> dict:
                    for m in args.models],
         "data_pipeline": measure_data_pipeline(settings) if args.data_pipeline else None,
     }
-    path = args.out / f"{slug(name)}.json"
-    atomic_write_json(path, result)
-    print(format_report(result, args.markdown))
-    print(f"\nwrote {path}")
+    save_record(result, args.out / f"{slug(name)}.json", format_report(result, args.markdown))
     return result
 
 
