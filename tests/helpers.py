@@ -45,13 +45,6 @@ def make_image_tree(root: Path, classes: int = 3, per_class: int = 10, test_per_
     return root
 
 
-def epochs_after_resume(checkpoint: Path, at_least: int = 2) -> int:
-    """A max_epochs that lets a run resumed from `checkpoint` train one more epoch: how far a run
-    got before it was killed depends on the machine's speed, and Lightning refuses a max_epochs
-    the checkpoint has already passed."""
-    return max(at_least, checkpoint_epoch(checkpoint) + 2)  # epochs 0..e done: one more is e + 2
-
-
 def checkpoint_epoch(path: Path) -> int:
     """The last finished epoch (0-based) of a Lightning checkpoint."""
     return torch.load(path, map_location="cpu", weights_only=True)["epoch"]
