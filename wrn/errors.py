@@ -1,25 +1,19 @@
-"""Which exceptions are the user's to fix, and their one-line message."""
+"""Which exceptions are the user's to fix, and their one-line message; YAML read within a size cap."""
 
 from __future__ import annotations
 
-import errno
 import os
 import pickle
 import re
 import sys
+from pathlib import Path
+from typing import Any
 
 MAX_MESSAGE = 400  # characters of one error line; longer messages end in "…"
 INTERRUPTED_EXIT = 130  # Ctrl-C, as the shell reports a SIGINT death
-MAX_YAML_NODES = 100_000  # a config expanding past this many YAML nodes is an alias bomb
+MAX_YAML_NODES = 100_000  # a YAML file expanding past this many nodes is an alias bomb
 YAML_SUFFIXES = (".yaml", ".yml")
-
-# OSError numbers whose one-line reason reads better than strerror's.
-OS_REASONS = {errno.EACCES: "permission denied", errno.EPERM: "operation not permitted",
-              errno.ENOSPC: "no space left on device", errno.EISDIR: "is a directory",
-              errno.ENOTDIR: "not a directory", errno.ENOENT: "no such file or directory",
-              errno.EROFS: "read-only file system", errno.ELOOP: "too many levels of symbolic links",
-              errno.EEXIST: "file exists", errno.EDQUOT: "disk quota exceeded"}
-# Messages of RuntimeErrors that torch.load raises for a damaged or foreign file.
+# What torch.load raises for a damaged or foreign file.
 CHECKPOINT_DAMAGE = ("PytorchStreamReader failed", "Invalid magic number", "unexpected EOF",
                      "file might be corrupted")
 
@@ -30,16 +24,14 @@ def _first_line(exc: BaseException) -> str:
 
 
 def one_line_error(exc: BaseException) -> str | None:
-    """A one-line message, at most MAX_MESSAGE characters, for errors caused by input (config,
-    data, checkpoint, resources, the network); None for anything else, which is a bug and keeps
-    its traceback."""
+    """One line of at most MAX_MESSAGE characters for an error caused by input (config, data,
+    checkpoint, resources, the network); None for anything else: a bug keeps its traceback."""
     message = _message(exc)
     return None if message is None else cap(message)
 
 
 def cap(text: str, limit: int = MAX_MESSAGE) -> str:
-    """`text` on one line, cut to `limit` characters with "…" (only the head is ever scanned, so
-    a message of gigabytes costs no more than a short one)."""
+    """`text` on one line, cut to `limit` characters with "…" (only the head is read)."""
     head = " ".join(text[:limit * 4].split())
     return head if len(head) <= limit and len(text) <= limit * 4 else head[:limit - 1].rstrip() + "…"
 
@@ -51,18 +43,9 @@ def interrupted(exc: SystemExit) -> bool:
 
 def os_error(exc: OSError) -> str:
     """'permission denied: <path>', 'no space left on device: <path>' and the like."""
-    reason = OS_REASONS.get(exc.errno) or (os.strerror(exc.errno).lower() if exc.errno else
-                                            _first_line(exc))
+    reason = os.strerror(exc.errno).lower() if exc.errno else _first_line(exc)
     paths = [str(p) for p in (exc.filename, exc.filename2) if p is not None]
     return f"{reason}: {' -> '.join(paths)}" if paths else reason
-
-
-def connection_error(exc: BaseException) -> str | None:
-    """A failed connection (to a Ray cluster, a download server): what failed and why."""
-    ray_errors = _ray_connection_errors()
-    if not isinstance(exc, (ConnectionError, TimeoutError, *ray_errors)):
-        return None
-    return f"connection failed ({type(exc).__name__}): {_first_line(exc)}"
 
 
 def _ray_connection_errors() -> tuple[type, ...]:
@@ -80,23 +63,20 @@ def _message(exc: BaseException) -> str | None:
     import torch
 
     if isinstance(exc, torch.cuda.OutOfMemoryError):
-        reason = _first_line(exc)  # torch's own message already starts "CUDA out of memory."
+        reason = _first_line(exc)  # torch's own message starts "CUDA out of memory."
         prefix = "" if reason.startswith("CUDA out of memory") else "CUDA out of memory: "
         return prefix + reason + " (lower data.batch_size)"
     if isinstance(exc, RuntimeError) and "Error(s) in loading state_dict" in str(exc):
         return _checkpoint_mismatch(str(exc))
+    if isinstance(exc, (ConnectionError, TimeoutError, *_ray_connection_errors())):
+        return f"connection failed ({type(exc).__name__}): {_first_line(exc)}"
     unreadable = checkpoint_load_error(exc)
     if unreadable is not None:
         return unreadable
-    connection = connection_error(exc)
-    if connection is not None:
-        return connection
-    if isinstance(exc, OSError):
-        return os_error(exc)
     if isinstance(exc, UnicodeDecodeError):
         return f"not a UTF-8 text file (byte {exc.start}: {exc.reason})"
     if isinstance(exc, (ValueError, FloatingPointError, KeyError, TypeError)):
-        return str(exc).strip() or type(exc).__name__  # cap() makes it one line
+        return str(exc).strip() or type(exc).__name__
     if type(exc).__name__ == "ArgumentError":  # jsonargparse / argparse config errors
         return str(exc)
     return None
@@ -112,8 +92,8 @@ def _checkpoint_mismatch(message: str) -> str:
 
 
 def checkpoint_load_error(exc: BaseException) -> str | None:
-    """One line for a checkpoint torch.load(weights_only=True) refused (pickled code or objects,
-    or not a checkpoint at all) or could not read (truncated, damaged); None for anything else."""
+    """One line for what torch.load(weights_only=True) refused (pickled code or objects, or not
+    a checkpoint at all) or could not read (truncated, damaged, an OS error); None otherwise."""
     if isinstance(exc, pickle.UnpicklingError):
         text = str(exc)
         detail = text.split("WeightsUnpickler error:", 1)[1] if "WeightsUnpickler error:" in text else text
@@ -124,18 +104,85 @@ def checkpoint_load_error(exc: BaseException) -> str | None:
         return f"checkpoint is truncated or damaged ({str(exc).split('. ')[0]})"
     if isinstance(exc, EOFError):
         return "checkpoint is empty or truncated (the file ends before its data)"
+    if isinstance(exc, OSError):
+        return os_error(exc)
     return None
 
 
+# ------------------------------------------------------------------------------------- YAML
+
+
+def _expanded_nodes(text: str, source: str) -> tuple[int, Any, list]:
+    """(nodes once every alias is expanded, counted on the composed graph without expanding
+    anything; the loader; its composed documents)."""
+    import yaml
+
+    loader = yaml.SafeLoader(text)
+    sizes: dict[int, int] = {}
+
+    def size(node) -> int:
+        if id(node) not in sizes:
+            sizes[id(node)] = 1  # a node that contains itself counts once
+            children = (node.value if isinstance(node, yaml.SequenceNode) else
+                        [n for pair in node.value for n in pair] if isinstance(node, yaml.MappingNode)
+                        else [])
+            sizes[id(node)] = 1 + sum(size(child) for child in children)
+        return sizes[id(node)]
+
+    try:
+        nodes = [loader.get_node() for _ in iter(loader.check_node, False)]
+        return sum(map(size, nodes)), loader, nodes
+    except RecursionError:
+        loader.dispose()
+        raise ValueError(f"{source}: YAML nested too deeply to read") from None
+
+
+def _refuse_bombs(count: int, source: str) -> None:
+    if count > MAX_YAML_NODES:
+        raise ValueError(f"{source}: YAML aliases expand past {MAX_YAML_NODES:,} nodes ({count:,}); "
+                         "refusing to read it")
+
+
+def yaml_node_count(text: str, source: str = "YAML") -> int:
+    """How many nodes the documents in `text` hold once every alias is expanded; 0 when it is
+    not YAML (the parser that reads it then says where)."""
+    import yaml
+
+    try:
+        count, loader, _ = _expanded_nodes(text, source)
+    except yaml.YAMLError:
+        return 0
+    loader.dispose()
+    return count
+
+
+def load_yaml(path: Path) -> Any:
+    """yaml.safe_load of a file, refusing binary files and alias bombs in one line naming it."""
+    import yaml
+
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError(decode_error(path, exc)) from None
+    try:
+        count, loader, nodes = _expanded_nodes(text, str(path))
+        try:
+            _refuse_bombs(count, str(path))
+            if len(nodes) > 1:
+                raise ValueError(f"{path}: holds {len(nodes)} YAML documents; expected one")
+            return loader.construct_document(nodes[0]) if nodes else None
+        finally:
+            loader.dispose()
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{path}: not valid YAML ({' '.join(str(exc).split())[:300]})") from None
+
+
 def check_config_args(argv: list[str]) -> None:
-    """ValueError naming the file for a config given on the command line (after --config, or any
-    existing .yaml/.yml file) that is not UTF-8 text or whose aliases expand past MAX_YAML_NODES:
-    checked before the parser reads it, which would expand an alias bomb into gigabytes."""
+    """ValueError naming the file for a config on the command line (after --config, or any
+    existing .yaml/.yml file) that is not UTF-8 text or expands past MAX_YAML_NODES: checked
+    before the parser reads it, which would expand an alias bomb into gigabytes."""
     for source, text in _config_texts(argv):
-        nodes = yaml_node_count(text, source)
-        if nodes > MAX_YAML_NODES:
-            raise ValueError(f"{source}: YAML aliases expand to more than {MAX_YAML_NODES:,} nodes "
-                             f"({nodes:,}); refusing to read it")
+        _refuse_bombs(yaml_node_count(text, source), source)
 
 
 def _config_texts(argv: list[str]):
@@ -157,33 +204,3 @@ def _config_texts(argv: list[str]):
                 raise ValueError(decode_error(value, exc)) from None
         elif inline_allowed:
             yield "--config", value
-
-
-def yaml_node_count(text: str, source: str = "YAML") -> int:
-    """How many nodes the YAML documents in `text` hold once every alias is expanded, counted on
-    the composed graph (aliases shared, nothing expanded)."""
-    import yaml
-
-    loader = yaml.SafeLoader(text)
-    sizes: dict[int, int] = {}
-
-    def size(node) -> int:
-        if id(node) not in sizes:
-            sizes[id(node)] = 0  # a node that contains itself counts once
-            children = (node.value if isinstance(node, yaml.SequenceNode) else
-                        [n for pair in node.value for n in pair] if isinstance(node, yaml.MappingNode)
-                        else [])
-            sizes[id(node)] = 1 + sum(size(child) for child in children)
-        return sizes[id(node)]
-
-    try:
-        total = 0
-        while loader.check_node():
-            total += size(loader.get_node())
-        return total
-    except yaml.YAMLError:
-        return 0  # not YAML: the parser itself reports it with its line
-    except RecursionError:
-        raise ValueError(f"{source}: YAML nested too deeply to read") from None
-    finally:
-        loader.dispose()

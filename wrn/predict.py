@@ -23,12 +23,10 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from wrn.data.augment import normalize
-from wrn.runs import atomic_write_text
+from wrn.data.datasets import DATASETS, IMAGE_SIZE
+from wrn.files import atomic_write_text
 
-IMAGE_SIZE = 32  # pixels per side the networks are trained on
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
-CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
-                   "truck")  # torchvision's label order, for data read from torchvision's files
 DEFAULT_OUT = "predictions.csv"  # in the evaluation's folder, RUN/eval/predict-<time>/
 
 
@@ -153,10 +151,10 @@ def row_names(datamodule, count: int) -> list[str]:
 
 def class_names(datamodule, count: int) -> list[str]:
     """The image tree's class folders (labels past them, which a tree with fewer classes than the
-    network never trains, as class<i>), else torchvision's CIFAR-10 names, else class<i>."""
+    network never trains, as class<i>), else the dataset's names, else class<i>."""
     names = list(getattr(datamodule, "classes", None) or [])
-    if not names and getattr(datamodule, "dataset", None) == "cifar10":
-        names = list(CIFAR10_CLASSES)
+    if not names and getattr(datamodule, "dataset", None) in DATASETS:
+        names = list(DATASETS[datamodule.dataset].classes)
     return names[:count] + [f"class{i}" for i in range(len(names), count)]
 
 

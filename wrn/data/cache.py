@@ -20,7 +20,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from wrn.data import sources
-from wrn.runs import SHARED_FILE_MODE, atomic_file, atomic_write_json
+from wrn.files import SHARED_FILE_MODE, atomic_file, atomic_write_json
 
 CACHE_VERSION = 2  # bump when the cache layout or decoding changes, so old caches are ignored
 CACHED_ARRAYS = ("images", "labels")  # one .npy file each, beside one JSON sidecar

@@ -17,16 +17,14 @@ import lightning as L
 import numpy as np
 import torch
 
-from wrn.data.augment import PAD_MODES, CropFlip, PadMode
+from wrn.data.augment import AUGMENTS, PAD_MODES, Augment, CropFlip, PadMode, crop_size
 from wrn.data.cache import default_cache_dir, load_tree_split
 from wrn.data.datasets import DATASETS, IMAGE_SIZE, DataError, DatasetName, check_choice
 from wrn.data.loaders import DeviceLoader, StackedLoader, cpu_loader
 from wrn.data.sources import ROOT_HINT, has_loose_class_folders, list_image_tree, load_torchvision_split
 from wrn.data.splits import Split, channel_stats, first_per_class, split_indices, to_split
 
-Augment = Literal["pad-crop-32", "crop-28", "none"]
 LoaderKind = Literal["auto", "dataloader", "gpu"]
-AUGMENTS = get_args(Augment)
 LOADERS = get_args(LoaderKind)
 
 
@@ -97,7 +95,7 @@ class CIFARData(L.LightningDataModule):
             raise DataError(f"copies={copies} must be >= 1")
         self.copies = copies
         self.num_classes = DATASETS[dataset].num_classes
-        self.crop_size = 28 if augment == "crop-28" else IMAGE_SIZE
+        self.crop_size = crop_size(augment)
         self.mean: Optional[tuple[float, ...]] = None
         self.std: Optional[tuple[float, ...]] = None
         self.classes: Optional[list[str]] = None
@@ -237,7 +235,7 @@ class CIFARData(L.LightningDataModule):
         if self.augment == "pad-crop-32":
             return CropFlip(IMAGE_SIZE, self.pad, self.pad_mode, flip=True)
         if self.augment == "crop-28":
-            return CropFlip(28, 0, self.pad_mode, flip=True)  # crops inside the image: no padding
+            return CropFlip(self.crop_size, 0, self.pad_mode, flip=True)  # crops inside the image: no padding
         return None
 
     def train_dataloader(self):

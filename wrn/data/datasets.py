@@ -26,6 +26,9 @@ class DatasetFacts:
     num_classes: int
     title: str  # display name in figures and tables, e.g. "CIFAR-10"
     torchvision_name: str  # class in torchvision.datasets
+    train_images: int  # images in the training split
+    test_images: int
+    classes: tuple[str, ...] = ()  # names in torchvision's label order; () = class<i>
     split_names: Optional[tuple[str, str]] = None  # torchvision's `split=` for (train, test); None: `train=`
     labels_attribute: str = "targets"  # attribute of the torchvision dataset that holds the labels
 
@@ -37,9 +40,11 @@ class DatasetFacts:
 
 
 DATASETS: dict[str, DatasetFacts] = {
-    "cifar10": DatasetFacts(10, "CIFAR-10", "CIFAR10"),
-    "cifar100": DatasetFacts(100, "CIFAR-100", "CIFAR100"),
-    "svhn": DatasetFacts(10, "SVHN", "SVHN", split_names=("train", "test"), labels_attribute="labels"),
+    "cifar10": DatasetFacts(10, "CIFAR-10", "CIFAR10", 50_000, 10_000, (
+        "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")),
+    "cifar100": DatasetFacts(100, "CIFAR-100", "CIFAR100", 50_000, 10_000),
+    "svhn": DatasetFacts(10, "SVHN", "SVHN", 73_257, 26_032, tuple("0123456789"),
+                         split_names=("train", "test"), labels_attribute="labels"),
 }
 DatasetName = Literal[tuple(DATASETS)]  # the `data.dataset` choices, from the table
 

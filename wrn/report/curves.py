@@ -15,7 +15,7 @@ from wrn.report.figures import Drawing, PlotOptions
 from wrn.report.results import Group, Run
 from wrn.report.names import display_name
 from wrn.report.styles import FAMILY_LINESTYLES, new_figure
-from wrn.runs import EPOCHS_FILE, read_jsonl
+from wrn.rundir import read_epochs
 
 LEGEND_COLUMNS = 4  # legend columns under the curve panels
 MAX_CURVES = 20  # configurations drawn; past it, those with the lowest error
@@ -35,9 +35,9 @@ def _epoch_point(record) -> tuple[int, float] | None:
 
 def load_curve(run: Run) -> tuple[np.ndarray, np.ndarray] | None:
     """(epochs, val accuracy %) from the run's epochs.jsonl; None when there is no usable log."""
-    if run.run_dir is None or not (run.run_dir / EPOCHS_FILE).is_file():
+    if run.run_dir is None:
         return None
-    records, problems = read_jsonl(run.run_dir / EPOCHS_FILE)
+    records, problems = read_epochs(run.run_dir)
     for problem in problems:
         warn(problem)
     # A resumed run may log an epoch twice; the later line is the one that counted.

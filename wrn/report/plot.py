@@ -27,7 +27,7 @@ from wrn.report.results import (Group, Results, ResultsError, aggregate, load_re
 from wrn.report.runinfo import describe_runs
 from wrn.report.names import DATASET_NAMES
 from wrn.report.styles import STYLE
-from wrn.runs import atomic_file
+from wrn.files import atomic_file
 
 FORMATS = ("png", "svg", "pdf")
 

@@ -20,7 +20,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from wrn.runs import atomic_write_text
+from wrn.files import atomic_write_text
 
 RESULTS_FILE = "results.csv"
 RESULT_COLUMNS = (

@@ -6,23 +6,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterable, Sequence
 
-import yaml
-
 from wrn.report.results import Run, by_config
-from wrn.runs import CONFIG_FILE
+from wrn.rundir import read_config
 
 MAX_CONFIGS_READ = 50  # config.yaml files read: the first run of each configuration, up to this
 
 
 def _data_config(run_dir: Path | None) -> dict | None:
     """The `data:` section of a run's saved config.yaml; None when it cannot be read."""
-    if run_dir is None:
-        return None
-    try:
-        config = yaml.safe_load((run_dir / CONFIG_FILE).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError):
-        return None
-    data = config.get("data") if isinstance(config, dict) else None
+    config = read_config(run_dir) if run_dir is not None else None
+    data = config.get("data") if config else None
     return data if isinstance(data, dict) else None
 
 

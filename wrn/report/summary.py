@@ -11,7 +11,7 @@ from typing import Any, Mapping, Sequence
 
 from wrn.report.results import (ACCURACIES, FINISHED, Group, Run, by_config, csv_cell, error_metric,
                                 group_runs, metric_note, parse_run, stats)
-from wrn.report.text import DASH, plus_minus, render_table, si
+from wrn.report.text import DASH, duration, plus_minus, render_table, si
 
 
 @dataclass(frozen=True)
@@ -42,12 +42,6 @@ def summarize(runs: Sequence[Run]) -> tuple[list[ConfigSummary], str | None]:
     return summaries, metric_note(finished)
 
 
-def _duration(seconds: float | None) -> str:
-    from wrn.sweep.progress import duration
-
-    return DASH if seconds is None else duration(seconds)
-
-
 def summary_table(summaries: Sequence[ConfigSummary]) -> str:
     """Errors in %, mean ± sample std over the finished seeds; n = finished runs."""
     split = next((s.group.split for s in summaries if s.group), "test")
@@ -58,7 +52,7 @@ def summary_table(summaries: Sequence[ConfigSummary]) -> str:
         body.append([s.config, s.model, s.finished, s.failed,
                      plus_minus(g.error_mean, g.error_std, 2) if g else DASH,
                      si(g.params) if g else DASH, si(g.flops) if g else DASH,
-                     _duration(g.wall_seconds) if g else DASH])
+                     duration(g.wall_seconds) if g else DASH])
     return render_table(header, body, ["left", "left", "right", "right", "right", "right",
                                        "right", "right"])
 

@@ -44,6 +44,15 @@ def si(value: float | None, _pos=None) -> str:
     return f"{value:g}"
 
 
+def duration(seconds: float | None) -> str:
+    """'1h05m', '3m59s'; DASH when unknown."""
+    if seconds is None:
+        return DASH
+    seconds = int(round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}h{rest // 60:02d}m" if hours else f"{rest // 60}m{rest % 60:02d}s"
+
+
 def plus_minus(mean: float, std: float, n: int, digits: int = 2) -> str:
     """'4.17 ± 0.12' over several seeds, '4.17' for one."""
     return f"{mean:.{digits}f}" + (f" ± {std:.{digits}f}" if n > 1 else "")

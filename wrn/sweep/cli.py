@@ -22,7 +22,8 @@ from pathlib import Path
 
 from wrn.sweep.budget import Budget, Estimator, SpeedBook, parse_duration
 from wrn.sweep.plan import Plan, make_plan
-from wrn.sweep.progress import duration, make_progress
+from wrn.report.text import duration
+from wrn.sweep.progress import make_progress
 from wrn.report.results import RESULTS_FILE, results_problem
 from wrn.report.summary import FORMATS, runs_of_records, summarize, summary_table
 from wrn.report.text import render_table

@@ -12,15 +12,8 @@ import time
 from dataclasses import dataclass, field
 from typing import TextIO
 
+from wrn.report.text import duration
 from wrn.sweep.state import BUSY, FINISHED, Outcome
-
-
-def duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "?"
-    seconds = int(round(seconds))
-    hours, rest = divmod(seconds, 3600)
-    return f"{hours}h{rest // 60:02d}m" if hours else f"{rest // 60}m{rest % 60:02d}s"
 
 
 @dataclass

@@ -20,7 +20,8 @@ from pathlib import Path
 from wrn.sweep.budget import Budget, Estimator
 from wrn.sweep.executors import Executor, RunTask
 from wrn.sweep.plan import Plan, PlannedRun, settings_difference
-from wrn.sweep.progress import PlainProgress, Tally, duration
+from wrn.report.text import duration
+from wrn.sweep.progress import PlainProgress, Tally
 from wrn.sweep.results import refresh_results
 from wrn.sweep.state import (FAILED, FINISHED, INTERRUPTED, NEW, RUNNING, Outcome, RunStatus,
                              inspect_run, last_checkpoint, read_sweep_record, run_dir_of,

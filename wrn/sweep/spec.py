@@ -30,14 +30,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
-import yaml
+from wrn.errors import load_yaml
 
 TOP_LEVEL_KEYS = ("base", "fixed", "grid", "points", "exclude", "seeds", "description")
 SEED_KEY = "seed_everything"
 OWNED_KEYS = ("trainer.default_root_dir", "ckpt_path")  # the sweep sets these for every run
 HASH_HEX_DIGITS = 8  # characters of the point hash in a run id: 4e9 values, collisions negligible
 MAX_POINTS = 10_000  # default cap on (configurations x seeds) before anything is expanded
-MAX_YAML_NODES = 100_000  # YAML nodes a spec may hold once its aliases are expanded
 SEED_RANGE = (0, 2**32 - 1)  # what seed_everything accepts
 
 
@@ -155,55 +154,12 @@ def _seeds(path: Path, value: Any) -> tuple[int, ...] | None:
     return tuple(seeds)
 
 
-def expanded_size(node: yaml.Node, limit: int) -> int:
-    """Nodes of the document with aliases expanded, counted once per node (memoised), so the
-    count itself takes time linear in the file; stops counting past `limit`."""
-    sizes: dict[int, int] = {}
-
-    def size(current: yaml.Node) -> int:
-        if id(current) in sizes:
-            return sizes[id(current)]
-        sizes[id(current)] = 1  # a recursive alias counts once; safe_load refuses it later
-        if isinstance(current, yaml.SequenceNode):
-            total = 1 + sum(size(child) for child in current.value)
-        elif isinstance(current, yaml.MappingNode):
-            total = 1 + sum(size(k) + size(v) for k, v in current.value)
-        else:
-            total = 1
-        sizes[id(current)] = min(total, limit + 1)
-        return sizes[id(current)]
-
-    return size(node)
-
-
-def safe_load_limited(text: str, where: str, limit: int = MAX_YAML_NODES) -> Any:
-    """yaml.safe_load, refusing a document that expands past `limit` nodes once its aliases are
-    copied out: an alias bomb (a few hundred bytes, billions of nodes) would otherwise hang
-    whatever walks it (expansion, hashing, error messages)."""
-    loader = yaml.SafeLoader(text)
-    try:
-        node = loader.get_single_node()
-        if node is not None and expanded_size(node, limit) > limit:
-            raise ValueError(f"{where}: YAML aliases expand past {limit:,} nodes (an alias bomb?); "
-                             "refused")
-        return loader.construct_document(node) if node is not None else None
-    finally:
-        loader.dispose()
-
-
 def load_spec(path: str | Path) -> SweepSpec:
     """Parse and check the structure; every error is one line naming the bad key or value."""
     path = Path(path).expanduser().resolve()
     if not path.is_file():
         raise ValueError(f"sweep spec {path} not found")
-    try:
-        raw = safe_load_limited(path.read_text(encoding="utf-8"), str(path))
-    except yaml.YAMLError as exc:
-        raise ValueError(f"{path}: not valid YAML ({' '.join(str(exc).split())[:300]})") from None
-    except UnicodeDecodeError:
-        raise ValueError(f"{path}: not a text file (not UTF-8)") from None
-    except RecursionError:
-        raise ValueError(f"{path}: YAML nested too deeply") from None
+    raw = load_yaml(path)
     if not isinstance(raw, dict):
         _fail(path, f"a sweep spec must be a mapping with keys {', '.join(TOP_LEVEL_KEYS)}")
     unknown = [k for k in raw if k not in TOP_LEVEL_KEYS]
