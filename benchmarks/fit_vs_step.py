@@ -9,14 +9,14 @@ Per model, on the training part (after `subset` and the validation split) of the
 --data-root, for --epochs epochs of the same steps:
   step  the bare step of benchmarks/throughput.py (forward, loss, backward, SGD; bf16 autocast on
         CUDA, fp32 on CPU) on the device-resident loader's batches; no validation, no checkpoints
-  fit   `wrn fit` itself (wrn.cli.run_lightning: the run record, both checkpoints, the progress
+  fit   `wrn fit` itself (wrn.train.run_lightning: the run record, both checkpoints, the progress
         bar, validation every epoch) on the same loader, plus a clock callback that only reads
         the time at hooks (and wraps Trainer.save_checkpoint to time it)
 The first epoch (cudnn autotuning, allocator, loader start) is excluded from both images/s; fit's
 images/s is per steady epoch, validation and checkpoint writes included. On CUDA, host-device
 syncs are counted with torch.cuda.set_sync_debug_mode("warn") between the first and last step of
 each epoch (the logging points), per step. --graph also times the step replayed from one CUDA
-graph (wrn.step); each --channels-last value after the first times the step in that layout too.
+graph (benchmarks/step.py); each --channels-last value after the first times the step in that layout too.
 """
 
 from __future__ import annotations
@@ -38,10 +38,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/ is a folder of scripts
 from loop_overhead import throughput  # noqa: E402  (throughput.py, loaded once, shared)
 
-from wrn.cli import run_lightning  # noqa: E402
+from wrn.train import run_lightning  # noqa: E402
 from wrn.data import CIFARData, DeviceLoader  # noqa: E402
 from wrn.models import create_model  # noqa: E402
-from wrn.runs import atomic_write_json  # noqa: E402
+from wrn.files import atomic_write_json  # noqa: E402
 
 RESULTS_DIR = throughput.RESULTS_DIR
 NUM_CLASSES = 10  # CIFAR-10

@@ -37,12 +37,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from wrn.data.augment import normalize
-from wrn.complexity import count_params, fvcore_macs
-from wrn.models import create_model
-from wrn.models.fused import fused_loss
-from wrn.runs import atomic_write_json
-from wrn.step import EagerStep, make_step
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/ is a folder of scripts
+from step import EagerStep, make_step  # noqa: E402
+
+from wrn.complexity import count_params, fvcore_macs  # noqa: E402
+from wrn.data.augment import normalize  # noqa: E402
+from wrn.files import atomic_write_json  # noqa: E402
+from wrn.models import create_model  # noqa: E402
+from wrn.models.fused import fused_loss  # noqa: E402
 
 ALL_MODELS = ("wrn-16-1", "wrn-16-4", "wrn-16-8", "wrn-28-10", "resnet-110", "resnet-1202")
 FUSED_COPIES = (4, 8)  # networks per fused model
@@ -86,7 +88,7 @@ class Settings:
     steps: int
     warmup: int
     compile: str | None  # torch.compile mode for our step; None = eager
-    graph: bool = False  # our step replayed from one CUDA graph (wrn.step.CapturedStep)
+    graph: bool = False  # our step replayed from one CUDA graph (step.CapturedStep)
 
 
 # ---------------------------------------------------------------- device and peak
@@ -219,7 +221,7 @@ def classification_loss(logits: Tensor, labels: Tensor) -> Tensor:
 class TrainStep:
     """One SGD step per call on the next batch of `source`; `fast` picks our step over the
     reference. `finish()` is the one place our step waits for the device. `graph` replays our
-    step from one CUDA graph (wrn.step; eager on CPU); `memory_format` overrides the step's own
+    step from one CUDA graph (step.py; eager on CPU); `memory_format` overrides the step's own
     (channels_last for ours, NCHW for the reference)."""
 
     def __init__(self, model: torch.nn.Module, source: Callable[[], Batch], device: torch.device,

@@ -12,6 +12,7 @@ import torch
 import yaml
 from PIL import Image
 
+REPO = Path(__file__).resolve().parents[1]
 DATA_ENV = "WRN_DATA"  # CI exports it: the real CIFAR-10 image-folder tree
 DEADLINE_S = 240  # s, for anything a test waits on; the polls return as soon as it happens
 

@@ -66,7 +66,7 @@ def test_fit_help_documents_the_model_and_lists_the_package_options_first():
 
 
 def test_an_unknown_block_is_refused_with_the_choices():
-    from wrn.cli import ConfigError, FitConfigChecker
+    from wrn.train import ConfigError, FitConfigChecker
 
     checker = FitConfigChecker()
     with pytest.raises(ConfigError, match=r"B\(3,1,3\)"):

@@ -135,7 +135,7 @@ def test_the_fit_summary_reads_test_accuracies_from_the_record(tmp_path):
     from types import SimpleNamespace
 
     from wrn.console import fit_summary
-    from wrn.runs import atomic_write_json
+    from wrn.files import atomic_write_json
 
     atomic_write_json(tmp_path / "metrics.json", {
         "status": "finished", "model": "wrn-16-2", "epochs": 8, "wall_seconds": 239.0,
@@ -144,6 +144,6 @@ def test_the_fit_summary_reads_test_accuracies_from_the_record(tmp_path):
     trainer = SimpleNamespace(default_root_dir=str(tmp_path), current_epoch=8, loggers=[],
                               checkpoint_callbacks=[SimpleNamespace(dirpath=str(tmp_path / "checkpoints"))])
     summary = fit_summary(trainer)
-    assert summary.startswith("wrn-16-2 finished: 8 epochs in 3 min 59 s, 320 training images/s")
+    assert summary.startswith("wrn-16-2 finished: 8 epochs in 3m59s, 320 training images/s")
     assert "validation accuracy: best 65.8%, final 65.0%" in summary
     assert "test accuracy: final weights 68.0%, best checkpoint 68.3%" in summary

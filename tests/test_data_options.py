@@ -15,7 +15,8 @@ import pytest
 import torch
 
 from tests.test_data import make_tree, raises_one_line, small_data
-from wrn.cli import FitConfigChecker, main
+from wrn.cli import main
+from wrn.train import FitConfigChecker
 from wrn.data import DATASETS, CIFARData
 from wrn.data import datamodule, sources
 from wrn.errors import one_line_error

@@ -28,10 +28,12 @@ from PIL import Image
 from tests import helpers
 from tests.helpers import checkpoint_epoch, make_image_tree, wait_for
 from wrn.data import CIFARData
-from wrn.runs import append_jsonl, read_jsonl, read_metrics
+from wrn.files import append_jsonl, read_jsonl
+from wrn.rundir import read_metrics
 from wrn.sweep import cli as sweep_cli
 from wrn.report.results import RESULTS_FILE, results_problem
-from wrn.sweep.state import INTERRUPTED, LOG_FILE, RUNS_DIR, inspect_run
+from wrn.rundir import INTERRUPTED, run_state
+from wrn.sweep.state import LOG_FILE, RUNS_DIR
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_FIT = ["--model.name", "wrn-10-1", "--data.batch_size", "16", "--data.val_size", "32",
@@ -209,7 +211,7 @@ def test_sweep_sigkilled_mid_run_keeps_results_whole_and_resumes_only_the_unfini
         driver.send_signal(signal.SIGKILL)
         driver.wait()
         # The training child dies with the sweep (PDEATHSIG); its lock goes with it.
-        wait_for(lambda: inspect_run(long_run).state == INTERRUPTED, "the run to die with the sweep")
+        wait_for(lambda: run_state(long_run).state == INTERRUPTED, "the run to die with the sweep")
     finally:
         driver.kill()
         driver.wait()
@@ -548,21 +550,22 @@ def test_checkpoints_and_caches_load_without_pickle():
             if name in ("np.load", "np.save") and keyword(call, "allow_pickle") is not False:
                 unsafe.append(where(path, call))
     assert not unsafe, unsafe
-    source = (REPO / "wrn" / "cli.py").read_text()
+    source = (REPO / "wrn" / "train.py").read_text()
     assert "cfg.weights_only = True" in source  # Lightning's own resume path loads weights only
 
 
 # Every call in wrn/ that writes a file, and why it may: results and caches go through a temporary
 # name and a rename; what is left is append-only logs, a lock, or scratch that nobody reads back.
 WRITERS_ALLOWED = {
-    ("wrn/runs.py", "atomic_file"): "the atomic helper itself (mkstemp, fsync, os.replace)",
-    ("wrn/runs.py", "append_jsonl"): "epochs.jsonl: single-write appends; a cut line is reported",
-    ("wrn/data/cache.py", "atomic_save_npy"): "np.save into runs.atomic_file",
-    ("wrn/checkpoints.py", "save_atomically"): "torch.save into runs.atomic_file (previous last.ckpt kept)",
-    ("wrn/recorder.py", "setup"): "config.yaml: parser.dump makes the text, atomic_write_text writes it",
-    ("wrn/report/plot.py", "save_figure"): "savefig into runs.atomic_file",
+    ("wrn/files.py", "atomic_file"): "the atomic helper itself (mkstemp, fsync, os.replace)",
+    ("wrn/files.py", "append_jsonl"): "epochs.jsonl: single-write appends; a cut line is reported",
+    ("wrn/data/cache.py", "atomic_save_npy"): "np.save into files.atomic_file",
+    ("wrn/rundir.py", "save_checkpoint"): "torch.save into files.atomic_file (previous last.ckpt kept)",
+    ("wrn/train.py", "setup"): "config.yaml: parser.dump makes the text, rundir.write_config writes it",
+    ("wrn/train.py", "parse_arguments"): "--print_config: parser.dump makes the text for stdout",
+    ("wrn/report/plot.py", "save_figure"): "savefig into files.atomic_file",
     ("wrn/sweep/executors.py", "launch"): "log.txt: the run's output, appended",
-    ("wrn/sweep/state.py", "acquire_lock"): ".sweep.lock: flock'ed, never read",
+    ("wrn/rundir.py", "acquire_lock"): ".lock: flock'ed, never read",
     ("wrn/sweep/plan.py", "make_plan"): "point files in a TemporaryDirectory, to check the spec",
 }
 WRITE_CALLS = re.compile(r"(^|\.)(open|fdopen|write_text|write_bytes|savefig|save|dump|to_csv|mkstemp)$")

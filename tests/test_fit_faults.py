@@ -12,7 +12,7 @@ import pytest
 
 from tests.helpers import checkpoint_epoch, make_image_tree, wait_for
 from tests.test_faults import REPO, assert_one_line_error, epochs_of, fit, fit_args, shim_env
-from wrn.runs import read_metrics
+from wrn.rundir import read_metrics
 
 
 @pytest.fixture(scope="module")
@@ -139,5 +139,5 @@ def test_signalled_fit_exits_128_plus_the_signal_and_records_it(tmp_path, tree, 
         process.wait()
     assert process.returncode == code, stderr[-3000:]
     record = read_metrics(run)
-    assert record["status"] == "failed" and f"interrupted by {named}" in record["error"], record
+    assert record["status"] == "interrupted" and f"interrupted by {named}" in record["error"], record
     assert checkpoint_epoch(run / "checkpoints" / "last.ckpt") == 0

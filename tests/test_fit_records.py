@@ -14,7 +14,8 @@ import yaml
 
 from tests.helpers import make_image_tree
 from tests.test_faults import shim_env, wrn
-from wrn.runs import read_jsonl, read_metrics
+from wrn.files import read_jsonl
+from wrn.rundir import read_metrics
 
 TINY = ["--model.name", "wrn-10-1", "--data.batch_size", "16", "--data.val_size", "16",
         "--data.num_workers", "0", "--data.download", "false", "--trainer.accelerator", "cpu",

@@ -1,15 +1,19 @@
-"""wrn.step: the eager whole step on CPU (with one log line when a graph was asked for), and on CUDA
+"""benchmarks/step.py: the eager whole step on CPU (with one log line when a graph was asked for), and on CUDA
 a captured step whose replays equal the eager steps."""
 
 import copy
 import logging
+import sys
 
 import pytest
 import torch
 import torch.nn.functional as F
 
+from tests.helpers import REPO
 from wrn.models import create_model
-from wrn.step import CapturedStep, EagerStep, make_step
+
+sys.path.insert(0, str(REPO / "benchmarks"))
+from step import CapturedStep, EagerStep, make_step  # noqa: E402
 
 SGD = dict(lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4)
 
@@ -29,7 +33,7 @@ def test_cpu_falls_back_to_the_eager_step_with_one_log_line(caplog):
     net = create_model("wrn-10-1", num_classes=10)
     reference = copy.deepcopy(net)
     data = batches("cpu")
-    with caplog.at_level(logging.WARNING, logger="wrn.step"):
+    with caplog.at_level(logging.WARNING, logger="step"):
         step = make_step(net, torch.optim.SGD(net.parameters(), **SGD), F.cross_entropy, *data[0], graph=True)
     assert type(step) is EagerStep and not step.captured
     assert [r.getMessage() for r in caplog.records] == [

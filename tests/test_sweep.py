@@ -18,13 +18,15 @@ import pytest
 from tests import helpers
 from tests.helpers import make_image_tree, wait_for, wrn_data_root
 from wrn.errors import one_line_error
-from wrn.runs import atomic_write_json, read_metrics
+from wrn.files import atomic_write_json
+from wrn.rundir import read_metrics
 from wrn.sweep import cli as sweep_cli
 from wrn.sweep.plan import make_plan
 from wrn.report.results import RESULT_COLUMNS, RESULTS_FILE
 from wrn.sweep.runner import attempts_allowed
 from wrn.sweep.spec import expand, load_spec
-from wrn.sweep.state import FAILED, INTERRUPTED, LOG_FILE, RUNS_DIR, inspect_run
+from wrn.rundir import FAILED, INTERRUPTED, run_state
+from wrn.sweep.state import LOG_FILE, RUNS_DIR
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_RUN = {  # one epoch of WRN-10-1 on 3 classes x 20 images, 20 of them for validation
@@ -161,12 +163,12 @@ def test_run_states_and_retry_budget(tmp_path):
     (run_dir / "checkpoints" / "last.ckpt").write_bytes(b"x")
     record = {"status": "running", "model": "wrn-10-1", "epochs": 3, "max_epochs": 8}
     atomic_write_json(run_dir / "metrics.json", record)
-    assert inspect_run(run_dir).state == INTERRUPTED
-    atomic_write_json(run_dir / "metrics.json", {**record, "status": "failed",
-                                                 "error": "KeyboardInterrupt: (epoch 3)"})
-    assert inspect_run(run_dir).state == INTERRUPTED  # stopped by hand, not broken
+    assert run_state(run_dir).state == INTERRUPTED
+    atomic_write_json(run_dir / "metrics.json", {**record, "status": "interrupted",
+                                                 "error": "interrupted by SIGINT (Ctrl-C) (epoch 3)"})
+    assert run_state(run_dir).state == INTERRUPTED  # stopped by hand, not broken
     atomic_write_json(run_dir / "metrics.json", {**record, "status": "failed", "error": "FloatingPointError"})
-    status = inspect_run(run_dir)
+    status = run_state(run_dir)
     assert status.state == FAILED and attempts_allowed(status, 1) == 1 and attempts_allowed(status, 0) == 0
 
 
@@ -265,7 +267,7 @@ def test_sigkill_of_the_sweep_loses_nothing_and_resumes(tmp_path, tree):
         driver.wait()
         run_dir = next((out / RUNS_DIR).iterdir())
         # The lock is released when the last thread of the training process has exited.
-        wait_for(lambda: inspect_run(run_dir).state == INTERRUPTED,
+        wait_for(lambda: run_state(run_dir).state == INTERRUPTED,
                  "the training process to die with the sweep", log=log)
         assert not any(_alive(pid) for pid in training)
     finally:

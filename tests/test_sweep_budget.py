@@ -13,13 +13,15 @@ import json
 from pathlib import Path
 
 import pytest
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from tests import helpers
 from tests.helpers import make_image_tree
 from tests.test_faults import HOLD_SHIM
 from tests.test_sweep import TINY_RUN, attempts, logs, sweep
 from wrn.errors import one_line_error
-from wrn.runs import atomic_write_json, read_jsonl, read_metrics
+from wrn.files import atomic_write_json, read_jsonl
+from wrn.rundir import read_metrics
 from wrn.sweep.budget import (START_SECONDS, Budget, Estimator, SpeedBook, device_key,
                               parse_duration)
 from wrn.sweep.cli import BUDGET_EXIT, _exit_code
@@ -29,7 +31,9 @@ from wrn.sweep.progress import PlainProgress
 from wrn.report.results import RESULTS_FILE, results_problem
 from wrn.sweep.runner import initial_tally, run_sweep, states
 from wrn.sweep.spec import load_spec
-from wrn.sweep.state import FINISHED, INTERRUPTED, NEW, Outcome, run_dir_of
+from wrn.recorder import ending
+from wrn.rundir import FINISHED, INTERRUPTED, NEW
+from wrn.sweep.state import Outcome, run_dir_of
 
 RATE = 2.0  # images/s of the recorded WRN-10-1 runs below
 # One epoch on the tree: 40 training images, 20 validation images at a third of the cost.
@@ -95,10 +99,10 @@ class TimedExecutor:
     def shutdown(self) -> None:
         if self.going and self.stopped_at is None:
             self.stopped_at = self.clock.now
+        status, reason = ending(SIGTERMException())
         for run_dir, _ in self.going.values():  # as a SIGTERMed run leaves it
             atomic_write_json(Path(run_dir) / "metrics.json", {
-                "status": "failed", "model": "wrn-10-1", "epochs": 0,
-                "error": "SIGTERMException: (epoch 0, step 3)"})
+                "status": status, "model": "wrn-10-1", "epochs": 0, "error": f"{reason} (epoch 0, step 3)"})
         self.going.clear()
 
 

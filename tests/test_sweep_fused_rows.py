@@ -4,7 +4,7 @@ mean ± std over seeds counts each of them."""
 from __future__ import annotations
 
 from wrn.report.results import RESULTS_FILE, aggregate, load_results
-from wrn.runs import atomic_write_json
+from wrn.files import atomic_write_json
 from wrn.sweep.results import refresh_results
 from wrn.sweep.state import RUNS_DIR, write_run_files
 

@@ -22,7 +22,7 @@ from tests import helpers
 from tests.helpers import make_image_tree, wait_for
 from tests.test_sweep import TINY_RUN, result_rows, sweep
 from wrn.errors import one_line_error
-from wrn.runs import read_metrics
+from wrn.rundir import read_metrics
 from wrn.sweep import cli as sweep_cli
 from wrn.sweep.executors import join_error, probe_address
 from wrn.sweep.state import RUNS_DIR

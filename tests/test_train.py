@@ -11,7 +11,8 @@ import yaml
 
 from tests.helpers import make_image_tree, wrn_data_root
 from wrn.module import lr_factor
-from wrn.runs import read_jsonl, read_metrics
+from wrn.files import read_jsonl
+from wrn.rundir import read_metrics
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["--model.name", "wrn-10-1", "--data.batch_size", "32", "--data.num_workers", "0",
@@ -138,7 +139,7 @@ def test_fused_run_reports_each_seed_as_its_separate_run_would(tmp_path, tree):
 
 @pytest.fixture(scope="module")
 def checker():
-    from wrn.cli import FitConfigChecker
+    from wrn.train import FitConfigChecker
 
     return FitConfigChecker()
 

@@ -1,6 +1,5 @@
-"""What `wrn fit | validate | test | predict` print around a run: known third-party noise kept
-off the console, a progress bar that counts epochs from 1, a warning before a CPU run that would
-take days, and a short summary at the end of `fit` and `test`."""
+"""What `wrn fit | validate | test | predict` print: no known third-party noise, a progress bar
+counting epochs from 1, a warning before a CPU run of days, a summary at the end."""
 
 from __future__ import annotations
 
@@ -12,10 +11,11 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import ProgressBar, RichProgressBar, TQDMProgressBar
-from lightning.pytorch.callbacks.progress.rich_progress import _RICH_AVAILABLE
+from lightning.pytorch.callbacks import ProgressBar, RichProgressBar
 
-from wrn.runs import METRICS_FILE, RecordError, read_metrics
+from wrn import rundir
+from wrn.data import DATASETS
+from wrn.report.text import duration
 
 # (message regex, module regex, category): each one exact third-party warning, nothing broader.
 KNOWN_WARNINGS = (
@@ -32,7 +32,6 @@ LITLOGGER_TIP = "💡 Tip: For seamless cloud logging"
 SLOW_RUN_HOURS = 12.0  # a CPU run estimated longer than this is announced before it starts
 ESTIMATE_FROM_IMAGES = 1_000_000  # epochs x images below this never pay for the speed probe
 PROBE_BATCH = 4  # images per timed training step of the speed probe (a few seconds for WRN-28-10)
-TRAIN_IMAGES = {"cifar10": 50_000, "cifar100": 50_000, "svhn": 73_257}  # training split sizes
 
 
 class _DropLitLoggerTip(logging.Filter):
@@ -61,28 +60,21 @@ def _one_based(epoch: int, max_epochs: int | None) -> str:
 class RichEpochBar(RichProgressBar):
     """Lightning's rich bar, epochs counted from 1 up to max_epochs."""
 
-    def _get_train_description(self, current_epoch: int) -> str:
-        description = _one_based(current_epoch, self.trainer.max_epochs)
-        return f"{description:{len(self.validation_description)}}"
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_train_epoch_start(trainer, pl_module)
+        if self.progress is not None and self.train_progress_bar_id is not None:
+            description = _one_based(trainer.current_epoch, trainer.max_epochs)
+            self.progress.update(self.train_progress_bar_id,
+                                 description=f"{description:{len(self.validation_description)}}")
+            self.refresh()
 
 
-class TQDMEpochBar(TQDMProgressBar):
-    """Lightning's tqdm bar, epochs counted from 1 up to max_epochs."""
-
-    def on_train_epoch_start(self, trainer: L.Trainer, *args) -> None:
-        super().on_train_epoch_start(trainer, *args)
-        self.train_progress_bar.set_description(_one_based(trainer.current_epoch, trainer.max_epochs))
-
-
-def has_progress_bar(trainer_config: dict) -> bool:
-    callbacks = trainer_config.get("callbacks") or []
-    callbacks = callbacks if isinstance(callbacks, list) else [callbacks]
+def has_progress_bar(callbacks: list) -> bool:
     return any(isinstance(c, ProgressBar) for c in callbacks)
 
 
 def progress_bar() -> L.Callback:
-    """The bar Lightning would pick (rich when installed), counting epochs from 1."""
-    return RichEpochBar() if _RICH_AVAILABLE else TQDMEpochBar()
+    return RichEpochBar()
 
 
 # -- help -----------------------------------------------------------------------------------------
@@ -104,7 +96,8 @@ def planned_train_images(datamodule) -> int:
     """Training images per epoch the data config asks for, before reading any data."""
     classes = getattr(datamodule, "num_classes", 10)
     subset = getattr(datamodule, "subset", None)
-    total = subset * classes if subset else TRAIN_IMAGES.get(getattr(datamodule, "dataset", ""), 50_000)
+    facts = DATASETS.get(getattr(datamodule, "dataset", ""), DATASETS["cifar10"])
+    total = subset * classes if subset else facts.train_images
     return max(0, total - getattr(datamodule, "val_size", 0))
 
 
@@ -147,13 +140,6 @@ def _percent(value) -> str:
     return "–" if value is None else f"{100 * value:.1f}%"
 
 
-def _seconds(value) -> str:
-    if value is None:
-        return "–"
-    minutes, seconds = divmod(float(value), 60)
-    return f"{int(minutes)} min {seconds:.0f} s" if minutes else f"{seconds:.1f} s"
-
-
 def _log_lines(trainer: L.Trainer) -> list[str]:
     return [f"  logs:         {type(lg).__name__} {lg.log_dir}" for lg in trainer.loggers
             if getattr(lg, "log_dir", None)]
@@ -161,8 +147,8 @@ def _log_lines(trainer: L.Trainer) -> list[str]:
 
 def _record(run_dir: Path) -> dict:
     try:
-        return read_metrics(run_dir) or {}
-    except RecordError:
+        return rundir.read_metrics(run_dir) or {}
+    except rundir.RecordError:
         return {}
 
 
@@ -172,7 +158,7 @@ def fit_summary(trainer: L.Trainer) -> str:
     record = _record(run_dir)
     rate = record.get("images_per_sec")
     lines = [f"{record.get('model', 'model')} {record.get('status', 'finished')}: "
-             f"{record.get('epochs', trainer.current_epoch)} epochs in {_seconds(record.get('wall_seconds'))}"
+             f"{record.get('epochs', trainer.current_epoch)} epochs in {duration(record.get('wall_seconds'))}"
              + (f", {rate:,.0f} training images/s" if rate else "")
              + (f" ({record['device']})" if record.get("device") else ""),
              f"  validation accuracy: best {_percent(record.get('best_val_acc'))}, "
@@ -182,7 +168,7 @@ def fit_summary(trainer: L.Trainer) -> str:
              if record.get(key) is not None]
     if tests:
         lines.append(f"  test accuracy: {', '.join(tests)}")
-    lines.append(f"  record:       {run_dir / METRICS_FILE}")
+    lines.append(f"  record:       {rundir.record_path(run_dir)}")
     checkpoints = sorted({Path(cb.dirpath) for cb in trainer.checkpoint_callbacks
                           if getattr(cb, "dirpath", None)})
     lines += [f"  checkpoints:  {folder}" for folder in checkpoints]
@@ -195,7 +181,7 @@ def evaluation_summary(trainer: L.Trainer, seconds: float, images: int | None) -
     value = None if test_acc is None else float(test_acc)
     speed = f", {images / seconds:,.0f} images/s" if images and seconds > 0 else ""
     count = f" of {images:,} images" if images else ""
-    lines = [f"test accuracy {_percent(value)}{count} in {_seconds(seconds)}{speed}"]
+    lines = [f"test accuracy {_percent(value)}{count} in {duration(seconds)}{speed}"]
     if trainer.ckpt_path:
         lines.append(f"  checkpoint:   {trainer.ckpt_path}")
     lines.append(f"  run:          {trainer.default_root_dir}")

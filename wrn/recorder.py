@@ -1,8 +1,7 @@
-"""`RunRecorder`: the callback that keeps a run's metrics.json and epochs.jsonl (see wrn.runs).
+"""`RunRecorder`: the callback that keeps a run's record (metrics.json, epochs.jsonl) every epoch.
 
-A fused multi-seed run (model.copies = S > 1) also keeps, for each copy, `seed-<s>/metrics.json`
-and `seed-<s>/epochs.jsonl` exactly as the separate run with seed s would; the top-level record
-then holds the mean over copies and names the copies' folders in `copy_dirs`.
+A fused run (model.copies = S > 1) also keeps each copy's record in its seed folder, as the
+separate run with that seed would; the run's own record holds the mean over copies.
 """
 
 from __future__ import annotations
@@ -14,12 +13,8 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from lightning.pytorch.cli import SaveConfigCallback
 
-from wrn import complexity
-from wrn.runs import (CONFIG_FILE, EPOCHS_FILE, EVALUATION_FILE, METRICS_FILE, RecordError,
-                      append_jsonl, atomic_write_json, atomic_write_text, drop_epochs_from,
-                      read_jsonl, read_metrics, run_identity)
+from wrn import complexity, rundir
 
 EPOCH_KEYS = ("train_loss", "train_acc", "val_loss", "val_acc", "val_top5")
 
@@ -31,21 +26,20 @@ def device_name(trainer: L.Trainer) -> str:
     return f"cpu ({torch.get_num_threads()} threads)"
 
 
-def failure(exception: BaseException) -> str:
-    """What stopped a run, for its record: the exception's type and one-line reason; a signal by
-    name (SIGTERM, or SIGINT for Ctrl-C)."""
+def ending(exception: BaseException) -> tuple[str, str]:
+    """(status, reason) of a run that raised: a signal interrupts it (resumable), anything else
+    fails it."""
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 
     from wrn.errors import one_line_error
 
     if isinstance(exception, SIGTERMException):
-        return "interrupted by SIGTERM; resume with --ckpt_path last"
+        return rundir.INTERRUPTED, "interrupted by SIGTERM; resume with --ckpt_path last"
     if isinstance(exception, KeyboardInterrupt):
-        return "interrupted by SIGINT (Ctrl-C); resume with --ckpt_path last"
+        return rundir.INTERRUPTED, "interrupted by SIGINT (Ctrl-C); resume with --ckpt_path last"
     text = str(exception).strip()
     reason = one_line_error(exception) if isinstance(exception, Exception) else None
-    return f"{type(exception).__name__}: {reason or (text.splitlines()[0] if text else '')}"
-
+    return rundir.FAILED, f"{type(exception).__name__}: {reason or (text.splitlines()[0] if text else '')}"
 
 
 def _scalar(metrics: dict, key: str) -> float | None:
@@ -55,8 +49,8 @@ def _scalar(metrics: dict, key: str) -> float | None:
 
 @dataclass(frozen=True)
 class RecordView:
-    """Where one record goes and which logged keys are its own: '' for a single run, '_c<i>' for
-    copy i of a fused run (val_acc_c2 is copy 2's val_acc)."""
+    """One record and its logged keys: suffix '' for a single run, '_c<i>' for copy i of a fused
+    run (val_acc_c2 is copy 2's val_acc)."""
 
     folder: Path
     seed: int | None
@@ -67,11 +61,7 @@ class RecordView:
 
 
 class RunRecorder(L.Callback):
-    """Rewrites metrics.json atomically after every epoch and appends one line to epochs.jsonl.
-
-    Best accuracy, wall time and throughput survive a resume through the checkpoint (state_dict).
-    A run that raises is recorded as failed, with the error and where it happened.
-    """
+    """Best accuracy, wall time and throughput survive a resume through the checkpoint."""
 
     def __init__(self):
         self.best_val_acc: dict[str, float] = {}  # per view suffix
@@ -81,7 +71,6 @@ class RunRecorder(L.Callback):
         self.record: dict = {}
         self.views: list[RecordView] = []
 
-    # -- persistence across resume ----------------------------------------------------------------
     def state_dict(self) -> dict:
         return {"best_val_acc": self.best_val_acc, "wall_seconds": self._elapsed_wall(),
                 "train_seconds": self.train_seconds, "train_images": self.train_images}
@@ -99,7 +88,7 @@ class RunRecorder(L.Callback):
         self.run_dir = Path(trainer.default_root_dir)
         seed, copies = pl_module.seed, pl_module.copies
         self.views = [RecordView(self.run_dir, seed, "")] if copies == 1 else [
-            RecordView(self.run_dir / f"seed-{pl_module.first_seed + i}", pl_module.first_seed + i, f"_c{i}")
+            RecordView(rundir.copy_dir(self.run_dir, pl_module.first_seed + i), pl_module.first_seed + i, f"_c{i}")
             for i in range(copies)]
         if trainer.is_global_zero:
             self.record = self._identity(trainer, pl_module, seed)
@@ -111,14 +100,14 @@ class RunRecorder(L.Callback):
             return
         if trainer.logger is not None:
             trainer.logger.log_hyperparams({k: self.record[k] for k in ("params", "flops")})
-        self._write_all(trainer, trainer.current_epoch, "running", None)
+        self._write_all(trainer, trainer.current_epoch, rundir.RUNNING, None)
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        # A resumed run redoes every epoch after its checkpoint's: lines that a killed attempt wrote
-        # for those epochs (it died before checkpointing them) would otherwise appear twice.
+        # A resumed run redoes every epoch after its checkpoint's: lines a killed attempt wrote
+        # for those epochs would otherwise appear twice.
         if trainer.is_global_zero:
             for view in self.views:
-                drop_epochs_from(view.folder / EPOCHS_FILE, trainer.current_epoch)
+                rundir.drop_epochs_from(view.folder, trainer.current_epoch)
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._epoch_start = time.perf_counter()
@@ -157,37 +146,36 @@ class RunRecorder(L.Callback):
         identity = {k: self.record[k] for k in ("model", "depth", "widen_factor", "dropout")}
         for view in self.views:
             line = {k: view.metric(trainer.callback_metrics, k) for k in EPOCH_KEYS}
-            append_jsonl(view.folder / EPOCHS_FILE, {
+            rundir.append_epoch(view.folder, {
                 **identity, "seed": view.seed, "epoch": trainer.current_epoch,
                 "step": trainer.global_step, "wall_seconds": round(self._elapsed_wall(), 3), "lr": lr,
                 **{k: v for k, v in line.items() if v is not None}})
-        self._write_all(trainer, trainer.current_epoch + 1, "running", None, trainer.callback_metrics)
+        self._write_all(trainer, trainer.current_epoch + 1, rundir.RUNNING, None, trainer.callback_metrics)
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.is_global_zero:
-            self._write_all(trainer, trainer.current_epoch, "finished", None)
+            self._write_all(trainer, trainer.current_epoch, rundir.FINISHED, None)
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
         if not trainer.is_global_zero or not self.record or trainer.state.fn != "fit":
             return
+        status, reason = ending(exception)
         where = f"(epoch {trainer.current_epoch}, step {trainer.global_step})"
-        self._write_all(trainer, trainer.current_epoch, "failed", f"{failure(exception)} {where}")
+        self._write_all(trainer, trainer.current_epoch, status, f"{reason} {where}")
 
     # -- test ---------------------------------------------------------------------------------------
     def record_test(self, trainer: L.Trainer, pl_module: L.LightningModule, key: str) -> None:
-        """After a fit's test: its test_acc (per copy, and their mean) into metrics.json as `key`
-        (test_acc for the final weights, test_acc_best for the best-validation checkpoint)."""
+        """After a fit's test: test_acc (per copy, and their mean) into the records as `key`
+        (test_acc: the final weights, test_acc_best: the best-validation checkpoint)."""
         if not trainer.is_global_zero:
             return
         for folder, value in self._per_folder(trainer.callback_metrics, "test_acc"):
             previous = self._previous(folder) or {}
-            atomic_write_json(folder / METRICS_FILE, {**previous, key: value,
-                                                      "test_view": pl_module.eval_view})
+            rundir.write_metrics(folder, {**previous, key: value, "test_view": pl_module.eval_view})
 
     def record_evaluation(self, trainer: L.Trainer, pl_module: L.LightningModule, folder: Path,
                           stage: str, ckpt_path: str | None) -> None:
-        """`wrn validate` / `wrn test`: a record of its own, folder/evaluation.json, beside its
-        metrics.csv and config.yaml; the run's own files are never touched."""
+        """`wrn validate` / `wrn test`: a record of its own in `folder`, never the run's files."""
         if not trainer.is_global_zero:
             return
         prefix = "val" if stage == "validate" else "test"
@@ -197,7 +185,7 @@ class RunRecorder(L.Callback):
                   **{f"{prefix}_{k}": _scalar(metrics, f"{prefix}_{k}") for k in ("acc", "loss", "top5")}}
         if len(self.views) > 1:
             record["copies"] = {str(view.seed): view.metric(metrics, f"{prefix}_acc") for view in self.views}
-        atomic_write_json(Path(folder) / EVALUATION_FILE, record)
+        rundir.write_evaluation(folder, record)
 
     def _per_folder(self, metrics: dict, key: str) -> list[tuple[Path, float | None]]:
         """(folder, value of key) for every record of the run: each copy's, then the mean's."""
@@ -208,10 +196,14 @@ class RunRecorder(L.Callback):
 
     # -- the record ---------------------------------------------------------------------------------
     def _identity(self, trainer: L.Trainer, pl_module: L.LightningModule, seed: int | None) -> dict:
-        spec = pl_module.spec
-        reference = spec.build()  # a fresh single CPU copy: fvcore traces it, the trained one stays
-        return {**run_identity(spec, seed, trainer.max_epochs),
-                "params": complexity.count_params(reference), "flops": complexity.fvcore_macs(reference),
+        # Counted on the module's own network (still untrained and on the CPU here): a fused one
+        # holds `copies` equal networks side by side, each costing a copies-th of the whole.
+        net, copies = pl_module.net, pl_module.copies
+        training = net.training
+        flops = complexity.fvcore_macs(net) // copies
+        net.train(training)
+        return {**rundir.run_identity(pl_module.spec, seed, trainer.max_epochs),
+                "params": complexity.count_params(net) // copies, "flops": flops,
                 "device": device_name(trainer)}
 
     def _elapsed_wall(self) -> float:
@@ -221,12 +213,12 @@ class RunRecorder(L.Callback):
     @staticmethod
     def _previous(folder: Path) -> dict | None:
         try:
-            return read_metrics(folder)
-        except RecordError as exc:
-            # Damaged: said, then rewritten whole from this run's own state (best_val_acc and the
+            return rundir.read_metrics(folder)
+        except rundir.RecordError as exc:
+            # Damaged: said, then rewritten whole from the run's own state (best_val_acc and the
             # times come with the checkpoint) and its last recorded epoch (final_val_acc).
-            warnings.warn(f"{exc}; rewriting it from the run's checkpoint and {EPOCHS_FILE}")
-            lines, _ = read_jsonl(folder / EPOCHS_FILE)
+            warnings.warn(f"{exc}; rewriting it from the run's checkpoint and epochs")
+            lines, _ = rundir.read_epochs(folder)
             return {"final_val_acc": lines[-1].get("val_acc")} if lines else None
 
     def _write_all(self, trainer: L.Trainer, epochs: int, status: str, error: str | None,
@@ -250,29 +242,8 @@ class RunRecorder(L.Callback):
 
     def _write(self, folder: Path, fields: dict, best: float | None, final: float | None) -> None:
         previous = self._previous(folder) or {}
-        atomic_write_json(folder / METRICS_FILE, {
+        rundir.write_metrics(folder, {
             **previous, **fields, "best_val_acc": best,
             "final_val_acc": final if final is not None else previous.get("final_val_acc"),
             # Of the final weights: gone while they change, set again by the test at the end.
             "test_acc": None, "test_acc_best": None})
-
-
-class ConfigSaver(SaveConfigCallback):
-    """Saves the command's config.yaml atomically into its own record folder (the run folder for
-    fit, RUN/eval/<command>-<time>/ for evaluations), with the values it was given before
-    resolution (`as_given`: loggers and ckpt_path), so the file replays on any machine."""
-
-    def __init__(self, parser, config, folder: Path, as_given: dict, **kwargs):
-        super().__init__(parser, config, **kwargs)
-        self.folder, self.as_given = Path(folder), as_given
-
-    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        if self.already_saved:
-            return
-        if trainer.is_global_zero:
-            config = self.config.clone()
-            for key, value in self.as_given.items():
-                if key in config:
-                    config[key] = value
-            atomic_write_text(self.folder / CONFIG_FILE, self.parser.dump(config, skip_none=False))
-        self.already_saved = trainer.strategy.broadcast(True)

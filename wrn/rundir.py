@@ -107,9 +107,11 @@ def record_signature(run: Run) -> tuple | None:
     return stat.st_ino, stat.st_mtime_ns, stat.st_size
 
 
-def find_records(folder: Run) -> Iterator[dict]:
-    """Every readable run record under `folder` (*metrics.json, recursively)."""
-    for path in sorted(Path(folder).rglob(f"*{METRICS}")):
+def find_records(folder: Run, recursive: bool = True) -> Iterator[dict]:
+    """Every readable run record under `folder`: *metrics.json at any depth, or the records of
+    its run folders (folder/*/metrics.json)."""
+    paths = Path(folder).rglob(f"*{METRICS}") if recursive else Path(folder).glob(f"*/{METRICS}")
+    for path in sorted(paths):
         try:
             record = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
@@ -197,8 +199,13 @@ def save_checkpoint(checkpoint: dict, path: Run) -> None:
     import torch
 
     path = Path(path)
-    with atomic_file(path, keep_previous=path.with_name(PREVIOUS_LAST) if path.name == LAST else None) as f:
-        torch.save(checkpoint, f)
+    try:
+        with atomic_file(path, keep_previous=path.with_name(PREVIOUS_LAST) if path.name == LAST else None) as f:
+            torch.save(checkpoint, f)
+    except OSError as exc:
+        if exc.filename is None and exc.errno:  # a write into the open file: name the checkpoint
+            raise OSError(exc.errno, os.strerror(exc.errno), str(path)) from None
+        raise
 
 
 def load_checkpoint(path: Run) -> Any:

@@ -29,7 +29,6 @@ cluster's device is unknown, so there every run has no estimate.
 from __future__ import annotations
 
 import functools
-import json
 import os
 import re
 import statistics
@@ -38,14 +37,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from wrn.runs import METRICS_FILE
-from wrn.sweep.state import RUNS_DIR
+from wrn import rundir
+from wrn.data import DATASETS
+from wrn.data.sources import IMAGE_SUFFIXES
+from wrn.sweep.state import RUNS_DIR, run_dir_of
 
 START_SECONDS = 20.0  # process start, imports, data set loading: outside a record's times
 EVAL_COST = 1 / 3  # an evaluated image costs about a third of a trained one (forward only)
-NOMINAL_IMAGES = {"cifar10": (50_000, 10_000), "cifar100": (50_000, 10_000),
-                  "svhn": (73_257, 26_032)}  # (train, test) when the root holds no image tree
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 DURATION_PART = re.compile(r"(\d+(?:\.\d*)?)([hms])")
 UNIT_SECONDS = {"h": 3600.0, "m": 60.0, "s": 1.0}
 
@@ -89,22 +87,21 @@ class SpeedBook:
         for folder in self.folders:
             if not Path(folder).is_dir():
                 raise ValueError(f"--speeds {folder}: no such folder")
-            self._add(self._fixed, Path(folder).rglob(f"*{METRICS_FILE}"))  # eager-metrics.json too
+            self._add(self._fixed, rundir.find_records(folder))  # eager-metrics.json too
         self.refresh()
 
     def refresh(self) -> None:
         """Re-read the sweep's own records (after a run ended: its speed is known now)."""
         self._own = {}
         if self.out_dir is not None:
-            self._add(self._own, (Path(self.out_dir) / RUNS_DIR).glob(f"*/{METRICS_FILE}"))
+            self._add(self._own, rundir.find_records(Path(self.out_dir) / RUNS_DIR, recursive=False))
 
     @staticmethod
-    def _add(book: dict, paths) -> None:
-        for path in paths:
+    def _add(book: dict, records) -> None:
+        for record in records:
             try:
-                record = json.loads(path.read_text(encoding="utf-8"))
                 rate = float(record["images_per_sec"])
-            except (OSError, ValueError, KeyError, TypeError):
+            except (ValueError, KeyError, TypeError):
                 continue  # no speed in it (yet): not a source
             key = (record.get("model"), int(record.get("copies") or 1), device_key(record.get("device")))
             if rate > 0 and all(key):
@@ -153,7 +150,8 @@ def workload(settings: dict, data_root: str | None) -> Workload:
     """From a run's settings (wrn.sweep.plan.run_settings) and its data root."""
     dataset = settings.get("data.dataset", "cifar10")
     subset, val = settings.get("data.subset"), int(settings.get("data.val_size") or 0)
-    nominal_train, nominal_test = NOMINAL_IMAGES.get(dataset, (50_000, 10_000))
+    facts = DATASETS.get(dataset, DATASETS["cifar10"])
+    nominal_train, nominal_test = facts.train_images, facts.test_images
     root = Path(data_root).expanduser() if data_root else None
     train = _tree_count(str(root / "train"), subset) if root else None
     test = _tree_count(str(root / "test"), None) if root else None
@@ -229,14 +227,11 @@ class Estimator:
     sweep_device: str | None  # a GPU's name, 'cpu', or None when unknown
 
     def __call__(self, run) -> Estimate:  # run: wrn.sweep.plan.PlannedRun
-        from wrn.runs import RecordError, read_metrics
-        from wrn.sweep.state import run_dir_of
-
         done = 0
         if self.book.out_dir is not None:
             try:
-                record = read_metrics(run_dir_of(self.book.out_dir, run.run_id)) or {}
-            except RecordError:
+                record = rundir.read_metrics(run_dir_of(self.book.out_dir, run.run_id)) or {}
+            except rundir.RecordError:
                 record = {}
             done = int(record.get("epochs") or 0) if record.get("status") != "finished" else 0
         device = run_device(run.settings, self.sweep_device)

@@ -7,8 +7,8 @@
     wrn sweep summarize DIR [--format table|csv|json]
 
 `run` exits 0 when every run finished, 1 when some failed (the others still ran), 2 on an error
-in the spec or the arguments (before anything runs), 3 when the time budget ended with runs
-left (none failed; the same command continues), 130 on Ctrl-C.
+in the spec or the arguments (before anything runs), 3 when runs are left (the time budget ended
+or a run was interrupted; none failed): the same command continues; 130 on Ctrl-C.
 """
 
 from __future__ import annotations
@@ -20,21 +20,21 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from wrn.sweep.budget import Budget, Estimator, SpeedBook, parse_duration
-from wrn.sweep.plan import Plan, make_plan
-from wrn.report.text import duration
-from wrn.sweep.progress import make_progress
 from wrn.report.results import RESULTS_FILE, results_problem
 from wrn.report.summary import FORMATS, runs_of_records, summarize, summary_table
-from wrn.report.text import render_table
+from wrn.report.text import duration, render_table
+from wrn.rundir import FAILED, FINISHED, INTERRUPTED, NEW, RUNNING, RunState
+from wrn.sweep.budget import Budget, Estimator, SpeedBook, parse_duration
+from wrn.sweep.plan import Plan, make_plan
+from wrn.sweep.progress import make_progress
 from wrn.sweep.results import refresh_results
 from wrn.sweep.runner import (SweepOutcome, changed_runs, initial_tally, outcome_of, run_sweep,
                               states, will_run)
 from wrn.sweep.spec import MAX_POINTS, load_spec, point_count
-from wrn.sweep.state import FAILED, FINISHED, INTERRUPTED, NEW, RUNNING, RUNS_DIR, RunStatus
+from wrn.sweep.state import RUNS_DIR
 
 INTERRUPTED_EXIT = 130  # 128 + SIGINT, the shell's convention
-BUDGET_EXIT = 3  # the time budget ended with runs left: run the same command again
+BUDGET_EXIT = 3  # runs left (the time budget ended, or one was interrupted): run it again
 SAY_CHECKING_FROM = 100  # points: from this many, say that the check is going on
 PASSTHROUGH_HELP = ("any other --key value is passed to every `wrn fit` after the point's config "
                     "(e.g. --data.root DIR --trainer.max_epochs 1), and checked like the points")
@@ -140,7 +140,7 @@ ACTIONS = {NEW: "start", INTERRUPTED: "resume", FAILED: "retry", FINISHED: "done
            RUNNING: "running elsewhere"}
 
 
-def _plan_lines(plan: Plan, status: dict[str, RunStatus], max_retries: int | None,
+def _plan_lines(plan: Plan, status: dict[str, RunState], max_retries: int | None,
                 estimator: Estimator | None = None) -> list[str]:
     """One line per run (its state, or with max_retries its next action; with an estimator its
     estimated time) and per skipped point."""
@@ -185,7 +185,7 @@ def skipped_lines(plan: Plan) -> list[str]:
             else f"skipped  {label}: {reason}" for (label, reason), s in seeds.items()]
 
 
-def _status(plan: Plan, out: Path, status: dict[str, RunStatus]) -> int:
+def _status(plan: Plan, out: Path, status: dict[str, RunState]) -> int:
     """Reads only: never writes into OUT (a finished sweep may be read-only)."""
     print(f"sweep {plan.spec.path} -> {out}")
     print("\n".join(_plan_lines(plan, status, None)))
@@ -269,10 +269,10 @@ def _summary(outcome: SweepOutcome, out: Path, started: float) -> str:
 
 
 def _exit_code(outcome: SweepOutcome) -> int:
-    return 1 if outcome.failed else BUDGET_EXIT if outcome.budget_ended and outcome.left else 0
+    return 1 if outcome.failed else BUDGET_EXIT if outcome.left else 0
 
 
-def _run(args, plan: Plan, out: Path, status: dict[str, RunStatus], budget: Budget | None,
+def _run(args, plan: Plan, out: Path, status: dict[str, RunState], budget: Budget | None,
          started: float) -> int:
     if args.max_retries < 0:
         raise ValueError(f"--max-retries {args.max_retries} must be >= 0")

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Protocol
 
-from wrn.sweep.state import (BUSY, FAILED, LOG_FILE, Outcome, acquire_lock, conclude, record_failure,
-                             record_signature)
+from wrn import rundir
+from wrn.sweep.state import BUSY, LOG_FILE, Outcome, conclude, record_failure
 
 POLL_SECONDS = 0.5  # how often the local executor looks at its processes
 STOP_GRACE_SECONDS = 10.0  # after SIGTERM, how long a run may take to stop before SIGKILL
@@ -85,7 +85,7 @@ class Launched:
 def launch(task: RunTask, env_overrides: dict[str, str]) -> Launched | None:
     """Start the run's process, output appended to log.txt; None when another sweep holds it."""
     run_dir = Path(task.run_dir)
-    lock = acquire_lock(run_dir)
+    lock = rundir.acquire_lock(run_dir)
     if lock is None:
         return None
     command = [sys.executable, "-m", "wrn", "fit", *task.fit_args]
@@ -98,7 +98,7 @@ def launch(task: RunTask, env_overrides: dict[str, str]) -> Launched | None:
         cwd=task.cwd if os.path.isdir(task.cwd) else None,
         pass_fds=(lock.fileno(),),  # the child holds the lock too, for as long as it lives
         preexec_fn=_die_with_parent if _LIBC is not None else None)
-    return Launched(task, process, lock, log, record_signature(run_dir), time.monotonic())
+    return Launched(task, process, lock, log, rundir.record_signature(run_dir), time.monotonic())
 
 
 def finish(launched: Launched) -> Outcome:
@@ -330,7 +330,7 @@ class RayExecutor:
         except Exception as exc:  # noqa: BLE001 - a dead worker or node: the run failed, the sweep goes on
             reason = "ray task failed: " + " ".join(str(exc).split())[:500]
             record_failure(Path(task.run_dir), task.identity, reason)
-            return Outcome(task.run_id, FAILED, reason)
+            return Outcome(task.run_id, rundir.FAILED, reason)
 
     def shutdown(self) -> None:
         for ref in list(self._pending):

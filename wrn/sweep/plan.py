@@ -22,7 +22,7 @@ from typing import Any
 
 import yaml
 
-from wrn.runs import run_identity
+from wrn.rundir import run_identity
 from wrn.sweep.spec import (MAX_POINTS, OWNED_KEYS, SEED_KEY, Point, SweepSpec, check_point_count,
                             check_seed, expand)
 
@@ -73,13 +73,9 @@ class Plan:
 @functools.lru_cache(maxsize=1)
 def fit_checker():
     """Building the parser costs seconds; one per process serves every sweep it checks."""
-    import warnings
+    from wrn.train import FitConfigChecker
 
-    from wrn.cli import FitConfigChecker
-
-    with warnings.catch_warnings():  # about sys.argv beside args=[]: the checker parses no argv
-        warnings.filterwarnings("ignore", message=".*args parameter is intended.*")
-        return FitConfigChecker()
+    return FitConfigChecker()
 
 
 def _passthrough_keys(passthrough: list[str]) -> list[str]:
@@ -102,7 +98,7 @@ def _check_passthrough(spec: SweepSpec, passthrough: list[str]) -> None:
 def make_plan(spec: SweepSpec, passthrough: list[str], checker=None,
               max_points: int = MAX_POINTS) -> Plan:
     """Expand the spec and parse every point with the `wrn fit` parser."""
-    from wrn.cli import ConfigError
+    from wrn.train import ConfigError
 
     _check_passthrough(spec, passthrough)
     check_point_count(spec, max_points)

@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from typing import TextIO
 
 from wrn.report.text import duration
-from wrn.sweep.state import BUSY, FINISHED, Outcome
+from wrn.rundir import FAILED, FINISHED
+from wrn.sweep.state import Outcome
 
 
 @dataclass
@@ -75,7 +76,7 @@ class PlainProgress:
             self.tally.left += 1
             what = f"failed   {outcome.run_id}  (will retry): {outcome.error}"
         else:
-            self.tally.failed += outcome.status != BUSY
+            self.tally.failed += outcome.status == FAILED
             what = f"{outcome.status:8} {outcome.run_id}: {outcome.error}"
         self._print(f"{what} | {self.tally.line()}")
 

@@ -1,10 +1,6 @@
-"""A sweep's results.csv, rebuilt from its run directories (schema and writer: wrn.report.results).
-
-One row per run that has a record (OUT/runs/*/sweep.json + metrics.json), in plan order; a fused
-run (`model.copies: S`) gives one row per seed, from its copies' own records (`seed-<s>/`), so
-mean ± std counts every seed it trained. The file
-is rewritten whole and atomically, so a reader or a kill never sees half of it; a damaged one is
-reported and rebuilt, since the run directories hold everything it says.
+"""A sweep's results.csv, rebuilt from its run folders: a row per run with a record, in plan
+order; a fused run gives a row per seed, from its copies' own records, so mean ± std counts every
+seed. A damaged file is reported and rebuilt: the run folders hold everything it says.
 """
 
 from __future__ import annotations
@@ -14,18 +10,18 @@ import os
 from pathlib import Path
 from typing import Callable
 
+from wrn import rundir
 from wrn.report.results import (RESULT_COLUMNS, RESULTS_FILE, results_problem, results_text,
                                 write_results)
-from wrn.runs import RecordError, read_metrics
 from wrn.sweep.spec import SEED_KEY
 from wrn.sweep.state import RUNS_DIR, read_sweep_record
 
 
 def _record(run_dir: Path, identity: dict) -> dict | None:
     try:
-        return read_metrics(run_dir)
-    except RecordError as exc:  # resumed by the next `sweep run`; shown, not hidden
-        return {"status": "failed", "error": str(exc), **identity}
+        return rundir.read_metrics(run_dir)
+    except rundir.RecordError as exc:  # resumed by the next `sweep run`; shown, not hidden
+        return {"status": rundir.FAILED, "error": str(exc), **identity}
 
 
 def _row(out_dir: Path, run_dir: Path, record: dict, sweep: dict, run_id: str) -> dict:
@@ -63,7 +59,7 @@ def collect_rows(out_dir: Path) -> tuple[list[dict], list[str]]:
     rows = [row for *_, run_dir, sweep in found for row in run_rows(out_dir, run_dir, sweep)]
     swept: dict[str, None] = {}  # ordered set
     for *_, sweep in found:
-        swept.update(dict.fromkeys(sweep.get("swept_keys") or sweep.get("swept", {})))
+        swept.update(dict.fromkeys(sweep.get("swept_keys", [])))
     return rows, [key for key in swept if key not in RESULT_COLUMNS]
 
 

@@ -1,13 +1,9 @@
-"""The sweep's main loop: decide what each run needs, feed the executor, record every ending.
-
-Per run, from its directory (see wrn.sweep.state): finished -> skipped; interrupted (a running
-record or a last.ckpt without a finished record) -> resumed with --ckpt_path; failed -> retried,
-resuming from its checkpoint when it has one; new -> started. A run gets 1 + max_retries attempts
-per invocation, or max_retries when it had already failed before this invocation.
-
-With a time budget (wrn.sweep.budget) a run starts only when its estimate fits in what is left;
-when the budget ends the runs still going are stopped (SIGTERM, resumable from last.ckpt), and
-the runs not started stay for the next invocation.
+"""The sweep's main loop: what each run needs (finished: skipped; interrupted: resumed; failed:
+retried, resuming from its checkpoint when it has one; new: started), the executor fed as slots
+free up, every ending recorded. A run gets 1 + max_retries attempts per invocation, max_retries
+when it had already failed before. With a time budget a run starts only when its estimate fits in
+what is left; at the budget's end the runs still going are stopped, resumable, and the rest wait
+for the next invocation.
 """
 
 from __future__ import annotations
@@ -17,15 +13,15 @@ from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
+from wrn.report.text import duration
+from wrn.rundir import (FAILED, FINISHED, INTERRUPTED, NEW, RUNNING, RunState, resume_checkpoint,
+                        run_state)
 from wrn.sweep.budget import Budget, Estimator
 from wrn.sweep.executors import Executor, RunTask
 from wrn.sweep.plan import Plan, PlannedRun, settings_difference
-from wrn.report.text import duration
 from wrn.sweep.progress import PlainProgress, Tally
 from wrn.sweep.results import refresh_results
-from wrn.sweep.state import (FAILED, FINISHED, INTERRUPTED, NEW, RUNNING, Outcome, RunStatus,
-                             inspect_run, last_checkpoint, read_sweep_record, run_dir_of,
-                             write_run_files)
+from wrn.sweep.state import Outcome, read_sweep_record, run_dir_of, write_run_files
 
 WAIT_SECONDS = 1.0  # longest pause between progress refreshes while runs go on
 
@@ -40,35 +36,29 @@ class SweepOutcome:
     budget_ended: bool = False
 
 
-def states(plan: Plan, out_dir: Path) -> dict[str, RunStatus]:
-    return {run.run_id: inspect_run(run_dir_of(out_dir, run.run_id)) for run in plan.runs}
+def states(plan: Plan, out_dir: Path) -> dict[str, RunState]:
+    return {run.run_id: run_state(run_dir_of(out_dir, run.run_id)) for run in plan.runs}
 
 
-def changed_runs(plan: Plan, out_dir: Path, status: dict[str, RunStatus]) -> list[str]:
+def changed_runs(plan: Plan, out_dir: Path, status: dict[str, RunState]) -> list[str]:
     """'<run folder>: <differences>' for every run recorded (not new) with other settings than
-    the plan's: such a folder is never reused. Records from before settings were kept compare
-    the identity they have (model, seed, max_epochs)."""
+    the plan's: such a folder is never reused."""
     changed = []
     for run in plan.runs:
         record = read_sweep_record(run_dir_of(out_dir, run.run_id))
         if record is None or status[run.run_id].state == NEW:
             continue
-        if "settings" in record:
-            differences = settings_difference(record["settings"], run.settings)
-        else:
-            old = record.get("identity") or {}
-            differences = settings_difference({k: old[k] for k in old if k in run.identity},
-                                              {k: run.identity[k] for k in old if k in run.identity})
+        differences = settings_difference(record.get("settings", {}), run.settings)
         if differences:
             changed.append(f"{run_dir_of(out_dir, run.run_id)}: {'; '.join(differences)}")
     return changed
 
 
-def attempts_allowed(status: RunStatus, max_retries: int) -> int:
+def attempts_allowed(status: RunState, max_retries: int) -> int:
     return max_retries if status.state == FAILED else 1 + max_retries
 
 
-def will_run(status: RunStatus, max_retries: int) -> bool:
+def will_run(status: RunState, max_retries: int) -> bool:
     return status.state in (NEW, INTERRUPTED, FAILED) and attempts_allowed(status, max_retries) > 0
 
 
@@ -82,7 +72,7 @@ def _task(plan: Plan, run: PlannedRun, index: int, out_dir: Path) -> RunTask:
               "identity": run.identity, "settings": run.settings, "spec": str(plan.spec.path),
               "passthrough": list(plan.passthrough)}
     point_file = write_run_files(run_dir, run.point.nested(), record)
-    args = plan.fit_args(point_file, run_dir, last_checkpoint(run_dir))
+    args = plan.fit_args(point_file, run_dir, resume_checkpoint(run_dir))
     return RunTask(run.run_id, str(run_dir), tuple(args), run.identity, os.getcwd())
 
 
@@ -90,7 +80,7 @@ class _Sweep:
     """The queue of attempts still to make, fed to the executor as slots free up."""
 
     def __init__(self, plan: Plan, out_dir: Path, executor: Executor, progress: PlainProgress,
-                 max_retries: int, status: dict[str, RunStatus], budget: Budget | None = None,
+                 max_retries: int, status: dict[str, RunState], budget: Budget | None = None,
                  estimator: Estimator | None = None):
         self.plan, self.out_dir, self.executor, self.progress = plan, out_dir, executor, progress
         self.budget, self.estimator = budget, estimator
@@ -164,7 +154,7 @@ class _Sweep:
 
 
 def run_sweep(plan: Plan, out_dir: Path, executor: Executor, progress: PlainProgress,
-              max_retries: int, status: dict[str, RunStatus], budget: Budget | None = None,
+              max_retries: int, status: dict[str, RunState], budget: Budget | None = None,
               estimator: Estimator | None = None) -> SweepOutcome:
     """Run everything not finished (with a budget: what fits); returns the final counts.
     results.csv is rewritten after every run that ends, so a kill at any moment loses nothing
@@ -190,7 +180,7 @@ def outcome_of(plan: Plan, out_dir: Path, budget_ended: bool = False) -> SweepOu
                         final.count(RUNNING), left, budget_ended and left > 0)
 
 
-def initial_tally(plan: Plan, status: dict[str, RunStatus], max_retries: int, capacity: int) -> Tally:
+def initial_tally(plan: Plan, status: dict[str, RunState], max_retries: int, capacity: int) -> Tally:
     """Counts before anything runs: failed are those with no retry left in this invocation."""
     states_now = list(status.values())
     return Tally(total=len(plan.runs), done=sum(s.state == FINISHED for s in states_now),
