@@ -53,45 +53,9 @@ def placement_notes(placements: Sequence[Placement]) -> list[str]:
     return notes
 
 
-def by_family(groups: Sequence[Group]) -> list[tuple[str, list[Group]]]:
-    families = sorted({g.family for g in groups}, key=lambda f: (family_rank(f), f))
-    return [(f, [g for g in groups if g.family == f]) for f in families]
-
-
-def _draw_groups(ax, groups: Sequence[Group], cost: Callable[[Group], float | None]) -> None:
-    """Mean markers with ±std bars, one colour and marker per family."""
-    for family, members in by_family(groups):
-        style = family_style(family)
-        ax.errorbar([cost(g) for g in members], [g.error_mean for g in members],
-                    yerr=[g.error_std for g in members], fmt=style.marker, color=style.color,
-                    ms=MARKER_SIZE, mec="white", mew=0.6, ecolor=style.color, elinewidth=1.1,
-                    capsize=2.5, label=style.label, zorder=3)
-
-
-def _draw_pareto(ax, xs: Sequence[float], ys: Sequence[float], higher_is_better: bool = False) -> None:
-    costs = [-x if higher_is_better else x for x in xs]
-    front = pareto_front(list(zip(costs, ys)))
-    if len(front) < 2:
-        return
-    # Post steps: the best error reachable within a budget holds until the next front point.
-    # Drawn as explicit corners, not ax.step, so label placement sees the path it avoids.
-    step_x = [x for i, j in zip(front, front[1:]) for x in (xs[i], xs[j])] + [xs[front[-1]]]
-    step_y = [y for i in front[:-1] for y in (ys[i], ys[i])] + [ys[front[-1]]]
-    ax.plot(step_x, step_y, color="0.35", ls=(0, (4, 2)), lw=1.1, zorder=2, label="Pareto front")
-
-
-def _seed_note(groups: Sequence[Group]) -> str:
-    counts = sorted({g.n for g in groups})
-    if counts[-1] == 1:
-        return "one seed per configuration"
-    n = f"n = {counts[0]}" if len(counts) == 1 else f"n = {counts[0]}–{counts[-1]}"
-    return f"mean ± std over seeds ({n})"
-
-
 def _plot_published(ax, groups, options: PlotOptions, x_of, cost):
-    """Hollow published points, a dotted line to the matching reproduction when there is one;
-    only unmatched published points get a '(paper)' label, matched ones are read via the line.
-    Returns (labels, [(x, error)] of every published point drawn)."""
+    """Hollow published points, a dotted line to the matching reproduction when there is one
+    (only unmatched ones get a '(paper)' label); (labels, [(x, error)] of the points drawn)."""
     labels, points = [], []
     ours = {(g.model.lower(), round(g.dropout, 9)): g for g in groups}
     for entry in paper.published_results(options.dataset):
@@ -112,40 +76,37 @@ def _plot_published(ax, groups, options: PlotOptions, x_of, cost):
     return labels, points
 
 
-def _published_at_measured_flops(groups: Sequence[Group]):
-    # Papers give no fvcore FLOPs; an architecture's FLOPs do not depend on the run, so a
-    # published model is placed at the FLOPs this sweep measured for it (skipped if unmeasured).
-    flops = {g.model: g.flops for g in groups if finite(g.flops)}
-    return lambda entry: flops.get(entry.model)
-
-
-def _legend(ax, groups: Sequence[Group], published_drawn: bool, loc: str = "best") -> None:
+def _legend(ax, groups: Sequence[Group], published_drawn: bool) -> None:
     handles, labels = ax.get_legend_handles_labels()
     if published_drawn:  # only when hollow markers are on the axes
         handles.append(Line2D([], [], marker="o", ms=7, mfc="none", mec="0.3", mew=1.3, ls="none"))
         labels.append("published test error (hollow)")
-    ax.legend(handles, labels, loc=loc, title=_seed_note(groups), title_fontsize=8,
-              framealpha=0.9)
-
-
-def _y_label(groups: Sequence[Group], published_drawn: bool) -> str:
-    split = error_split(groups)
-    if published_drawn and split != "test":  # say so: two splits share this axis
-        return f"error (%): ours {split}, published test"
-    return error_label(groups)
+    counts = sorted({g.n for g in groups})
+    n = f"n = {counts[0]}" if len(counts) == 1 else f"n = {counts[0]}–{counts[-1]}"
+    seeds = "one seed per configuration" if counts[-1] == 1 else f"mean ± std over seeds ({n})"
+    ax.legend(handles, labels, loc="best", title=seeds, title_fontsize=8, framealpha=0.9)
 
 
 def _scatter(ax, groups, cost, xlabel: str, higher_is_better: bool = False,
              formatter: Callable = si) -> None:
-    _draw_groups(ax, groups, cost)
-    _draw_pareto(ax, [cost(g) for g in groups], [g.error_mean for g in groups], higher_is_better)
+    """Mean markers with ±std bars, one colour and marker per family, and the Pareto front."""
+    for family in sorted({g.family for g in groups}, key=lambda f: (family_rank(f), f)):
+        style, members = family_style(family), [g for g in groups if g.family == family]
+        ax.errorbar([cost(g) for g in members], [g.error_mean for g in members],
+                    yerr=[g.error_std for g in members], fmt=style.marker, color=style.color,
+                    ms=MARKER_SIZE, mec="white", mew=0.6, ecolor=style.color, elinewidth=1.1,
+                    capsize=2.5, label=style.label, zorder=3)
+    xs, ys = [cost(g) for g in groups], [g.error_mean for g in groups]
+    front = pareto_front([(-x if higher_is_better else x, y) for x, y in zip(xs, ys)])
+    if len(front) > 1:
+        # Post steps: the best error reachable within a budget holds until the next front point,
+        # drawn as explicit corners, not ax.step, so label placement sees the path it avoids.
+        step_x = [x for i, j in zip(front, front[1:]) for x in (xs[i], xs[j])] + [xs[front[-1]]]
+        step_y = [y for i in front[:-1] for y in (ys[i], ys[i])] + [ys[front[-1]]]
+        ax.plot(step_x, step_y, color="0.35", ls=(0, (4, 2)), lw=1.1, zorder=2, label="Pareto front")
     log_x(ax, formatter)
     ax.margins(x=0.1, y=0.12)
     ax.set(xlabel=xlabel, ylabel=error_label(groups))
-
-
-def _is_published(group: Group) -> bool:
-    return any(paper.published_entry(group.model, dataset, group.dropout) for dataset in DATASET_NAMES)
 
 
 def _label_points(ax, groups, cost, higher_is_better: bool = False,
@@ -154,16 +115,14 @@ def _label_points(ax, groups, cost, higher_is_better: bool = False,
     left out, so the order is: Pareto-optimal points, published configurations, the rest."""
     xs = np.array([cost(g) for g in groups], dtype=float)
     ys = np.array([g.error_mean for g in groups])
-    front = pareto_front(list(zip(-xs if higher_is_better else xs, ys)))
-    on_front = set(front)
-    famous = [i for i, g in enumerate(groups) if i not in on_front and _is_published(g)]
-    seen = on_front | set(famous)
-    order = front + famous
-    labels = [PointLabel(xs[i], ys[i], display_name(groups[i].model, groups[i].dropout),
-                         family_style(groups[i].family).color) for i in order]
-    labels += list(extra_labels)
-    labels += [PointLabel(xs[i], ys[i], display_name(g.model, g.dropout), family_style(g.family).color)
-               for i, g in enumerate(groups) if i not in seen]
+    first = pareto_front(list(zip(-xs if higher_is_better else xs, ys)))
+    on_front = set(first)
+    first += [i for i, g in enumerate(groups) if i not in on_front and any(
+        paper.published_entry(g.model, dataset, g.dropout) for dataset in DATASET_NAMES)]
+    named = [PointLabel(x, y, display_name(g.model, g.dropout), family_style(g.family).color)
+             for x, y, g in zip(xs, ys, groups)]
+    seen = set(first)
+    labels = [*(named[i] for i in first), *extra_labels, *(p for i, p in enumerate(named) if i not in seen)]
     stds = np.array([g.error_std for g in groups])
     obstacles = [point_boxes(ax, xs, ys), bar_boxes(ax, xs, ys - stds, ys + stds)]
     if extra_points:
@@ -194,8 +153,10 @@ def _error_vs_cost(groups, options: PlotOptions, cost, xlabel: str, what: str,
         if not paper_points:
             notes.append(f"no published {options.dataset_name} model has a known {xlabel}; "
                          "none drawn")
-    ax.set_ylabel(_y_label(drawn, bool(paper_points)))
-    ax.set_title(options.title(f"{error_split(drawn)} error vs {what}"))
+    split = error_split(drawn)
+    if paper_points and split != "test":  # say so: two splits share this axis
+        ax.set_ylabel(f"error (%): ours {split}, published test")
+    ax.set_title(options.title(f"{split} error vs {what}"))
     _legend(ax, drawn, bool(paper_points))
     freeze_layout(fig, [ax])
     placement = _label_points(ax, drawn, cost, extra_labels=paper_labels, extra_points=paper_points)
@@ -208,34 +169,20 @@ def plot_error_vs_params(groups: Sequence[Group], options: PlotOptions) -> Drawi
 
 
 def plot_error_vs_flops(groups: Sequence[Group], options: PlotOptions) -> Drawing | None:
+    # Papers give no fvcore FLOPs; an architecture's FLOPs do not depend on the run, so a
+    # published model is placed at the FLOPs this sweep measured for it (skipped if unmeasured).
+    flops = {g.model: g.flops for g in groups if finite(g.flops)}
     return _error_vs_cost(groups, options, lambda g: g.flops, "multiply-adds (fvcore FLOPs)",
-                          "compute per image", published_x=_published_at_measured_flops(groups))
-
-
-# ----------------------------------------------------------------------------- training cost
-
-
-def _time_unit(seconds: Sequence[float]) -> tuple[float, str]:
-    longest = max(seconds)
-    if longest >= 2 * 3600:
-        return 3600.0, "hours"
-    if longest >= 120:
-        return 60.0, "minutes"
-    return 1.0, "seconds"
-
-
-def _device_note(groups: Sequence[Group]) -> str:
-    devices = sorted({r.device for g in groups for r in g.runs if r.device})
-    if len(devices) == 1:
-        return f" on {devices[0]}"
-    return " (mixed devices: times not comparable)" if devices else ""
+                          "compute per image", published_x=lambda entry: flops.get(entry.model))
 
 
 def plot_error_vs_time(groups: Sequence[Group], options: PlotOptions) -> Drawing | None:
     timed = [g for g in groups if finite(g.wall_seconds)]
     if not timed:
         return None
-    scale, unit = _time_unit([g.wall_seconds for g in timed])
+    longest = max(g.wall_seconds for g in timed)
+    scale, unit = ((3600.0, "hours") if longest >= 2 * 3600
+                   else (60.0, "minutes") if longest >= 120 else (1.0, "seconds"))
     fast = [g for g in timed if finite(g.images_per_sec)]
     fig, axes = new_figure(width=10.0 if fast else 7.0, ncols=2 if fast else 1, sharey=True)
     wall_time = lambda g: g.wall_seconds / scale  # noqa: E731
@@ -245,8 +192,10 @@ def plot_error_vs_time(groups: Sequence[Group], options: PlotOptions) -> Drawing
                        True, si))
     for ax, members, cost, xlabel, higher_is_better, formatter in panels:
         _scatter(ax, members, cost, xlabel, higher_is_better, formatter)
-    fig.suptitle(options.title(f"{error_split(timed)} error vs training cost{_device_note(timed)}"),
-                 size=11)
+    devices = sorted({r.device for g in timed for r in g.runs if r.device})
+    where = (f" on {devices[0]}" if len(devices) == 1
+             else " (mixed devices: times not comparable)" if devices else "")
+    fig.suptitle(options.title(f"{error_split(timed)} error vs training cost{where}"), size=11)
     axes[-1].yaxis.set_tick_params(labelleft=True)
     _legend(axes[0], timed, False)
     freeze_layout(fig, axes)

@@ -1,9 +1,6 @@
-"""Point labels placed greedily without overlaps, at most MAX_LABELS per axes.
-
-Obstacles are kept as one (n, 4) array of display-space boxes (x0, y0, x1, y1), and a label's
-text is measured once, so testing all its candidate positions against every marker is one
-vectorised step: placing L <= MAX_LABELS labels among n points costs O(L * n), linear in n.
-"""
+"""Point labels placed greedily without overlaps, at most MAX_LABELS per axes. Obstacles are one
+(n, 4) array of display boxes and a label's text is measured once, so trying all its positions
+against every marker is one vectorised step: O(MAX_LABELS * n), linear in the number of points."""
 
 from __future__ import annotations
 
@@ -89,41 +86,14 @@ def line_boxes(ax, step: float = 8.0) -> np.ndarray:
     return np.vstack(boxes) if boxes else np.empty((0, 4))
 
 
-def _aim(artist, dx: float, dy: float) -> None:
-    artist.xyann = (dx, dy)
-    artist.set_horizontalalignment("left" if dx > 0 else "right" if dx < 0 else "center")
-    artist.set_verticalalignment("bottom" if dy > 0 else "top" if dy < 0 else "center")
-
-
 def _annotate(ax, label: PointLabel, dx: float, dy: float, leader: bool = False):
     arrow = dict(arrowstyle="-", color=label.color, lw=0.6, alpha=0.6, shrinkA=1, shrinkB=4)
-    artist = ax.annotate(label.text, (label.x, label.y), xytext=(dx, dy), textcoords="offset points",
-                         fontsize=LABEL_SIZE, color=label.color, zorder=5,
-                         style="italic" if label.italic else "normal",
-                         arrowprops=arrow if leader else None)
-    _aim(artist, dx, dy)
-    return artist
-
-
-def _text_size(ax, label: PointLabel, renderer) -> tuple[float, float]:
-    """Width and height of the label's text in pixels, measured once (text layout is the slow
-    part; the candidate positions are then plain arithmetic)."""
-    probe = _annotate(ax, label, *_OFFSETS[0])
-    box = probe.get_window_extent(renderer)
-    probe.remove()
-    return box.width, box.height
-
-
-def _candidates(ax, label: PointLabel, size: tuple[float, float]) -> np.ndarray:
-    """The display boxes (len(_OFFSETS), 4) of the label at every offset, aligned as `_aim` does,
-    padded by 2 pixels for a little air between labels."""
-    width, height = size
-    point = ax.transData.transform((label.x, label.y))
-    offsets = np.array(_OFFSETS, dtype=float)
-    anchor = point + offsets * ax.figure.dpi / 72
-    x0 = anchor[:, 0] - np.where(offsets[:, 0] > 0, 0, np.where(offsets[:, 0] < 0, width, width / 2))
-    y0 = anchor[:, 1] - np.where(offsets[:, 1] > 0, 0, np.where(offsets[:, 1] < 0, height, height / 2))
-    return np.column_stack([x0 - 2, y0 - 2, x0 + width + 2, y0 + height + 2])
+    return ax.annotate(label.text, (label.x, label.y), xytext=(dx, dy), textcoords="offset points",
+                       fontsize=LABEL_SIZE, color=label.color, zorder=5,
+                       style="italic" if label.italic else "normal",
+                       ha="left" if dx > 0 else "right" if dx < 0 else "center",
+                       va="bottom" if dy > 0 else "top" if dy < 0 else "center",
+                       arrowprops=arrow if leader else None)
 
 
 def _best_offset(ax, label: PointLabel, hard: np.ndarray, soft: np.ndarray, inside: np.ndarray,
@@ -131,7 +101,14 @@ def _best_offset(ax, label: PointLabel, hard: np.ndarray, soft: np.ndarray, insi
     """(hard overlap, offset, box) of the cheapest candidate, nearest first among equals. Hard
     obstacles are markers, labels and the legend, and whatever lies outside the axes; soft ones
     (lines) cost a quarter as much and never exclude."""
-    boxes = _candidates(ax, label, _text_size(ax, label, renderer))
+    probe = _annotate(ax, label, *_OFFSETS[0])  # text layout is the slow part: measured once
+    size = np.array([probe.get_window_extent(renderer).size])
+    probe.remove()
+    offsets = np.array(_OFFSETS, dtype=float)
+    anchor = ax.transData.transform((label.x, label.y)) + offsets * ax.figure.dpi / 72
+    # Lower left corners, aligned as _annotate aligns the text; 2 pixels of air around each box.
+    corner = anchor - size * (1 - np.sign(offsets)) / 2
+    boxes = np.hstack([corner - 2, corner + size + 2])
     areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
     hard_overlap = _overlaps(boxes, hard) + 10 * (areas - _overlaps(boxes, inside[None]))
     best = int(np.argmin(hard_overlap + 0.25 * _overlaps(boxes, soft)))
@@ -139,10 +116,9 @@ def _best_offset(ax, label: PointLabel, hard: np.ndarray, soft: np.ndarray, insi
 
 
 def place_labels(ax, labels: Sequence[PointLabel], obstacles: np.ndarray) -> Placement:
-    """Greedy placement in the given order (most important first) of the first MAX_LABELS:
-    each goes to the nearest offset that hits no obstacle (markers, bars, legend), line or
-    earlier label and stays inside the axes. A label that can only overlap other text or
-    markers is left out, since overlapping text helps no one."""
+    """The first MAX_LABELS, most important first, each at the nearest offset that hits no
+    obstacle, line or earlier label and stays inside the axes; one that can only overlap other
+    text or markers is left out, since overlapping text helps no one."""
     renderer = ax.figure.canvas.get_renderer()
     shown = labels[:MAX_LABELS]
     hard = np.vstack([obstacles.reshape(-1, 4), point_boxes(ax, [lab.x for lab in shown],

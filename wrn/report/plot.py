@@ -1,12 +1,5 @@
-"""`wrn plot`: figures from a sweep's results.csv: error against parameters, FLOPs and training
-time, a depth x width heatmap, and validation curves.
-
-    wrn plot RESULTS.csv --out DIR [--paper] [--dataset cifar10] [--formats png,svg]
-
-Every figure names the split its errors come from (test when every run has test_acc, else best
-validation for all) and, under its title, what the runs were (training subset, epochs). What
-could not be drawn (crowded or capped labels, curves past the cap) is printed, not drawn.
-"""
+"""`wrn plot`: the figures of a sweep's results.csv. What could not be drawn (crowded or capped
+labels, curves past the cap) is printed, not drawn."""
 
 from __future__ import annotations
 
@@ -54,10 +47,7 @@ def save_figure(fig: Figure, stem: Path, formats: Sequence[str]) -> list[Path]:
     return paths
 
 
-def write_plots(results: Results, out: Path, options: PlotOptions,
-                formats: Sequence[str] = ("png", "svg"),
-                note: Callable[[str], None] = lambda message: print(f"note: {message}", file=sys.stderr)
-                ) -> list[Path]:
+def write_plots(results: Results, out: Path, options: PlotOptions, formats: Sequence[str]) -> list[Path]:
     """Every figure the results support; a figure without data (e.g. no WRN runs) is skipped."""
     groups = aggregate(results.runs)
     written = []
@@ -68,7 +58,7 @@ def write_plots(results: Results, out: Path, options: PlotOptions,
                 warn(f"{name}: skipped, {empty_reason}")
                 continue
             for message in drawing.notes:
-                note(f"{name}: {message}")
+                print(f"note: {name}: {message}", file=sys.stderr)
             written += save_figure(drawing.figure, out / name, formats)
     return written
 

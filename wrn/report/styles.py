@@ -49,10 +49,9 @@ def plain(value: float, _pos=None) -> str:
 def log_x(ax, formatter: Callable = si) -> None:
     """Log x labelled at 1-2-5 steps: plain '2M' reads faster than '2x10^6'."""
     ax.set_xscale("log")
-    axis = ax.xaxis
-    axis.set_major_locator(ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
-    axis.set_major_formatter(ticker.FuncFormatter(formatter))
-    axis.set_minor_formatter(ticker.NullFormatter())
+    ax.xaxis.set_major_locator(ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(ticker.FuncFormatter(formatter))
+    ax.xaxis.set_minor_formatter(ticker.NullFormatter())
 
 
 def new_figure(width: float = 7.5, height: float = 5.0, ncols: int = 1, **kwargs):
