@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import sys
 from collections import Counter
@@ -25,14 +26,6 @@ def warn(message: str) -> None:
     print(f"warning: {message}", file=sys.stderr)
 
 
-def _epoch_point(record) -> tuple[int, float] | None:
-    """(epoch, val_acc) of one log line, None for a line without them (e.g. a test-only line)."""
-    try:
-        return int(record["epoch"]), float(record["val_acc"])
-    except (KeyError, TypeError, ValueError):
-        return None
-
-
 def load_curve(run: Run) -> tuple[np.ndarray, np.ndarray] | None:
     """(epochs, val accuracy %) from the run's epochs.jsonl; None when there is no usable log."""
     if run.run_dir is None:
@@ -40,8 +33,10 @@ def load_curve(run: Run) -> tuple[np.ndarray, np.ndarray] | None:
     records, problems = read_epochs(run.run_dir)
     for problem in problems:
         warn(problem)
-    # A resumed run may log an epoch twice; the later line is the one that counted.
-    by_epoch = dict(point for point in map(_epoch_point, records) if point is not None)
+    by_epoch = {}  # a resumed run may log an epoch twice; the later line is the one that counted
+    for record in records:
+        with contextlib.suppress(KeyError, TypeError, ValueError):  # e.g. a test-only line
+            by_epoch[int(record["epoch"])] = float(record["val_acc"])
     if not by_epoch:
         return None
     epochs = np.array(sorted(by_epoch))

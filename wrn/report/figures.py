@@ -11,12 +11,11 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from wrn.report import paper
-from wrn.report.labels import (MAX_LABELS, Placement, PointLabel, bar_boxes, bbox_array,
-                               place_labels, point_boxes)
+from wrn.report.labels import MAX_LABELS, Placement, PointLabel, bar_boxes, place_labels, point_boxes
 from wrn.report.results import (Group, error_label, error_split, family_rank, finite,
                                 pareto_front)
 from wrn.report.names import DATASET_NAMES, display_name, family_of_model
-from wrn.report.styles import MARKER_SIZE, family_style, log_x, new_figure, plain
+from wrn.report.styles import MARKER_SIZE, family_style, log_x, new_figure
 from wrn.report.text import si
 
 
@@ -118,7 +117,7 @@ def _label_points(ax, groups, cost, higher_is_better: bool = False,
     first = pareto_front(list(zip(-xs if higher_is_better else xs, ys)))
     on_front = set(first)
     first += [i for i, g in enumerate(groups) if i not in on_front and any(
-        paper.published_entry(g.model, dataset, g.dropout) for dataset in DATASET_NAMES)]
+        paper.published_error(g.model, dataset, g.dropout) is not None for dataset in DATASET_NAMES)]
     named = [PointLabel(x, y, display_name(g.model, g.dropout), family_style(g.family).color)
              for x, y, g in zip(xs, ys, groups)]
     seen = set(first)
@@ -128,7 +127,8 @@ def _label_points(ax, groups, cost, higher_is_better: bool = False,
     if extra_points:
         obstacles.append(point_boxes(ax, *zip(*extra_points)))
     if ax.get_legend() is not None:
-        obstacles.append(bbox_array([ax.get_legend().get_window_extent(ax.figure.canvas.get_renderer())]))
+        legend = ax.get_legend().get_window_extent(ax.figure.canvas.get_renderer())
+        obstacles.append(np.array([legend.extents]))
     return place_labels(ax, labels, np.vstack(obstacles))
 
 
@@ -185,8 +185,9 @@ def plot_error_vs_time(groups: Sequence[Group], options: PlotOptions) -> Drawing
                    else (60.0, "minutes") if longest >= 120 else (1.0, "seconds"))
     fast = [g for g in timed if finite(g.images_per_sec)]
     fig, axes = new_figure(width=10.0 if fast else 7.0, ncols=2 if fast else 1, sharey=True)
-    wall_time = lambda g: g.wall_seconds / scale  # noqa: E731
-    panels = [(axes[0], timed, wall_time, f"training wall time ({unit})", False, plain)]
+    # Time ticks read "0.5" hours, not "500m".
+    panels = [(axes[0], timed, lambda g: g.wall_seconds / scale, f"training wall time ({unit})", False,
+               lambda value, _pos=None: f"{value:g}")]
     if fast:
         panels.append((axes[1], fast, lambda g: g.images_per_sec, "training throughput (images/s)",
                        True, si))

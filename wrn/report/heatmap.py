@@ -15,15 +15,6 @@ from wrn.report.styles import new_figure
 from wrn.report.text import si
 
 
-def _cell_text(group: Group, shared: int, options: PlotOptions) -> str:
-    error = f"{group.error_mean:.2f}" + (f"±{group.error_std:.2f}" if group.n > 1 else "")
-    lines = [error + ("*" if shared > 1 else ""), si(group.params) if finite(group.params) else ""]
-    published = paper.published_error(group.model, options.dataset, group.dropout)
-    if options.with_paper and published is not None:
-        lines.append(f"paper {published:.2f}")
-    return "\n".join(line for line in lines if line)
-
-
 def _heatmap_panel(ax, groups, depths, norm, cmap, options: PlotOptions):
     """One dropout value: rows are all depths (aligned across panels), columns its own widths."""
     widths = sorted({g.widen_factor for g in groups})
@@ -37,8 +28,12 @@ def _heatmap_panel(ax, groups, depths, norm, cmap, options: PlotOptions):
         grid[depths.index(depth), widths.index(k)] = group.error_mean
     image = ax.imshow(np.ma.masked_invalid(grid), cmap=cmap, norm=norm, aspect="auto")
     for (depth, k), (group, shared) in cells.items():
+        error = f"{group.error_mean:.2f}" + (f"±{group.error_std:.2f}" if group.n > 1 else "")
+        published = paper.published_error(group.model, options.dataset, group.dropout)
+        lines = [error + ("*" if shared > 1 else ""), si(group.params) if finite(group.params) else "",
+                 f"paper {published:.2f}" if options.with_paper and published is not None else ""]
         red, green, blue, _ = cmap(norm(group.error_mean))
-        ax.text(widths.index(k), depths.index(depth), _cell_text(group, shared, options),
+        ax.text(widths.index(k), depths.index(depth), "\n".join(line for line in lines if line),
                 ha="center", va="center", fontsize=7.5, linespacing=1.25,
                 color="black" if 0.299 * red + 0.587 * green + 0.114 * blue > 0.55 else "white")
     ax.set_xticks(range(len(widths)), [str(k) for k in widths])

@@ -30,17 +30,14 @@ class PointLabel:
 
 @dataclass(frozen=True)
 class Placement:
-    """How many labels were drawn, left out for want of room, and left out past the cap."""
+    """How many labels were left out for want of room, and past the cap."""
 
-    drawn: int
     crowded: int
     capped: int
 
 
 def point_boxes(ax, xs: Sequence[float], ys: Sequence[float]) -> np.ndarray:
     """The display-space boxes of markers at data points (x, y)."""
-    if len(xs) == 0:
-        return np.empty((0, 4))
     radius = MARKER_SIZE / 2 * ax.figure.dpi / 72 + 1
     centres = ax.transData.transform(np.column_stack([xs, ys]))
     return np.hstack([centres - radius, centres + radius])
@@ -48,15 +45,9 @@ def point_boxes(ax, xs: Sequence[float], ys: Sequence[float]) -> np.ndarray:
 
 def bar_boxes(ax, xs: Sequence[float], lows: Sequence[float], highs: Sequence[float]) -> np.ndarray:
     """Thin boxes over vertical error bars from low to high at each x."""
-    if len(xs) == 0:
-        return np.empty((0, 4))
     low = ax.transData.transform(np.column_stack([xs, lows]))
     high = ax.transData.transform(np.column_stack([xs, highs]))
     return np.column_stack([low[:, 0] - 3, low[:, 1], low[:, 0] + 3, high[:, 1]])
-
-
-def bbox_array(bboxes) -> np.ndarray:
-    return np.array([[b.x0, b.y0, b.x1, b.y1] for b in bboxes]).reshape(-1, 4)
 
 
 def _overlaps(boxes: np.ndarray, others: np.ndarray) -> np.ndarray:
@@ -124,7 +115,7 @@ def place_labels(ax, labels: Sequence[PointLabel], obstacles: np.ndarray) -> Pla
     hard = np.vstack([obstacles.reshape(-1, 4), point_boxes(ax, [lab.x for lab in shown],
                                                             [lab.y for lab in shown])])
     soft = line_boxes(ax)
-    inside = bbox_array([ax.get_window_extent(renderer)])[0]
+    inside = np.array(ax.get_window_extent(renderer).extents)
     crowded = 0
     for label in shown:
         overlap, offset, box = _best_offset(ax, label, hard, soft, inside, renderer)
@@ -133,4 +124,4 @@ def place_labels(ax, labels: Sequence[PointLabel], obstacles: np.ndarray) -> Pla
             continue
         _annotate(ax, label, *offset, leader=offset not in _OFFSETS[:len(_DIRECTIONS)])
         hard = np.vstack([hard, box])
-    return Placement(len(shown) - crowded, crowded, len(labels) - len(shown))
+    return Placement(crowded, len(labels) - len(shown))

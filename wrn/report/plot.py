@@ -15,8 +15,7 @@ from wrn.report.curves import plot_curves, warn
 from wrn.report.figures import (Drawing, PlotOptions, plot_error_vs_flops, plot_error_vs_params,
                                 plot_error_vs_time)
 from wrn.report.heatmap import plot_heatmap
-from wrn.report.results import (Group, Results, ResultsError, aggregate, load_results,
-                                result_notes)
+from wrn.report.results import Group, ResultsError, aggregate, load_results, result_notes
 from wrn.report.runinfo import describe_runs
 from wrn.report.names import DATASET_NAMES
 from wrn.report.styles import STYLE
@@ -47,26 +46,9 @@ def save_figure(fig: Figure, stem: Path, formats: Sequence[str]) -> list[Path]:
     return paths
 
 
-def write_plots(results: Results, out: Path, options: PlotOptions, formats: Sequence[str]) -> list[Path]:
-    """Every figure the results support; a figure without data (e.g. no WRN runs) is skipped."""
-    groups = aggregate(results.runs)
-    written = []
-    with matplotlib.rc_context(STYLE):
-        for name, make, empty_reason in FIGURES:
-            drawing = make(groups, options)
-            if drawing is None:
-                warn(f"{name}: skipped, {empty_reason}")
-                continue
-            for message in drawing.notes:
-                print(f"note: {name}: {message}", file=sys.stderr)
-            written += save_figure(drawing.figure, out / name, formats)
-    return written
-
-
 def _formats(text: str) -> list[str]:
     formats = [f.strip().lower().lstrip(".") for f in text.split(",") if f.strip()]
-    unknown = [f for f in formats if f not in FORMATS]
-    if unknown or not formats:
+    if not formats or any(f not in FORMATS for f in formats):
         raise argparse.ArgumentTypeError(f"choose from {', '.join(FORMATS)}, comma separated")
     return formats
 
@@ -96,10 +78,20 @@ def main(argv: list[str] | None = None) -> int:
         for message in result_notes(results):
             print(f"note: {message}", file=sys.stderr)
         options = PlotOptions(args.dataset, args.paper, describe_runs(results.runs))
-        written = write_plots(results, args.out, options, args.formats)
+        groups = aggregate(results.runs)
     except ResultsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    written = []
+    with matplotlib.rc_context(STYLE):
+        for name, make, empty_reason in FIGURES:  # a figure without data (e.g. no WRN runs) is skipped
+            drawing = make(groups, options)
+            if drawing is None:
+                warn(f"{name}: skipped, {empty_reason}")
+                continue
+            for message in drawing.notes:
+                print(f"note: {name}: {message}", file=sys.stderr)
+            written += save_figure(drawing.figure, args.out / name, args.formats)
     for path in written:
         print(path)
     return 0

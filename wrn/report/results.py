@@ -23,10 +23,8 @@ RESULT_COLUMNS = (
     "seed", "params", "flops", "best_val_acc", "final_val_acc", "test_acc", "test_acc_best",
     "epochs", "wall_seconds", "images_per_sec", "device", "run_dir",
 )  # then one column per swept key
-REQUIRED_COLUMNS = (
-    "config", "status", "model", "family", "depth", "widen_factor", "dropout",
-    "params", "flops", "best_val_acc",
-)
+REQUIRED_COLUMNS = ("config", "status", "model", "family", "depth", "widen_factor", "dropout",
+                    "params", "flops", "best_val_acc")
 ACCURACIES = ("best_val_acc", "final_val_acc", "test_acc", "test_acc_best")  # fractions in [0, 1]
 AMOUNTS = ("params", "flops", "epochs", "wall_seconds", "images_per_sec")  # finite, >= 0
 # The accuracy an error comes from, and the words that name its split on every axis and column.
@@ -86,8 +84,7 @@ def _text(value: Any) -> str:
 
 
 def parse_run(row: Mapping[str, Any], where: str, base: Path | None = None) -> Run:
-    """A results row (CSV text or record values) as a Run; `where` names it in errors, `base`
-    is the folder run_dir is relative to."""
+    """A results row (CSV text or record values) as a Run, run_dir taken relative to `base`."""
     numbers = {c: _number(row.get(c), c, where) for c in (*ACCURACIES, *AMOUNTS, "dropout")}
     whole = {c: None if (n := _number(row.get(c), c, where)) is None else int(n)
              for c in ("depth", "widen_factor")}
@@ -122,7 +119,6 @@ def read_runs(path: str | Path) -> list[Run]:
 
 @dataclass(frozen=True)
 class Results:
-    path: Path
     runs: tuple[Run, ...]  # finished runs only
     skipped: dict[str, int]  # status -> rows left out (failed, running)
 
@@ -135,17 +131,14 @@ def load_results(path: str | Path) -> Results:
     if not finished:
         seen = ", ".join(f"{n} {s or 'blank'}" for s, n in statuses.items()) or "no rows"
         raise ResultsError(f"{path}: no finished runs ({seen})")
-    return Results(Path(path), finished, {s: n for s, n in statuses.items() if s != FINISHED})
+    return Results(finished, {s: n for s, n in statuses.items() if s != FINISHED})
 
 
 def result_notes(results: Results) -> list[str]:
     """What a reader of the figures or tables should be told: rows left out, the split used."""
-    notes = []
-    if results.skipped:
-        left_out = ", ".join(f"{n} {status}" for status, n in sorted(results.skipped.items()))
-        notes.append(f"only finished runs are used; left out {left_out}")
-    split_note = metric_note(results.runs)
-    return notes + ([split_note] if split_note else [])
+    left_out = ", ".join(f"{n} {status}" for status, n in sorted(results.skipped.items()))
+    notes = [left_out and f"only finished runs are used; left out {left_out}", metric_note(results.runs)]
+    return [note for note in notes if note]
 
 
 def csv_cell(value: Any) -> str:
@@ -166,14 +159,11 @@ def results_text(rows: Iterable[Mapping[str, Any]], extra_columns: Sequence[str]
     return buffer.getvalue()
 
 
-def write_results(path: Path, text: str) -> None:
-    """Whole and atomically: a reader or a kill never sees half a file."""
-    atomic_write_text(path, text)
+write_results = atomic_write_text  # whole: a reader or a kill never sees half a file
 
 
 def results_problem(path: Path, expected: str | None = None) -> str | None:
-    """Why results.csv cannot be trusted (missing, damaged, out of date, or not what `expected`
-    says), or None."""
+    """Why results.csv cannot be trusted (missing, damaged, outdated, not `expected`), or None."""
     if not path.is_file():
         return "missing"
     try:
@@ -191,8 +181,7 @@ def results_problem(path: Path, expected: str | None = None) -> str | None:
 
 
 def error_metric(runs: Sequence[Run]) -> str:
-    """The one accuracy every error of these runs comes from: test_acc when every run has it,
-    else best_val_acc for all (never a test error beside a validation one)."""
+    """test_acc when every run has it, else best_val_acc for all: never test beside validation."""
     for metric in SPLIT_OF_METRIC:
         if all(getattr(run, metric) is not None for run in runs):
             return metric
@@ -230,10 +219,6 @@ class Group:
     images_per_sec: float | None
     runs: tuple[Run, ...]
 
-    @property
-    def split(self) -> str:
-        return SPLIT_OF_METRIC[self.metric]
-
 
 def _mean(values: Iterable[float | None]) -> float | None:
     present = [v for v in values if v is not None]
@@ -255,20 +240,17 @@ def by_config(runs: Iterable[Run]) -> dict[str, list[Run]]:
 
 
 def group_runs(runs: Sequence[Run], metric: str | None = None) -> list[Group]:
-    """One Group per `config`, in the order configs first appear; one metric for all (see
-    `error_metric`)."""
+    """One Group per `config`, in first-appearance order; one metric for all (see `error_metric`)."""
     metric = metric or error_metric(runs)
     groups = []
     for config, members in by_config(runs).items():
         mean, std = stats([100.0 * (1.0 - getattr(r, metric)) for r in members])
         first = members[0]
         groups.append(Group(
-            config=config, model=first.model, family=first.family, depth=first.depth,
-            widen_factor=first.widen_factor, dropout=first.dropout,
-            params=_mean(r.params for r in members), flops=_mean(r.flops for r in members),
-            metric=metric, error_mean=mean, error_std=std, n=len(members),
-            wall_seconds=_mean(r.wall_seconds for r in members),
-            images_per_sec=_mean(r.images_per_sec for r in members), runs=tuple(members)))
+            config, first.model, first.family, first.depth, first.widen_factor, first.dropout,
+            _mean(r.params for r in members), _mean(r.flops for r in members), metric, mean, std,
+            len(members), _mean(r.wall_seconds for r in members),
+            _mean(r.images_per_sec for r in members), tuple(members)))
     return groups
 
 
@@ -288,7 +270,7 @@ def aggregate(runs: Sequence[Run], metric: str | None = None) -> list[Group]:
 
 def error_split(groups: Sequence[Group]) -> str:
     """The split every error of these groups comes from: "test" or "best validation"."""
-    return groups[0].split if groups else "test"
+    return SPLIT_OF_METRIC[groups[0].metric] if groups else "test"
 
 
 def error_label(groups: Sequence[Group]) -> str:

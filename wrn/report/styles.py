@@ -42,10 +42,6 @@ STYLE = {
 MARKER_SIZE = 6.5  # points
 
 
-def plain(value: float, _pos=None) -> str:
-    return f"{value:g}"  # time axes: "0.5" hours, not "500m"
-
-
 def log_x(ax, formatter: Callable = si) -> None:
     """Log x labelled at 1-2-5 steps: plain '2M' reads faster than '2x10^6'."""
     ax.set_xscale("log")

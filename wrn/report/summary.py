@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from wrn.report.results import (ACCURACIES, FINISHED, Group, Run, by_config, csv_cell, group_runs,
-                                metric_note, parse_run, stats)
+from wrn.report.results import (ACCURACIES, FINISHED, Group, Run, by_config, csv_cell, error_split,
+                                group_runs, metric_note, parse_run, stats)
 from wrn.report.text import DASH, duration, plus_minus, render_table, si
 
 
@@ -41,7 +41,7 @@ def summarize(runs: Sequence[Run]) -> tuple[list[ConfigSummary], str | None]:
 
 def summary_table(summaries: Sequence[ConfigSummary]) -> str:
     """Errors in %, mean ± sample std over the finished seeds; n = finished runs."""
-    split = next((s.group.split for s in summaries if s.group), "test")
+    split = error_split([s.group for s in summaries if s.group])
     header = ["config", "model", "n", "failed", f"{split} error %", "params", "MACs", "wall/run"]
     body = [[s.config, s.model, s.finished, s.failed,
              *([plus_minus(g.error_mean, g.error_std, 2), si(g.params), si(g.flops),

@@ -34,17 +34,11 @@ class TableData:
 
 
 def _params_m(params: float | None) -> str:
-    if params is None:
-        return DASH
-    millions = params / 1e6
-    return f"{millions:.2f}" if millions < 1 else f"{millions:.1f}"
+    return DASH if params is None else f"{params / 1e6:.{2 if params / 1e6 < 1 else 1}f}"
 
 
 def _flops_g(flops: float | None) -> str:
-    if flops is None:
-        return DASH
-    giga = flops / 1e9
-    return f"{giga:.3f}" if giga < 0.1 else f"{giga:.2f}"
+    return DASH if flops is None else f"{flops / 1e9:.{3 if flops / 1e9 < 0.1 else 2}f}"
 
 
 def _runs(about: str) -> str:
@@ -128,18 +122,12 @@ def _latex(text: str) -> str:
 
 
 def format_latex(table: TableData) -> str:
-    lines = [
-        r"% needs \usepackage{booktabs}",
-        r"\begin{table}[t]",
-        r"\centering",
-        rf"\caption{{{_latex(table.caption)}}}",
-        r"\begin{tabular}{" + "".join("r" if right else "l" for right in table.right) + "}",
-        r"\toprule",
-        # The headers capitalised, one-letter symbols (k, n) in math mode.
-        " & ".join(f"${h}$" if len(h) == 1 else _latex(h[0].upper() + h[1:]) for h in table.headers)
-        + r" \\",
-        r"\midrule",
-    ]
+    # The headers capitalised, one-letter symbols (k, n) in math mode.
+    headers = [f"${h}$" if len(h) == 1 else _latex(h[0].upper() + h[1:]) for h in table.headers]
+    lines = [r"% needs \usepackage{booktabs}", r"\begin{table}[t]", r"\centering",
+             rf"\caption{{{_latex(table.caption)}}}",
+             r"\begin{tabular}{" + "".join("r" if right else "l" for right in table.right) + "}",
+             r"\toprule", " & ".join(headers) + r" \\", r"\midrule"]
     for previous, family, cells in zip([None, *table.families], table.families, table.rows):
         if previous is not None and previous != family:
             lines.append(r"\midrule")  # families apart, as in the paper's table
