@@ -1,5 +1,4 @@
-"""Error against parameters, FLOPs and training cost: mean ± std per configuration, the Pareto
-front, labelled points and, with --paper, the published numbers."""
+"""Error against parameters, FLOPs and training cost, with the Pareto front and labelled points."""
 
 from __future__ import annotations
 
@@ -53,8 +52,7 @@ def placement_notes(placements: Sequence[Placement]) -> list[str]:
 
 
 def _plot_published(ax, groups, options: PlotOptions, x_of, cost):
-    """Hollow published points, a dotted line to the matching reproduction when there is one
-    (only unmatched ones get a '(paper)' label); (labels, [(x, error)] of the points drawn)."""
+    """Hollow published points, dotted to our match or labelled; (labels, [(x, error)] drawn)."""
     labels, points = [], []
     ours = {(g.model.lower(), round(g.dropout, 9)): g for g in groups}
     for entry in paper.published_results(options.dataset):
@@ -110,8 +108,8 @@ def _scatter(ax, groups, cost, xlabel: str, higher_is_better: bool = False,
 
 def _label_points(ax, groups, cost, higher_is_better: bool = False,
                   extra_labels: Sequence[PointLabel] = (), extra_points=()) -> Placement:
-    """Name the points once the layout is final. Where it is crowded, later labels are the ones
-    left out, so the order is: Pareto-optimal points, published configurations, the rest."""
+    """Name the points once the layout is final: the Pareto front, then published models, then
+    the rest, as later labels are the ones left out where it is crowded."""
     xs = np.array([cost(g) for g in groups], dtype=float)
     ys = np.array([g.error_mean for g in groups])
     first = pareto_front(list(zip(-xs if higher_is_better else xs, ys)))

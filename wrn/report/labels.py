@@ -1,6 +1,5 @@
-"""Point labels placed greedily without overlaps, at most MAX_LABELS per axes. Obstacles are one
-(n, 4) array of display boxes and a label's text is measured once, so trying all its positions
-against every marker is one vectorised step: O(MAX_LABELS * n), linear in the number of points."""
+"""Point labels placed greedily without overlaps, at most MAX_LABELS per axes: each label's positions
+are tried against all obstacle boxes in one vectorised step, linear in the number of points."""
 
 from __future__ import annotations
 
@@ -52,18 +51,14 @@ def bar_boxes(ax, xs: Sequence[float], lows: Sequence[float], highs: Sequence[fl
 
 def _overlaps(boxes: np.ndarray, others: np.ndarray) -> np.ndarray:
     """For each of `boxes` (m, 4), the total area covered by `others` (n, 4): shape (m,)."""
-    if len(others) == 0:
-        return np.zeros(len(boxes))
-    width = (np.minimum(boxes[:, None, 2], others[None, :, 2])
-             - np.maximum(boxes[:, None, 0], others[None, :, 0]))
-    height = (np.minimum(boxes[:, None, 3], others[None, :, 3])
-              - np.maximum(boxes[:, None, 1], others[None, :, 1]))
-    return (np.clip(width, 0, None) * np.clip(height, 0, None)).sum(axis=1)
+    sides = (np.minimum(boxes[:, None, 2:], others[None, :, 2:])
+             - np.maximum(boxes[:, None, :2], others[None, :, :2]))
+    return np.clip(sides, 0, None).prod(axis=2).sum(axis=1)
 
 
 def line_boxes(ax, step: float = 8.0) -> np.ndarray:
-    """Small boxes along every drawn line (Pareto steps, paper connectors), so labels can
-    prefer not to be struck through; long or diagonal segments are cut into short pieces."""
+    """Small boxes along every drawn line (Pareto steps, paper connectors), so labels can avoid
+    being struck through; long or diagonal segments are cut into short pieces."""
     boxes = []
     for line in ax.get_lines():
         if line.get_linestyle() in ("None", "", " ") or len(line.get_xydata()) < 2:
@@ -89,9 +84,8 @@ def _annotate(ax, label: PointLabel, dx: float, dy: float, leader: bool = False)
 
 def _best_offset(ax, label: PointLabel, hard: np.ndarray, soft: np.ndarray, inside: np.ndarray,
                  renderer):
-    """(hard overlap, offset, box) of the cheapest candidate, nearest first among equals. Hard
-    obstacles are markers, labels and the legend, and whatever lies outside the axes; soft ones
-    (lines) cost a quarter as much and never exclude."""
+    """(hard overlap, offset, box) of the cheapest position, nearest first among equals. Outside
+    the axes costs ten times a hard obstacle; soft ones (lines) cost a quarter and never exclude."""
     probe = _annotate(ax, label, *_OFFSETS[0])  # text layout is the slow part: measured once
     size = np.array([probe.get_window_extent(renderer).size])
     probe.remove()
@@ -107,9 +101,8 @@ def _best_offset(ax, label: PointLabel, hard: np.ndarray, soft: np.ndarray, insi
 
 
 def place_labels(ax, labels: Sequence[PointLabel], obstacles: np.ndarray) -> Placement:
-    """The first MAX_LABELS, most important first, each at the nearest offset that hits no
-    obstacle, line or earlier label and stays inside the axes; one that can only overlap other
-    text or markers is left out, since overlapping text helps no one."""
+    """The first MAX_LABELS (most important first), each at the nearest free offset inside the
+    axes; one that can only overlap text or markers is left out: overlapping text helps no one."""
     renderer = ax.figure.canvas.get_renderer()
     shown = labels[:MAX_LABELS]
     hard = np.vstack([obstacles.reshape(-1, 4), point_boxes(ax, [lab.x for lab in shown],

@@ -80,8 +80,7 @@ def average_ranks(values: Sequence[float]) -> np.ndarray:
 
 
 def spearman(x: Sequence[float], y: Sequence[float]) -> float:
-    """Spearman's rank correlation: Pearson's correlation of the average ranks. NaN for fewer
-    than two pairs or when either side is constant (the correlation is undefined)."""
+    """Pearson's correlation of the average ranks; NaN (undefined) for < 2 pairs or a constant side."""
     if len(x) != len(y):
         raise ValueError(f"spearman needs pairs: {len(x)} values against {len(y)}")
     if len(x) < 2:
@@ -103,8 +102,8 @@ class RankCorrelation:
 
 def paper_rank_correlation(ours: Mapping[str | tuple[str, float], float],
                            dataset: str = "cifar10") -> RankCorrelation:
-    """Spearman correlation between our mean test errors and the WRN paper's over the Wide
-    ResNet rows both have. `ours`: mean error (%) by model name (dropout 0) or (model, dropout)."""
+    """Spearman's correlation with the paper over the Wide ResNet rows both have; `ours` maps a
+    model name (dropout 0) or (model, dropout) to our mean error (%)."""
     keyed = {(k, 0.0) if isinstance(k, str) else (k[0], float(k[1])): v for k, v in ours.items()}
     keyed = {(model.lower(), round(dropout, 9)): v for (model, dropout), v in keyed.items()}
     pairs = [((r.model, r.dropout), keyed[(r.model, round(r.dropout, 9))], r.error)

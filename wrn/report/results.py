@@ -1,6 +1,5 @@
-"""results.csv: its one schema, the reader (every number checked) and writer, the mean ± std of
-each configuration over its seeds, and the Pareto front. Accuracies are fractions in [0, 1]; an
-empty cell is a value the run did not record (e.g. `test_acc` when there was no test split)."""
+"""results.csv: its one schema, reader (every number checked) and writer, the mean ± std of each
+configuration over its seeds, and the Pareto front. An empty cell is a value the run did not record."""
 
 from __future__ import annotations
 
@@ -18,11 +17,10 @@ import numpy as np
 from wrn.files import atomic_write_text
 
 RESULTS_FILE = "results.csv"
-RESULT_COLUMNS = (
-    "run_id", "config", "status", "error", "model", "family", "depth", "widen_factor", "dropout",
-    "seed", "params", "flops", "best_val_acc", "final_val_acc", "test_acc", "test_acc_best",
-    "epochs", "wall_seconds", "images_per_sec", "device", "run_dir",
-)  # then one column per swept key
+# A run's fields, then one column per swept key.
+RESULT_COLUMNS = ("run_id", "config", "status", "error", "model", "family", "depth", "widen_factor",
+                  "dropout", "seed", "params", "flops", "best_val_acc", "final_val_acc", "test_acc",
+                  "test_acc_best", "epochs", "wall_seconds", "images_per_sec", "device", "run_dir")
 REQUIRED_COLUMNS = ("config", "status", "model", "family", "depth", "widen_factor", "dropout",
                     "params", "flops", "best_val_acc")
 ACCURACIES = ("best_val_acc", "final_val_acc", "test_acc", "test_acc_best")  # fractions in [0, 1]
@@ -149,14 +147,18 @@ def csv_cell(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value, sort_keys=True)
 
 
-def results_text(rows: Iterable[Mapping[str, Any]], extra_columns: Sequence[str] = ()) -> str:
-    """The CSV text of rows (dicts keyed by column; missing keys are empty cells)."""
+def csv_text(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    columns = [*RESULT_COLUMNS, *(c for c in extra_columns if c not in RESULT_COLUMNS)]
-    writer.writerow(columns)
-    writer.writerows([csv_cell(row.get(column)) for column in columns] for row in rows)
+    writer.writerow(header)
+    writer.writerows(rows)
     return buffer.getvalue()
+
+
+def results_text(rows: Iterable[Mapping[str, Any]], extra_columns: Sequence[str] = ()) -> str:
+    """The CSV text of rows (dicts keyed by column; missing keys are empty cells)."""
+    columns = [*RESULT_COLUMNS, *(c for c in extra_columns if c not in RESULT_COLUMNS)]
+    return csv_text(columns, ([csv_cell(row.get(column)) for column in columns] for row in rows))
 
 
 write_results = atomic_write_text  # whole: a reader or a kill never sees half a file
@@ -193,10 +195,8 @@ def error_metric(runs: Sequence[Run]) -> str:
 def metric_note(runs: Sequence[Run]) -> str | None:
     """Why test errors were not used although some runs have them; None when nothing to say."""
     with_test = sum(run.test_acc is not None for run in runs)
-    if 0 < with_test < len(runs):
-        return (f"{len(runs) - with_test} of {len(runs)} runs have no test_acc, so every error "
-                "shown is a best-validation error")
-    return None
+    return (f"{len(runs) - with_test} of {len(runs)} runs have no test_acc, so every error shown is "
+            "a best-validation error") if 0 < with_test < len(runs) else None
 
 
 @dataclass(frozen=True)
@@ -239,9 +239,9 @@ def by_config(runs: Iterable[Run]) -> dict[str, list[Run]]:
     return groups
 
 
-def group_runs(runs: Sequence[Run], metric: str | None = None) -> list[Group]:
+def group_runs(runs: Sequence[Run]) -> list[Group]:
     """One Group per `config`, in first-appearance order; one metric for all (see `error_metric`)."""
-    metric = metric or error_metric(runs)
+    metric = error_metric(runs)
     groups = []
     for config, members in by_config(runs).items():
         mean, std = stats([100.0 * (1.0 - getattr(r, metric)) for r in members])
@@ -262,9 +262,9 @@ def family_rank(family: str) -> int:
     return FAMILY_ORDER.index(family) if family in FAMILY_ORDER else len(FAMILY_ORDER)
 
 
-def aggregate(runs: Sequence[Run], metric: str | None = None) -> list[Group]:
+def aggregate(runs: Sequence[Run]) -> list[Group]:
     """One Group per `config`, sorted by family (baselines first) then parameter count."""
-    return sorted(group_runs(runs, metric),
+    return sorted(group_runs(runs),
                   key=lambda g: (family_rank(g.family), g.params or math.inf, g.config))
 
 
@@ -282,9 +282,8 @@ def finite(value: float | None) -> bool:
 
 
 def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
-    """Indices of the (cost, error) points no other point beats (cost and error <=, one of them
-    <), by increasing cost. Of exact duplicates only the first is kept (no zero-length steps);
-    points with a missing or non-finite coordinate are never on the front."""
+    """Indices of the (cost, error) points no other (finite) point beats, by increasing cost; of
+    exact duplicates only the first (no zero-length steps)."""
     usable = [i for i, (cost, error) in enumerate(points) if finite(cost) and finite(error)]
     front, best_error = [], math.inf
     for i in sorted(usable, key=lambda i: (points[i][0], points[i][1], i)):

@@ -1,5 +1,4 @@
-"""What the runs behind a figure were (training subset, epochs), read from their records, so a
-short smoke sweep cannot pass for a full CIFAR-10 result."""
+"""What the runs were (training subset, epochs): a short smoke sweep must not pass for a full result."""
 
 from __future__ import annotations
 

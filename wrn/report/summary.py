@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from wrn.report.results import (ACCURACIES, FINISHED, Group, Run, by_config, csv_cell, error_split,
+from wrn.report.results import (ACCURACIES, FINISHED, Group, Run, by_config, csv_cell, csv_text, error_split,
                                 group_runs, metric_note, parse_run, stats)
 from wrn.report.text import DASH, duration, plus_minus, render_table, si
 
@@ -67,12 +65,8 @@ def summary_records(summaries: Sequence[ConfigSummary]) -> list[dict]:
 
 def summary_csv(summaries: Sequence[ConfigSummary]) -> str:
     records = summary_records(summaries)
-    buffer = io.StringIO()
-    if records:
-        writer = csv.DictWriter(buffer, fieldnames=list(records[0]), lineterminator="\n")
-        writer.writeheader()
-        writer.writerows({k: csv_cell(v) for k, v in r.items()} for r in records)
-    return buffer.getvalue()
+    rows = ([csv_cell(v) for v in r.values()] for r in records)
+    return csv_text(list(records[0]), rows) if records else ""
 
 
 FORMATS = {"table": summary_table, "csv": summary_csv,

@@ -4,8 +4,6 @@ paper's rows with ours beside each. Every caption and error column names the spl
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import math
 import sys
 from dataclasses import dataclass
@@ -14,7 +12,7 @@ from typing import Sequence
 
 from wrn.report import paper
 from wrn.report.names import DATASET_NAMES, display_name, family_of_model
-from wrn.report.results import (Group, ResultsError, aggregate, error_split, load_results,
+from wrn.report.results import (Group, ResultsError, aggregate, csv_text, error_split, load_results,
                                 result_notes)
 from wrn.report.runinfo import describe_runs
 from wrn.report.text import DASH, plus_minus, render_table
@@ -146,11 +144,7 @@ def _raw(value) -> str:
 
 def format_csv(table: TableData) -> str:
     """Unrounded numbers for other programs; the rounding is the other formats' business."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(table.csv_headers)
-    writer.writerows([_raw(v) for v in row] for row in table.csv_rows)
-    return buffer.getvalue()
+    return csv_text(table.csv_headers, ([_raw(v) for v in row] for row in table.csv_rows))
 
 
 def format_text(table: TableData) -> str:
