@@ -43,17 +43,6 @@ def load_curve(run: Run) -> tuple[np.ndarray, np.ndarray] | None:
     return epochs, 100.0 * np.array([by_epoch[e] for e in epochs])
 
 
-def _zoom_limits(curves: Sequence[tuple[np.ndarray, np.ndarray]]) -> tuple[tuple, tuple]:
-    """The last quarter of training, where final accuracies differ by tenths of a percent."""
-    first = min(int(epochs.min()) for epochs, _ in curves)
-    last = max(int(epochs.max()) for epochs, _ in curves)
-    start = last - max((last - first) / 4, 1)
-    tail = np.concatenate([acc[epochs >= start] for epochs, acc in curves])
-    low, high = float(tail.min()), float(tail.max())
-    pad = max(0.08 * (high - low), 0.2)
-    return (start, last), (low - pad, high + pad)
-
-
 def plot_curves(groups: Sequence[Group], options: PlotOptions) -> Drawing | None:
     best = {id(g) for g in sorted(groups, key=lambda g: g.error_mean)[:MAX_CURVES]}
     shown = [g for g in groups if id(g) in best]  # in the figure order
@@ -87,8 +76,14 @@ def plot_curves(groups: Sequence[Group], options: PlotOptions) -> Drawing | None
         warn(f"{len(missing) - 3} more runs without an epochs log; their curves are skipped")
     if not curves:
         return None
-    zoom_x, zoom_y = _zoom_limits(curves)
-    zoom.set(xlim=zoom_x, ylim=zoom_y, title="last quarter of training")
+    # The last quarter of training, where final accuracies differ by tenths of a percent.
+    first = min(int(epochs.min()) for epochs, _ in curves)
+    last = max(int(epochs.max()) for epochs, _ in curves)
+    start = last - max((last - first) / 4, 1)
+    tail = np.concatenate([acc[epochs >= start] for epochs, acc in curves])
+    low, high = float(tail.min()), float(tail.max())
+    pad = max(0.08 * (high - low), 0.2)
+    zoom.set(xlim=(start, last), ylim=(low - pad, high + pad), title="last quarter of training")
     full.set(ylim=(0, 100), title="all epochs")
     for ax in (full, zoom):
         ax.set(xlabel="epoch", ylabel="validation accuracy (%)")

@@ -51,28 +51,6 @@ def placement_notes(placements: Sequence[Placement]) -> list[str]:
     return notes
 
 
-def _plot_published(ax, groups, options: PlotOptions, x_of, cost):
-    """Hollow published points, dotted to our match or labelled; (labels, [(x, error)] drawn)."""
-    labels, points = [], []
-    ours = {(g.model.lower(), round(g.dropout, 9)): g for g in groups}
-    for entry in paper.published_results(options.dataset):
-        x = x_of(entry)
-        if not finite(x):
-            continue
-        style = family_style(family_of_model(entry.model))
-        ax.plot([x], [entry.error], marker=style.marker, ms=7.5, mfc="none", mec=style.color,
-                mew=1.4, ls="none", zorder=4)
-        points.append((x, entry.error))
-        match = ours.get((entry.model, round(entry.dropout, 9)))
-        if match is not None:
-            ax.plot([cost(match), x], [match.error_mean, entry.error],
-                    ls=":", lw=1.0, color=style.color, alpha=0.7, zorder=2)
-        else:
-            name = display_name(entry.model, entry.dropout) + " (paper)"
-            labels.append(PointLabel(x, entry.error, name, style.color, italic=True))
-    return labels, points
-
-
 def _legend(ax, groups: Sequence[Group], published_drawn: bool) -> None:
     handles, labels = ax.get_legend_handles_labels()
     if published_drawn:  # only when hollow markers are on the axes
@@ -147,7 +125,23 @@ def _error_vs_cost(groups, options: PlotOptions, cost, xlabel: str, what: str,
     _scatter(ax, drawn, cost, xlabel)
     paper_labels, paper_points, notes = [], [], []
     if options.with_paper and published_x is not None:
-        paper_labels, paper_points = _plot_published(ax, drawn, options, published_x, cost)
+        # Hollow published points, dotted to our matching configuration, else labelled '(paper)'.
+        ours = {(g.model.lower(), round(g.dropout, 9)): g for g in drawn}
+        for entry in paper.published_results(options.dataset):
+            x = published_x(entry)
+            if not finite(x):
+                continue
+            style = family_style(family_of_model(entry.model))
+            ax.plot([x], [entry.error], marker=style.marker, ms=7.5, mfc="none", mec=style.color,
+                    mew=1.4, ls="none", zorder=4)
+            paper_points.append((x, entry.error))
+            match = ours.get((entry.model, round(entry.dropout, 9)))
+            if match is not None:
+                ax.plot([cost(match), x], [match.error_mean, entry.error],
+                        ls=":", lw=1.0, color=style.color, alpha=0.7, zorder=2)
+            else:
+                name = display_name(entry.model, entry.dropout) + " (paper)"
+                paper_labels.append(PointLabel(x, entry.error, name, style.color, italic=True))
         if not paper_points:
             notes.append(f"no published {options.dataset_name} model has a known {xlabel}; "
                          "none drawn")

@@ -82,24 +82,6 @@ def _annotate(ax, label: PointLabel, dx: float, dy: float, leader: bool = False)
                        arrowprops=arrow if leader else None)
 
 
-def _best_offset(ax, label: PointLabel, hard: np.ndarray, soft: np.ndarray, inside: np.ndarray,
-                 renderer):
-    """(hard overlap, offset, box) of the cheapest position, nearest first among equals. Outside
-    the axes costs ten times a hard obstacle; soft ones (lines) cost a quarter and never exclude."""
-    probe = _annotate(ax, label, *_OFFSETS[0])  # text layout is the slow part: measured once
-    size = np.array([probe.get_window_extent(renderer).size])
-    probe.remove()
-    offsets = np.array(_OFFSETS, dtype=float)
-    anchor = ax.transData.transform((label.x, label.y)) + offsets * ax.figure.dpi / 72
-    # Lower left corners, aligned as _annotate aligns the text; 2 pixels of air around each box.
-    corner = anchor - size * (1 - np.sign(offsets)) / 2
-    boxes = np.hstack([corner - 2, corner + size + 2])
-    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-    hard_overlap = _overlaps(boxes, hard) + 10 * (areas - _overlaps(boxes, inside[None]))
-    best = int(np.argmin(hard_overlap + 0.25 * _overlaps(boxes, soft)))
-    return float(hard_overlap[best]), _OFFSETS[best], boxes[best]
-
-
 def place_labels(ax, labels: Sequence[PointLabel], obstacles: np.ndarray) -> Placement:
     """The first MAX_LABELS (most important first), each at the nearest free offset inside the
     axes; one that can only overlap text or markers is left out: overlapping text helps no one."""
@@ -109,12 +91,24 @@ def place_labels(ax, labels: Sequence[PointLabel], obstacles: np.ndarray) -> Pla
                                                             [lab.y for lab in shown])])
     soft = line_boxes(ax)
     inside = np.array(ax.get_window_extent(renderer).extents)
+    offsets = np.array(_OFFSETS, dtype=float)
     crowded = 0
     for label in shown:
-        overlap, offset, box = _best_offset(ax, label, hard, soft, inside, renderer)
-        if overlap > 0.03 * (box[2] - box[0]) * (box[3] - box[1]):
+        probe = _annotate(ax, label, *_OFFSETS[0])  # text layout is the slow part: measured once
+        size = np.array([probe.get_window_extent(renderer).size])
+        probe.remove()
+        anchor = ax.transData.transform((label.x, label.y)) + offsets * ax.figure.dpi / 72
+        # Lower left corners, aligned as _annotate aligns the text; 2 pixels of air around each box.
+        corner = anchor - size * (1 - np.sign(offsets)) / 2
+        boxes = np.hstack([corner - 2, corner + size + 2])
+        areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+        # Outside the axes costs ten times a hard obstacle (markers, bars, legend, labels); soft
+        # ones (lines) cost a quarter and never exclude. Nearest offset first among equals.
+        hard_overlap = _overlaps(boxes, hard) + 10 * (areas - _overlaps(boxes, inside[None]))
+        best = int(np.argmin(hard_overlap + 0.25 * _overlaps(boxes, soft)))
+        if hard_overlap[best] > 0.03 * areas[best]:
             crowded += 1
             continue
-        _annotate(ax, label, *offset, leader=offset not in _OFFSETS[:len(_DIRECTIONS)])
-        hard = np.vstack([hard, box])
+        _annotate(ax, label, *_OFFSETS[best], leader=best >= len(_DIRECTIONS))  # past the first ring
+        hard = np.vstack([hard, boxes[best]])
     return Placement(crowded, len(labels) - len(shown))

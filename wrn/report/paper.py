@@ -94,10 +94,7 @@ def spearman(x: Sequence[float], y: Sequence[float]) -> float:
 class RankCorrelation:
     rho: float  # NaN when undefined (fewer than two shared models, or no spread)
     models: tuple[tuple[str, float], ...]  # (model, dropout) of the rows compared
-
-    @property
-    def n(self) -> int:
-        return len(self.models)
+    n: int
 
 
 def paper_rank_correlation(ours: Mapping[str | tuple[str, float], float],
@@ -110,4 +107,4 @@ def paper_rank_correlation(ours: Mapping[str | tuple[str, float], float],
              for r in published_results(dataset)
              if r.model.startswith("wrn-") and (r.model, round(r.dropout, 9)) in keyed]
     return RankCorrelation(spearman([p[1] for p in pairs], [p[2] for p in pairs]),
-                           tuple(p[0] for p in pairs))
+                           tuple(p[0] for p in pairs), len(pairs))

@@ -16,24 +16,19 @@ def _span(values: Iterable[int], unit: str) -> str:
     return f"{amount} {unit}"
 
 
-def _training_set(sections: Sequence[dict]) -> str:
-    subsets = {s.get("subset") for s in sections}
-    held = {int(s.get("val_size") or 0) for s in sections}
-    if None in subsets:
-        what = "full training set" if len(subsets) == 1 else "mixed training subsets"
-    else:
-        what = "subset: " + _span(subsets, "images per class")
-    if held == {0}:
-        return f"{what}, validated on the test split"
-    return f"{what}, {_span(held, 'held out for validation')}"
-
-
 def describe_runs(runs: Sequence[Run]) -> str:
     """E.g. 'subset: 300 images per class, 500 held out for validation; 6 epochs'."""
     firsts = [members[0] for members in by_config(runs).values()][:MAX_CONFIGS_READ]
     configs = [read_config(r.run_dir) for r in firsts if r.run_dir is not None]
     sections = [c["data"] for c in configs if c and isinstance(c.get("data"), dict)]
-    parts = [_training_set(sections)] if sections else []
+    parts = []
+    if sections:
+        subsets = {s.get("subset") for s in sections}
+        held = {int(s.get("val_size") or 0) for s in sections}
+        what = ("subset: " + _span(subsets, "images per class") if None not in subsets
+                else "full training set" if len(subsets) == 1 else "mixed training subsets")
+        parts.append(f"{what}, " + ("validated on the test split" if held == {0}
+                                    else _span(held, "held out for validation")))
     epochs = [int(r.epochs) for r in runs if r.epochs is not None]
     if epochs:
         parts.append(_span(epochs, "epochs" if max(epochs) > 1 else "epoch"))
