@@ -10,9 +10,8 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from wrn.report import paper
-from wrn.report.labels import MAX_LABELS, Placement, PointLabel, bar_boxes, place_labels, point_boxes
-from wrn.report.results import (Group, error_label, error_split, family_rank, finite,
-                                pareto_front)
+from wrn.report.labels import MAX_LABELS, Placement, PointLabel, place_labels, point_boxes
+from wrn.report.results import Group, error_label, error_split, family_rank, finite, pareto_front
 from wrn.report.names import DATASET_NAMES, display_name, family_of_model
 from wrn.report.styles import MARKER_SIZE, family_style, log_x, new_figure
 from wrn.report.text import si
@@ -35,10 +34,8 @@ class PlotOptions:
 
 @dataclass
 class Drawing:
-    """A finished figure and what the command should say about it (not drawn in it)."""
-
     figure: Figure
-    notes: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # for the command to print, not drawn
 
 
 def placement_notes(placements: Sequence[Placement]) -> list[str]:
@@ -97,9 +94,12 @@ def _label_points(ax, groups, cost, higher_is_better: bool = False,
     named = [PointLabel(x, y, display_name(g.model, g.dropout), family_style(g.family).color)
              for x, y, g in zip(xs, ys, groups)]
     seen = set(first)
-    labels = [*(named[i] for i in first), *extra_labels, *(p for i, p in enumerate(named) if i not in seen)]
+    rest = [label for i, label in enumerate(named) if i not in seen]
+    labels = [*(named[i] for i in first), *extra_labels, *rest]
     stds = np.array([g.error_std for g in groups])
-    obstacles = [point_boxes(ax, xs, ys), bar_boxes(ax, xs, ys - stds, ys + stds)]
+    low, high = (ax.transData.transform(np.column_stack([xs, ys + side * stds])) for side in (-1, 1))
+    bars = np.column_stack([low[:, 0] - 3, low[:, 1], low[:, 0] + 3, high[:, 1]])  # over the ±std bars
+    obstacles = [point_boxes(ax, xs, ys), bars]
     if extra_points:
         obstacles.append(point_boxes(ax, *zip(*extra_points)))
     if ax.get_legend() is not None:
@@ -112,19 +112,18 @@ def freeze_layout(fig, axes) -> None:
     """Fix axes positions and limits so label placement measures what will be saved."""
     fig.tight_layout()
     for ax in axes:
-        ax.set_xlim(ax.get_xlim())
-        ax.set_ylim(ax.get_ylim())
+        ax.set(xlim=ax.get_xlim(), ylim=ax.get_ylim())
 
 
 def _error_vs_cost(groups, options: PlotOptions, cost, xlabel: str, what: str,
-                   published_x=None) -> Drawing | None:
+                   published_x) -> Drawing | None:
     drawn = [g for g in groups if finite(cost(g))]
     if not drawn:
         return None
     fig, (ax,) = new_figure()
     _scatter(ax, drawn, cost, xlabel)
     paper_labels, paper_points, notes = [], [], []
-    if options.with_paper and published_x is not None:
+    if options.with_paper:
         # Hollow published points, dotted to our matching configuration, else labelled '(paper)'.
         ours = {(g.model.lower(), round(g.dropout, 9)): g for g in drawn}
         for entry in paper.published_results(options.dataset):

@@ -29,24 +29,14 @@ class PointLabel:
 
 @dataclass(frozen=True)
 class Placement:
-    """How many labels were left out for want of room, and past the cap."""
-
-    crowded: int
-    capped: int
+    crowded: int  # labels left out for want of room
+    capped: int  # labels past MAX_LABELS, not tried
 
 
 def point_boxes(ax, xs: Sequence[float], ys: Sequence[float]) -> np.ndarray:
-    """The display-space boxes of markers at data points (x, y)."""
     radius = MARKER_SIZE / 2 * ax.figure.dpi / 72 + 1
     centres = ax.transData.transform(np.column_stack([xs, ys]))
     return np.hstack([centres - radius, centres + radius])
-
-
-def bar_boxes(ax, xs: Sequence[float], lows: Sequence[float], highs: Sequence[float]) -> np.ndarray:
-    """Thin boxes over vertical error bars from low to high at each x."""
-    low = ax.transData.transform(np.column_stack([xs, lows]))
-    high = ax.transData.transform(np.column_stack([xs, highs]))
-    return np.column_stack([low[:, 0] - 3, low[:, 1], low[:, 0] + 3, high[:, 1]])
 
 
 def _overlaps(boxes: np.ndarray, others: np.ndarray) -> np.ndarray:

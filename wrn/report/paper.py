@@ -1,7 +1,6 @@
-"""Published CIFAR test errors (standard augmentation: crop after 4-pixel padding, flip) to set a
-reproduction beside, and the rank correlation with them. The WRN numbers are Table 4 of the WRN
-paper's first arXiv version, the one other papers (e.g. DenseNet, Table 2) quote; later versions
-add mean/std input normalisation and report somewhat lower errors (WRN-28-10 4.00 / 19.25)."""
+"""Published CIFAR test errors (augmentation: 4-pixel padding, random crop, flip) and the rank
+correlation with them. WRN numbers: Table 4 of the first arXiv version, the one others (e.g. DenseNet,
+Table 2) quote; later versions add input normalisation and report lower errors (WRN-28-10 4.00 / 19.25)."""
 
 from __future__ import annotations
 
@@ -61,7 +60,6 @@ def published_results(dataset: str = "cifar10") -> tuple[PublishedResult, ...]:
 
 
 def published_error(model: str, dataset: str = "cifar10", dropout: float = 0.0) -> float | None:
-    """The published test error (%) for a model, or None when the papers above lack it."""
     # Dropout is matched exactly: a paper number at dropout 0.3 says nothing about 0.5.
     return next((r.error for r in published_results(dataset)
                  if r.model == model.lower() and abs(r.dropout - float(dropout)) < 1e-9), None)

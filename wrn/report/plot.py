@@ -53,7 +53,7 @@ def _formats(text: str) -> list[str]:
     return formats
 
 
-def build_parser() -> argparse.ArgumentParser:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="wrn plot", description="Plot a sweep's results.csv: error vs parameters, FLOPs and "
         "training time, a WRN depth x width heatmap, and validation curves.")
@@ -65,11 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="which published numbers to overlay, and the title (default cifar10)")
     parser.add_argument("--formats", type=_formats, default=["png", "svg"],
                         help="comma-separated image formats (default png,svg)")
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parser.parse_args(argv)
     if args.out.exists() and not args.out.is_dir():
         print(f"error: --out {args.out} is a file; expected a folder for the figures", file=sys.stderr)
         return 2

@@ -28,7 +28,6 @@ AMOUNTS = ("params", "flops", "epochs", "wall_seconds", "images_per_sec")  # fin
 # The accuracy an error comes from, and the words that name its split on every axis and column.
 SPLIT_OF_METRIC = {"test_acc": "test", "best_val_acc": "best validation"}
 FINISHED = "finished"
-_EMPTY = frozenset(("", "none", "null"))
 
 
 class ResultsError(ValueError):
@@ -62,7 +61,7 @@ class Run:
 
 
 def _number(value: Any, column: str, where: str) -> float | None:
-    if value is None or (isinstance(value, str) and value.strip().lower() in _EMPTY):
+    if value is None or (isinstance(value, str) and value.strip().lower() in ("", "none", "null")):
         return None
     try:
         number = float(value)
@@ -86,15 +85,11 @@ def parse_run(row: Mapping[str, Any], where: str, base: Path | None = None) -> R
     numbers = {c: _number(row.get(c), c, where) for c in (*ACCURACIES, *AMOUNTS, "dropout")}
     whole = {c: None if (n := _number(row.get(c), c, where)) is None else int(n)
              for c in ("depth", "widen_factor")}
-    model, run_dir = _text(row.get("model")), _text(row.get("run_dir"))
-    dropout = numbers.pop("dropout") or 0.0
-    return Run(
-        config=_text(row.get("config")) or f"{model} dropout={dropout:g}",
-        status=_text(row.get("status")), model=model, family=_text(row.get("family")),
-        dropout=dropout, seed=_text(row.get("seed")), device=_text(row.get("device")),
-        run_dir=(base / run_dir) if run_dir and base is not None else None,
-        error=_text(row.get("error")), **whole, **numbers,
-    )
+    texts = {c: _text(row.get(c)) for c in ("config", "status", "model", "family", "seed", "device", "error")}
+    numbers["dropout"] = numbers["dropout"] or 0.0
+    texts["config"] = texts["config"] or f"{texts['model']} dropout={numbers['dropout']:g}"
+    run_dir = _text(row.get("run_dir"))
+    return Run(**texts, **whole, **numbers, run_dir=base / run_dir if run_dir and base is not None else None)
 
 
 def read_runs(path: str | Path) -> list[Run]:
@@ -232,7 +227,6 @@ def stats(values: Sequence[float]) -> tuple[float, float]:
 
 
 def by_config(runs: Iterable[Run]) -> dict[str, list[Run]]:
-    """Runs grouped by `config`, in the order configs first appear."""
     groups: dict[str, list[Run]] = {}
     for run in runs:
         groups.setdefault(run.config, []).append(run)

@@ -33,12 +33,10 @@ def family_style(family: str) -> FamilyStyle:
     return FAMILY_STYLES.get(family, FamilyStyle(family or "other", "#009E73", "v"))
 
 
-STYLE = {
-    "font.size": 10, "axes.titlesize": 11, "axes.labelsize": 10, "legend.fontsize": 8.5,
-    "xtick.labelsize": 9, "ytick.labelsize": 9, "axes.grid": True, "axes.grid.which": "major",
-    "grid.alpha": 0.35, "grid.linewidth": 0.6, "axes.spines.top": False,
-    "axes.spines.right": False, "svg.hashsalt": "wrn", "savefig.dpi": 150,
-}
+STYLE = {"font.size": 10, "axes.titlesize": 11, "axes.labelsize": 10, "legend.fontsize": 8.5,
+         "xtick.labelsize": 9, "ytick.labelsize": 9, "axes.grid": True, "axes.grid.which": "major",
+         "grid.alpha": 0.35, "grid.linewidth": 0.6, "axes.spines.top": False,
+         "axes.spines.right": False, "svg.hashsalt": "wrn", "savefig.dpi": 150}
 MARKER_SIZE = 6.5  # points
 
 

@@ -156,7 +156,7 @@ FORMATTERS = {"markdown": format_markdown, "latex": format_latex, "csv": format_
               "text": format_text}
 
 
-def build_parser() -> argparse.ArgumentParser:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="wrn table", description="Tabulate a sweep's results.csv like the WRN paper's Table 4.")
     parser.add_argument("results", type=Path, metavar="RESULTS.csv")
@@ -166,11 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--paper", action="store_true",
                         help="the paper's rows with ours beside them, the difference and the "
                         "Spearman rank correlation over the Wide ResNet rows")
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parser.parse_args(argv)
     try:
         results = load_results(args.results)
         groups = aggregate(results.runs)

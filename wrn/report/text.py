@@ -9,8 +9,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-# A dashed rule under the header, two spaces between columns, nothing else: reads well in a
-# terminal, in a log file and in a code block.
+# A dashed rule under the header and nothing else: reads well in a terminal, a log and a code block.
 _RULE_UNDER_HEADER = box.Box("    \n    \n -  \n    \n    \n    \n    \n    \n", ascii=True)
 DASH = "–"  # an empty cell in human-readable tables
 
