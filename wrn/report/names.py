@@ -14,7 +14,8 @@ _MODEL_PREFIXES = (  # longest first: "preact-resnet-" also ends in "resnet-"
 
 
 def family_of_model(model: str) -> str:
-    return next((family for prefix, family, _ in _MODEL_PREFIXES if model.lower().startswith(prefix)), "")
+    matches = (family for prefix, family, _ in _MODEL_PREFIXES if model.lower().startswith(prefix))
+    return next(matches, "")
 
 
 def display_name(model: str, dropout: float = 0.0) -> str:

@@ -6,16 +6,15 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import matplotlib
 from matplotlib.figure import Figure
 
 from wrn.report.curves import plot_curves, warn
-from wrn.report.figures import (Drawing, PlotOptions, plot_error_vs_flops, plot_error_vs_params,
-                                plot_error_vs_time)
+from wrn.report.figures import PlotOptions, plot_error_vs_flops, plot_error_vs_params, plot_error_vs_time
 from wrn.report.heatmap import plot_heatmap
-from wrn.report.results import Group, ResultsError, aggregate, load_results, result_notes
+from wrn.report.results import ResultsError, aggregate, load_results, result_notes
 from wrn.report.runinfo import describe_runs
 from wrn.report.names import DATASET_NAMES
 from wrn.report.styles import STYLE
@@ -23,8 +22,8 @@ from wrn.files import atomic_file
 
 FORMATS = ("png", "svg", "pdf")
 
-# (file stem, figure function, why it can come out empty); a function returns None when empty.
-FIGURES: tuple[tuple[str, Callable[[Sequence[Group], PlotOptions], Drawing | None], str], ...] = (
+# (file stem, figure function: groups, PlotOptions -> Drawing or None when empty, why it can be empty)
+FIGURES = (
     ("error_vs_params", plot_error_vs_params, "no finished run has params"),
     ("error_vs_flops", plot_error_vs_flops, "no finished run has flops"),
     ("heatmap", plot_heatmap, "no finished Wide ResNet runs"),

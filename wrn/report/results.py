@@ -85,11 +85,13 @@ def parse_run(row: Mapping[str, Any], where: str, base: Path | None = None) -> R
     numbers = {c: _number(row.get(c), c, where) for c in (*ACCURACIES, *AMOUNTS, "dropout")}
     whole = {c: None if (n := _number(row.get(c), c, where)) is None else int(n)
              for c in ("depth", "widen_factor")}
-    texts = {c: _text(row.get(c)) for c in ("config", "status", "model", "family", "seed", "device", "error")}
+    texts = {c: _text(row.get(c))
+             for c in ("config", "status", "model", "family", "seed", "device", "error", "run_dir")}
     numbers["dropout"] = numbers["dropout"] or 0.0
     texts["config"] = texts["config"] or f"{texts['model']} dropout={numbers['dropout']:g}"
-    run_dir = _text(row.get("run_dir"))
-    return Run(**texts, **whole, **numbers, run_dir=base / run_dir if run_dir and base is not None else None)
+    run_dir = texts.pop("run_dir")
+    return Run(**texts, **whole, **numbers,
+               run_dir=base / run_dir if run_dir and base is not None else None)
 
 
 def read_runs(path: str | Path) -> list[Run]:
@@ -276,8 +278,8 @@ def finite(value: float | None) -> bool:
 
 
 def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
-    """Indices of the (cost, error) points no other (finite) point beats, by increasing cost; of
-    exact duplicates only the first (no zero-length steps)."""
+    """Indices of the (cost, error) points no other beats (<= in both, < in one), by increasing
+    cost; non-finite points are never on it, and of exact duplicates only the first is."""
     usable = [i for i, (cost, error) in enumerate(points) if finite(cost) and finite(error)]
     front, best_error = [], math.inf
     for i in sorted(usable, key=lambda i: (points[i][0], points[i][1], i)):

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from wrn.report.results import (ACCURACIES, FINISHED, Group, Run, by_config, csv_cell, csv_text, error_split,
-                                group_runs, metric_note, parse_run, stats)
+from wrn.report.results import (ACCURACIES, FINISHED, Group, Run, by_config, csv_cell, csv_text,
+                                error_split, group_runs, metric_note, parse_run, stats)
 from wrn.report.text import DASH, duration, plus_minus, render_table, si
 
 
