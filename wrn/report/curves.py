@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import sys
 from collections import Counter
@@ -25,14 +26,6 @@ def warn(message: str) -> None:
     print(f"warning: {message}", file=sys.stderr)
 
 
-def _epoch_point(record) -> tuple[int, float] | None:
-    """(epoch, val_acc) of one log line, None for a line without them (e.g. a test-only line)."""
-    try:
-        return int(record["epoch"]), float(record["val_acc"])
-    except (KeyError, TypeError, ValueError):
-        return None
-
-
 def load_curve(run: Run) -> tuple[np.ndarray, np.ndarray] | None:
     """(epochs, val accuracy %) from the run's epochs.jsonl; None when there is no usable log."""
     if run.run_dir is None:
@@ -40,59 +33,14 @@ def load_curve(run: Run) -> tuple[np.ndarray, np.ndarray] | None:
     records, problems = read_epochs(run.run_dir)
     for problem in problems:
         warn(problem)
-    # A resumed run may log an epoch twice; the later line is the one that counted.
-    by_epoch = dict(point for point in map(_epoch_point, records) if point is not None)
+    by_epoch = {}  # a resumed run may log an epoch twice; the later line is the one that counted
+    for record in records:
+        with contextlib.suppress(KeyError, TypeError, ValueError):  # e.g. a test-only line
+            by_epoch[int(record["epoch"])] = float(record["val_acc"])
     if not by_epoch:
         return None
     epochs = np.array(sorted(by_epoch))
     return epochs, 100.0 * np.array([by_epoch[e] for e in epochs])
-
-
-def _config_styles(groups: Sequence[Group]) -> dict[str, tuple]:
-    """A colour per config; the line style says the family, as the marker does elsewhere."""
-    colors = matplotlib.colormaps["tab10" if len(groups) <= 10 else "tab20"].colors
-    return {g.config: (colors[i % len(colors)], FAMILY_LINESTYLES.get(g.family, (0, (1, 2))))
-            for i, g in enumerate(groups)}
-
-
-def _curve_labels(groups: Sequence[Group]) -> dict[str, str]:
-    names = Counter(display_name(g.model, g.dropout) for g in groups)
-    labels = {}
-    for g in groups:
-        name = display_name(g.model, g.dropout)
-        labels[g.config] = name if names[name] == 1 else f"{name} [{g.config}]"
-        labels[g.config] += f" (n={g.n})" if g.n > 1 else ""
-    return labels
-
-
-def _zoom_limits(curves: Sequence[tuple[np.ndarray, np.ndarray]]) -> tuple[tuple, tuple]:
-    """The last quarter of training, where final accuracies differ by tenths of a percent."""
-    first = min(int(epochs.min()) for epochs, _ in curves)
-    last = max(int(epochs.max()) for epochs, _ in curves)
-    start = last - max((last - first) / 4, 1)
-    tail = np.concatenate([acc[epochs >= start] for epochs, acc in curves])
-    low, high = float(tail.min()), float(tail.max())
-    pad = max(0.08 * (high - low), 0.2)
-    return (start, last), (low - pad, high + pad)
-
-
-def _legend_title(groups: Sequence[Group]) -> str | None:
-    parts = ["seeds share a colour"] if any(g.n > 1 for g in groups) else []
-    if len({g.family for g in groups}) > 1:
-        parts.append("line style marks the family")
-    return "; ".join(parts) or None
-
-
-def _curve_legend(fig, handles, labels, title: str | None) -> None:
-    # Under the panels, in columns: beside them it squeezes the panels and collides with the title.
-    fig.legend(handles, labels, loc="outside lower center", ncol=min(LEGEND_COLUMNS, len(labels)),
-               fontsize=8, title_fontsize=8, title=title)
-
-
-def _dedupe_legend(ax) -> tuple[list, list]:
-    handles, labels = ax.get_legend_handles_labels()
-    seen = dict(zip(labels, handles))  # a config whose first seed had no log labels a later one
-    return list(seen.values()), list(seen.keys())
 
 
 def plot_curves(groups: Sequence[Group], options: PlotOptions) -> Drawing | None:
@@ -100,13 +48,18 @@ def plot_curves(groups: Sequence[Group], options: PlotOptions) -> Drawing | None
     shown = [g for g in groups if id(g) in best]  # in the figure order
     notes = ([f"{len(groups) - len(shown)} of {len(groups)} configurations not drawn (the "
               f"{MAX_CURVES} with the lowest error are)"] if len(shown) < len(groups) else [])
-    styles, labels = _config_styles(shown), _curve_labels(shown)
+    colors = matplotlib.colormaps["tab10" if len(shown) <= 10 else "tab20"].colors
+    names = Counter(display_name(g.model, g.dropout) for g in shown)
     legend_rows = math.ceil(len(shown) / LEGEND_COLUMNS)
     fig, (full, zoom) = new_figure(width=10.0, height=4.8 + 0.2 * legend_rows, ncols=2)
     fig.set_layout_engine("constrained")
     curves, missing = [], []
-    for group in shown:
-        color, linestyle = styles[group.config]
+    for i, group in enumerate(shown):
+        # A colour per config; the line style says the family, as the marker does elsewhere.
+        color, linestyle = colors[i % len(colors)], FAMILY_LINESTYLES.get(group.family, (0, (1, 2)))
+        name = display_name(group.model, group.dropout)
+        label = (name if names[name] == 1 else f"{name} [{group.config}]") + (
+            f" (n={group.n})" if group.n > 1 else "")
         for run in group.runs:
             curve = load_curve(run)
             if curve is None:
@@ -116,19 +69,33 @@ def plot_curves(groups: Sequence[Group], options: PlotOptions) -> Drawing | None
             curves.append(curve)
             for ax in (full, zoom):
                 ax.plot(*curve, color=color, ls=linestyle, lw=1.1, alpha=0.85,
-                        label=labels[group.config] if ax is full else None)
+                        label=label if ax is full else None)
     for message in missing[:3]:
         warn(message)
     if len(missing) > 3:
         warn(f"{len(missing) - 3} more runs without an epochs log; their curves are skipped")
     if not curves:
         return None
-    zoom_x, zoom_y = _zoom_limits(curves)
-    zoom.set(xlim=zoom_x, ylim=zoom_y, title="last quarter of training")
+    # The last quarter of training, where final accuracies differ by tenths of a percent.
+    first = min(int(epochs.min()) for epochs, _ in curves)
+    last = max(int(epochs.max()) for epochs, _ in curves)
+    start = last - max((last - first) / 4, 1)
+    tail = np.concatenate([acc[epochs >= start] for epochs, acc in curves])
+    low, high = float(tail.min()), float(tail.max())
+    pad = max(0.08 * (high - low), 0.2)
+    zoom.set(xlim=(start, last), ylim=(low - pad, high + pad), title="last quarter of training")
     full.set(ylim=(0, 100), title="all epochs")
     for ax in (full, zoom):
         ax.set(xlabel="epoch", ylabel="validation accuracy (%)")
         ax.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
-    _curve_legend(fig, *_dedupe_legend(full), _legend_title(shown))
+    handles, labels = full.get_legend_handles_labels()
+    legend = dict(zip(labels, handles))  # a config whose first seed had no log labels a later one
+    title = ["seeds share a colour"] if any(g.n > 1 for g in shown) else []
+    if len({g.family for g in shown}) > 1:
+        title.append("line style marks the family")
+    # Under the panels, in columns: beside them it squeezes the panels and collides with the title.
+    fig.legend(list(legend.values()), list(legend), loc="outside lower center",
+               ncol=min(LEGEND_COLUMNS, len(legend)), fontsize=8, title_fontsize=8,
+               title="; ".join(title) or None)
     fig.suptitle(options.title("validation accuracy per epoch"), size=11)
     return Drawing(fig, notes)

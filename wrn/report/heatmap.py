@@ -15,60 +15,6 @@ from wrn.report.styles import new_figure
 from wrn.report.text import si
 
 
-def _cells(groups: Sequence[Group]) -> dict[tuple[int, int], tuple[Group, int]]:
-    """(depth, k) -> (best group, how many configs shared the cell, e.g. other learning rates)."""
-    cells: dict[tuple[int, int], tuple[Group, int]] = {}
-    for g in groups:
-        key = (g.depth, g.widen_factor)
-        best, count = cells.get(key, (g, 0))
-        cells[key] = (g if g.error_mean < best.error_mean else best, count + 1)
-    return cells
-
-
-def _cell_text(group: Group, shared: int, options: PlotOptions) -> str:
-    error = f"{group.error_mean:.2f}" + (f"±{group.error_std:.2f}" if group.n > 1 else "")
-    lines = [error + ("*" if shared > 1 else ""), si(group.params) if finite(group.params) else ""]
-    published = paper.published_error(group.model, options.dataset, group.dropout)
-    if options.with_paper and published is not None:
-        lines.append(f"paper {published:.2f}")
-    return "\n".join(line for line in lines if line)
-
-
-def _text_color(rgba) -> str:
-    luminance = 0.299 * rgba[0] + 0.587 * rgba[1] + 0.114 * rgba[2]
-    return "black" if luminance > 0.55 else "white"
-
-
-def _heatmap_panel(ax, groups, depths, norm, cmap, options: PlotOptions):
-    """One dropout value: rows are all depths (aligned across panels), columns its own widths."""
-    widths = sorted({g.widen_factor for g in groups})
-    cells = _cells(groups)
-    grid = np.full((len(depths), len(widths)), np.nan)
-    for (depth, k), (group, _) in cells.items():
-        grid[depths.index(depth), widths.index(k)] = group.error_mean
-    image = ax.imshow(np.ma.masked_invalid(grid), cmap=cmap, norm=norm, aspect="auto")
-    for (depth, k), (group, shared) in cells.items():
-        ax.text(widths.index(k), depths.index(depth), _cell_text(group, shared, options),
-                ha="center", va="center", fontsize=7.5, linespacing=1.25,
-                color=_text_color(cmap(norm(group.error_mean))))
-    ax.set_xticks(range(len(widths)), [str(k) for k in widths])
-    ax.set_yticks(range(len(depths)), [str(d) for d in depths])
-    # White lines between cells; the default grid would cut through the numbers.
-    ax.set_xticks(np.arange(len(widths) + 1) - 0.5, minor=True)
-    ax.set_yticks(np.arange(len(depths) + 1) - 0.5, minor=True)
-    ax.grid(False)
-    ax.grid(which="minor", color="white", linewidth=2)
-    ax.tick_params(which="both", length=0)
-    ax.spines[:].set_visible(False)
-    ax.set_xlabel("widen factor k")
-    return image, any(shared > 1 for _, shared in cells.values())
-
-
-def _has_paper_cells(groups: Sequence[Group], options: PlotOptions) -> bool:
-    return options.with_paper and any(
-        paper.published_error(g.model, options.dataset, g.dropout) is not None for g in groups)
-
-
 def plot_heatmap(groups: Sequence[Group], options: PlotOptions) -> Drawing | None:
     wide = [g for g in groups if g.family == "wrn" and g.depth and g.widen_factor]
     if not wide:
@@ -86,14 +32,43 @@ def plot_heatmap(groups: Sequence[Group], options: PlotOptions) -> Drawing | Non
     fig.set_layout_engine("constrained")
     shared = False
     for ax, (dropout, panel) in zip(axes, panels.items()):
-        image, panel_shared = _heatmap_panel(ax, panel, depths, norm, cmap, options)
-        shared |= panel_shared
+        # Rows: all depths, aligned across panels; columns: this panel's own widths.
+        widths = sorted({g.widen_factor for g in panel})
+        # (depth, k) -> (best group, how many configs shared the cell, e.g. other learning rates)
+        cells: dict[tuple[int, int], tuple[Group, int]] = {}
+        for g in panel:
+            best, count = cells.get((g.depth, g.widen_factor), (g, 0))
+            cells[g.depth, g.widen_factor] = (g if g.error_mean < best.error_mean else best, count + 1)
+        grid = np.full((len(depths), len(widths)), np.nan)
+        for (depth, k), (group, count) in cells.items():
+            grid[depths.index(depth), widths.index(k)] = group.error_mean
+            error = f"{group.error_mean:.2f}" + (f"±{group.error_std:.2f}" if group.n > 1 else "")
+            published = paper.published_error(group.model, options.dataset, group.dropout)
+            lines = [error + ("*" if count > 1 else ""), si(group.params) if finite(group.params) else "",
+                     f"paper {published:.2f}" if options.with_paper and published is not None else ""]
+            red, green, blue, _ = cmap(norm(group.error_mean))
+            ax.text(widths.index(k), depths.index(depth), "\n".join(line for line in lines if line),
+                    ha="center", va="center", fontsize=7.5, linespacing=1.25,
+                    color="black" if 0.299 * red + 0.587 * green + 0.114 * blue > 0.55 else "white")
+        image = ax.imshow(np.ma.masked_invalid(grid), cmap=cmap, norm=norm, aspect="auto")
+        ax.set_xticks(range(len(widths)), [str(k) for k in widths])
+        ax.set_yticks(range(len(depths)), [str(d) for d in depths])
+        # White lines between cells; the default grid would cut through the numbers.
+        ax.set_xticks(np.arange(len(widths) + 1) - 0.5, minor=True)
+        ax.set_yticks(np.arange(len(depths) + 1) - 0.5, minor=True)
+        ax.grid(False)
+        ax.grid(which="minor", color="white", linewidth=2)
+        ax.tick_params(which="both", length=0)
+        ax.spines[:].set_visible(False)
+        ax.set_xlabel("widen factor k")
+        shared |= any(n > 1 for _, n in cells.values())
         ax.set_title(f"dropout {dropout:g}" if len(panels) > 1 else "", fontsize=10)
         ax.tick_params(axis="y", labelleft=ax is axes[0])
     axes[0].set_ylabel("depth d")
     fig.colorbar(image, ax=list(axes), label=f"mean {error_label(wide)}", shrink=0.9)
     notes = ["* best of several configs"] if shared else []
-    if _has_paper_cells(wide, options):
+    if options.with_paper and any(paper.published_error(g.model, options.dataset, g.dropout) is not None
+                                  for g in wide):
         notes.append("paper: published test error")
     title = f"Wide ResNet {error_split(wide)} error by depth and width"
     fig.suptitle(options.title(title + (f" ({'; '.join(notes)})" if notes else "")), size=11)

@@ -1,9 +1,5 @@
-"""Point labels placed greedily without overlaps, at most MAX_LABELS per axes.
-
-Obstacles are kept as one (n, 4) array of display-space boxes (x0, y0, x1, y1), and a label's
-text is measured once, so testing all its candidate positions against every marker is one
-vectorised step: placing L <= MAX_LABELS labels among n points costs O(L * n), linear in n.
-"""
+"""Point labels placed greedily without overlaps, at most MAX_LABELS per axes: each label's positions
+are tried against all obstacle boxes in one vectorised step, linear in the number of points."""
 
 from __future__ import annotations
 
@@ -33,49 +29,26 @@ class PointLabel:
 
 @dataclass(frozen=True)
 class Placement:
-    """How many labels were drawn, left out for want of room, and left out past the cap."""
-
-    drawn: int
-    crowded: int
-    capped: int
+    crowded: int  # labels left out for want of room
+    capped: int  # labels past MAX_LABELS, not tried
 
 
 def point_boxes(ax, xs: Sequence[float], ys: Sequence[float]) -> np.ndarray:
-    """The display-space boxes of markers at data points (x, y)."""
-    if len(xs) == 0:
-        return np.empty((0, 4))
     radius = MARKER_SIZE / 2 * ax.figure.dpi / 72 + 1
     centres = ax.transData.transform(np.column_stack([xs, ys]))
     return np.hstack([centres - radius, centres + radius])
 
 
-def bar_boxes(ax, xs: Sequence[float], lows: Sequence[float], highs: Sequence[float]) -> np.ndarray:
-    """Thin boxes over vertical error bars from low to high at each x."""
-    if len(xs) == 0:
-        return np.empty((0, 4))
-    low = ax.transData.transform(np.column_stack([xs, lows]))
-    high = ax.transData.transform(np.column_stack([xs, highs]))
-    return np.column_stack([low[:, 0] - 3, low[:, 1], low[:, 0] + 3, high[:, 1]])
-
-
-def bbox_array(bboxes) -> np.ndarray:
-    return np.array([[b.x0, b.y0, b.x1, b.y1] for b in bboxes]).reshape(-1, 4)
-
-
 def _overlaps(boxes: np.ndarray, others: np.ndarray) -> np.ndarray:
     """For each of `boxes` (m, 4), the total area covered by `others` (n, 4): shape (m,)."""
-    if len(others) == 0:
-        return np.zeros(len(boxes))
-    width = (np.minimum(boxes[:, None, 2], others[None, :, 2])
-             - np.maximum(boxes[:, None, 0], others[None, :, 0]))
-    height = (np.minimum(boxes[:, None, 3], others[None, :, 3])
-              - np.maximum(boxes[:, None, 1], others[None, :, 1]))
-    return (np.clip(width, 0, None) * np.clip(height, 0, None)).sum(axis=1)
+    sides = (np.minimum(boxes[:, None, 2:], others[None, :, 2:])
+             - np.maximum(boxes[:, None, :2], others[None, :, :2]))
+    return np.clip(sides, 0, None).prod(axis=2).sum(axis=1)
 
 
 def line_boxes(ax, step: float = 8.0) -> np.ndarray:
-    """Small boxes along every drawn line (Pareto steps, paper connectors), so labels can
-    prefer not to be struck through; long or diagonal segments are cut into short pieces."""
+    """Small boxes along every drawn line (Pareto steps, paper connectors), so labels can avoid
+    being struck through; long or diagonal segments are cut into short pieces."""
     boxes = []
     for line in ax.get_lines():
         if line.get_linestyle() in ("None", "", " ") or len(line.get_xydata()) < 2:
@@ -89,72 +62,43 @@ def line_boxes(ax, step: float = 8.0) -> np.ndarray:
     return np.vstack(boxes) if boxes else np.empty((0, 4))
 
 
-def _aim(artist, dx: float, dy: float) -> None:
-    artist.xyann = (dx, dy)
-    artist.set_horizontalalignment("left" if dx > 0 else "right" if dx < 0 else "center")
-    artist.set_verticalalignment("bottom" if dy > 0 else "top" if dy < 0 else "center")
-
-
 def _annotate(ax, label: PointLabel, dx: float, dy: float, leader: bool = False):
     arrow = dict(arrowstyle="-", color=label.color, lw=0.6, alpha=0.6, shrinkA=1, shrinkB=4)
-    artist = ax.annotate(label.text, (label.x, label.y), xytext=(dx, dy), textcoords="offset points",
-                         fontsize=LABEL_SIZE, color=label.color, zorder=5,
-                         style="italic" if label.italic else "normal",
-                         arrowprops=arrow if leader else None)
-    _aim(artist, dx, dy)
-    return artist
-
-
-def _text_size(ax, label: PointLabel, renderer) -> tuple[float, float]:
-    """Width and height of the label's text in pixels, measured once (text layout is the slow
-    part; the candidate positions are then plain arithmetic)."""
-    probe = _annotate(ax, label, *_OFFSETS[0])
-    box = probe.get_window_extent(renderer)
-    probe.remove()
-    return box.width, box.height
-
-
-def _candidates(ax, label: PointLabel, size: tuple[float, float]) -> np.ndarray:
-    """The display boxes (len(_OFFSETS), 4) of the label at every offset, aligned as `_aim` does,
-    padded by 2 pixels for a little air between labels."""
-    width, height = size
-    point = ax.transData.transform((label.x, label.y))
-    offsets = np.array(_OFFSETS, dtype=float)
-    anchor = point + offsets * ax.figure.dpi / 72
-    x0 = anchor[:, 0] - np.where(offsets[:, 0] > 0, 0, np.where(offsets[:, 0] < 0, width, width / 2))
-    y0 = anchor[:, 1] - np.where(offsets[:, 1] > 0, 0, np.where(offsets[:, 1] < 0, height, height / 2))
-    return np.column_stack([x0 - 2, y0 - 2, x0 + width + 2, y0 + height + 2])
-
-
-def _best_offset(ax, label: PointLabel, hard: np.ndarray, soft: np.ndarray, inside: np.ndarray,
-                 renderer):
-    """(hard overlap, offset, box) of the cheapest candidate, nearest first among equals. Hard
-    obstacles are markers, labels and the legend, and whatever lies outside the axes; soft ones
-    (lines) cost a quarter as much and never exclude."""
-    boxes = _candidates(ax, label, _text_size(ax, label, renderer))
-    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-    hard_overlap = _overlaps(boxes, hard) + 10 * (areas - _overlaps(boxes, inside[None]))
-    best = int(np.argmin(hard_overlap + 0.25 * _overlaps(boxes, soft)))
-    return float(hard_overlap[best]), _OFFSETS[best], boxes[best]
+    return ax.annotate(label.text, (label.x, label.y), xytext=(dx, dy), textcoords="offset points",
+                       fontsize=LABEL_SIZE, color=label.color, zorder=5,
+                       style="italic" if label.italic else "normal",
+                       ha="left" if dx > 0 else "right" if dx < 0 else "center",
+                       va="bottom" if dy > 0 else "top" if dy < 0 else "center",
+                       arrowprops=arrow if leader else None)
 
 
 def place_labels(ax, labels: Sequence[PointLabel], obstacles: np.ndarray) -> Placement:
-    """Greedy placement in the given order (most important first) of the first MAX_LABELS:
-    each goes to the nearest offset that hits no obstacle (markers, bars, legend), line or
-    earlier label and stays inside the axes. A label that can only overlap other text or
-    markers is left out, since overlapping text helps no one."""
+    """The first MAX_LABELS (most important first), each at the nearest free offset inside the
+    axes; one that can only overlap text or markers is left out: overlapping text helps no one."""
     renderer = ax.figure.canvas.get_renderer()
     shown = labels[:MAX_LABELS]
     hard = np.vstack([obstacles.reshape(-1, 4), point_boxes(ax, [lab.x for lab in shown],
                                                             [lab.y for lab in shown])])
     soft = line_boxes(ax)
-    inside = bbox_array([ax.get_window_extent(renderer)])[0]
+    inside = np.array(ax.get_window_extent(renderer).extents)
+    offsets = np.array(_OFFSETS, dtype=float)
     crowded = 0
     for label in shown:
-        overlap, offset, box = _best_offset(ax, label, hard, soft, inside, renderer)
-        if overlap > 0.03 * (box[2] - box[0]) * (box[3] - box[1]):
+        probe = _annotate(ax, label, *_OFFSETS[0])  # text layout is the slow part: measured once
+        size = np.array([probe.get_window_extent(renderer).size])
+        probe.remove()
+        anchor = ax.transData.transform((label.x, label.y)) + offsets * ax.figure.dpi / 72
+        # Lower left corners, aligned as _annotate aligns the text; 2 pixels of air around each box.
+        corner = anchor - size * (1 - np.sign(offsets)) / 2
+        boxes = np.hstack([corner - 2, corner + size + 2])
+        areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+        # Outside the axes costs ten times a hard obstacle (markers, bars, legend, labels); soft
+        # ones (lines) cost a quarter and never exclude. Nearest offset first among equals.
+        hard_overlap = _overlaps(boxes, hard) + 10 * (areas - _overlaps(boxes, inside[None]))
+        best = int(np.argmin(hard_overlap + 0.25 * _overlaps(boxes, soft)))
+        if hard_overlap[best] > 0.03 * areas[best]:
             crowded += 1
             continue
-        _annotate(ax, label, *offset, leader=offset not in _OFFSETS[:len(_DIRECTIONS)])
-        hard = np.vstack([hard, box])
-    return Placement(len(shown) - crowded, crowded, len(labels) - len(shown))
+        _annotate(ax, label, *_OFFSETS[best], leader=best >= len(_DIRECTIONS))  # past the first ring
+        hard = np.vstack([hard, boxes[best]])
+    return Placement(crowded, len(labels) - len(shown))

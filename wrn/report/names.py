@@ -14,17 +14,12 @@ _MODEL_PREFIXES = (  # longest first: "preact-resnet-" also ends in "resnet-"
 
 
 def family_of_model(model: str) -> str:
-    for prefix, family, _ in _MODEL_PREFIXES:
-        if model.lower().startswith(prefix):
-            return family
-    return ""
+    matches = (family for prefix, family, _ in _MODEL_PREFIXES if model.lower().startswith(prefix))
+    return next(matches, "")
 
 
 def display_name(model: str, dropout: float = 0.0) -> str:
     """`wrn-28-10` -> `WRN-28-10`, `preact-resnet-164` -> `pre-act ResNet-164`; '+drop' if dropout."""
-    name = model
-    for prefix, _, shown in _MODEL_PREFIXES:
-        if model.lower().startswith(prefix):
-            name = shown + model[len(prefix):]
-            break
+    name = next((shown + model[len(prefix):] for prefix, _, shown in _MODEL_PREFIXES
+                 if model.lower().startswith(prefix)), model)
     return name + ("+drop" if dropout > 0 else "")

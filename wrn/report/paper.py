@@ -1,11 +1,6 @@
-"""Published CIFAR test errors to set a reproduction beside, and the rank correlation with them.
-
-Numbers were typed in from the papers (no network here), all with standard augmentation
-(random crop after 4-pixel padding + horizontal flip). The WRN numbers are the ones in
-Table 4 of the first arXiv version of the WRN paper, the version other papers (e.g. DenseNet,
-Table 2) quote; later versions of the WRN paper add mean/std input normalisation and report
-somewhat lower WRN errors (e.g. WRN-28-10 4.00 / 19.25).
-"""
+"""Published CIFAR test errors (augmentation: 4-pixel padding, random crop, flip) and the rank
+correlation with them. WRN numbers: Table 4 of the first arXiv version, the one others (e.g. DenseNet,
+Table 2) quote; later versions add input normalisation and report lower errors (WRN-28-10 4.00 / 19.25)."""
 
 from __future__ import annotations
 
@@ -29,63 +24,45 @@ class PublishedResult:
     source: str
 
 
-def _pair(model: str, dropout: float, c10: float, c100: float, params_m: float, source: str):
-    """One model's CIFAR-10 and CIFAR-100 entries: the papers report them side by side."""
-    return (
-        PublishedResult(model, dropout, "cifar10", c10, params_m * 1e6, source),
-        PublishedResult(model, dropout, "cifar100", c100, params_m * 1e6, source),
-    )
-
-
-def _c10(model: str, c10: float, params_m: float, source: str = WRN_PAPER):
-    """A CIFAR-10-only entry (the CIFAR-100 number is not typed in here)."""
-    return (PublishedResult(model, 0.0, "cifar10", c10, params_m * 1e6, source),)
+def _entries(model: str, dropout: float, c10: float, c100: float | None, params_m: float,
+             source: str = WRN_PAPER) -> tuple[PublishedResult, ...]:
+    """One model's CIFAR-10 and, where typed in, CIFAR-100 entries."""
+    return tuple(PublishedResult(model, dropout, dataset, error, params_m * 1e6, source)
+                 for dataset, error in (("cifar10", c10), ("cifar100", c100)) if error is not None)
 
 
 PUBLISHED: tuple[PublishedResult, ...] = (
     # ResNet CIFAR-10 errors and params from He et al. (Table 6); the CIFAR-100 errors are the
     # ones the WRN paper lists in its Table 4 (He et al. did not report CIFAR-100).
-    *_pair("resnet-110", 0.0, 6.43, 25.16, 1.7, f"{HE_2016}; CIFAR-100 via {WRN_PAPER}"),
-    *_pair("resnet-1202", 0.0, 7.93, 27.82, 19.4, f"{HE_2016}; CIFAR-100 via {WRN_PAPER}"),
+    *_entries("resnet-110", 0.0, 6.43, 25.16, 1.7, f"{HE_2016}; CIFAR-100 via {WRN_PAPER}"),
+    *_entries("resnet-1202", 0.0, 7.93, 27.82, 19.4, f"{HE_2016}; CIFAR-100 via {WRN_PAPER}"),
     # Pre-activation ResNets, as listed in WRN Table 4.
-    *_pair("preact-resnet-164", 0.0, 5.46, 24.33, 1.7, f"{HE_2016_IDENTITY}; via {WRN_PAPER}"),
-    *_pair("preact-resnet-1001", 0.0, 4.92, 22.71, 10.2, f"{HE_2016_IDENTITY}; via {WRN_PAPER}"),
+    *_entries("preact-resnet-164", 0.0, 5.46, 24.33, 1.7, f"{HE_2016_IDENTITY}; via {WRN_PAPER}"),
+    *_entries("preact-resnet-1001", 0.0, 4.92, 22.71, 10.2, f"{HE_2016_IDENTITY}; via {WRN_PAPER}"),
     # Wide ResNets, the whole of WRN Table 4 in its order (depth 40, 28, 22, 16); the dropout
     # row uses dropout 0.3 between the block's convs.
-    *_c10("wrn-40-1", 6.85, 0.6),
-    *_c10("wrn-40-2", 5.33, 2.2),
-    *_pair("wrn-40-4", 0.0, 4.97, 22.89, 8.9, WRN_PAPER),
-    *_c10("wrn-40-8", 4.66, 35.7),
-    *_pair("wrn-28-10", 0.0, 4.17, 20.50, 36.5, WRN_PAPER),
-    *_c10("wrn-28-12", 4.33, 52.5),
-    *_c10("wrn-22-8", 4.38, 17.2),
-    *_c10("wrn-22-10", 4.44, 26.8),
-    *_pair("wrn-16-8", 0.0, 4.81, 22.07, 11.0, WRN_PAPER),
-    *_c10("wrn-16-10", 4.56, 17.1),
-    *_pair("wrn-28-10", 0.3, 3.89, 18.85, 36.5, WRN_PAPER),
+    *_entries("wrn-40-1", 0.0, 6.85, None, 0.6),
+    *_entries("wrn-40-2", 0.0, 5.33, None, 2.2),
+    *_entries("wrn-40-4", 0.0, 4.97, 22.89, 8.9),
+    *_entries("wrn-40-8", 0.0, 4.66, None, 35.7),
+    *_entries("wrn-28-10", 0.0, 4.17, 20.50, 36.5),
+    *_entries("wrn-28-12", 0.0, 4.33, None, 52.5),
+    *_entries("wrn-22-8", 0.0, 4.38, None, 17.2),
+    *_entries("wrn-22-10", 0.0, 4.44, None, 26.8),
+    *_entries("wrn-16-8", 0.0, 4.81, 22.07, 11.0),
+    *_entries("wrn-16-10", 0.0, 4.56, None, 17.1),
+    *_entries("wrn-28-10", 0.3, 3.89, 18.85, 36.5),
 )
 
 
 def published_results(dataset: str = "cifar10") -> tuple[PublishedResult, ...]:
-    """Every published entry for one dataset, in table order."""
     return tuple(r for r in PUBLISHED if r.dataset == dataset.lower())
 
 
-def published_entry(model: str, dataset: str = "cifar10", dropout: float = 0.0) -> PublishedResult | None:
-    # Dropout is matched exactly: a paper number at dropout 0.3 says nothing about 0.5.
-    for result in published_results(dataset):
-        if result.model == model.lower() and abs(result.dropout - float(dropout)) < 1e-9:
-            return result
-    return None
-
-
 def published_error(model: str, dataset: str = "cifar10", dropout: float = 0.0) -> float | None:
-    """The published test error (%) for a model, or None when the papers above lack it."""
-    entry = published_entry(model, dataset, dropout)
-    return None if entry is None else entry.error
-
-
-# ------------------------------------------------------------------------------ rank correlation
+    # Dropout is matched exactly: a paper number at dropout 0.3 says nothing about 0.5.
+    return next((r.error for r in published_results(dataset)
+                 if r.model == model.lower() and abs(r.dropout - float(dropout)) < 1e-9), None)
 
 
 def average_ranks(values: Sequence[float]) -> np.ndarray:
@@ -101,8 +78,7 @@ def average_ranks(values: Sequence[float]) -> np.ndarray:
 
 
 def spearman(x: Sequence[float], y: Sequence[float]) -> float:
-    """Spearman's rank correlation: Pearson's correlation of the average ranks. NaN for fewer
-    than two pairs or when either side is constant (the correlation is undefined)."""
+    """Pearson's correlation of the average ranks; NaN (undefined) for < 2 pairs or a constant side."""
     if len(x) != len(y):
         raise ValueError(f"spearman needs pairs: {len(x)} values against {len(y)}")
     if len(x) < 2:
@@ -116,20 +92,17 @@ def spearman(x: Sequence[float], y: Sequence[float]) -> float:
 class RankCorrelation:
     rho: float  # NaN when undefined (fewer than two shared models, or no spread)
     models: tuple[tuple[str, float], ...]  # (model, dropout) of the rows compared
-
-    @property
-    def n(self) -> int:
-        return len(self.models)
+    n: int
 
 
 def paper_rank_correlation(ours: Mapping[str | tuple[str, float], float],
                            dataset: str = "cifar10") -> RankCorrelation:
-    """Spearman correlation between our mean test errors and the WRN paper's over the Wide
-    ResNet rows both have. `ours`: mean error (%) by model name (dropout 0) or (model, dropout)."""
+    """Spearman's correlation with the paper over the Wide ResNet rows both have; `ours` maps a
+    model name (dropout 0) or (model, dropout) to our mean error (%)."""
     keyed = {(k, 0.0) if isinstance(k, str) else (k[0], float(k[1])): v for k, v in ours.items()}
     keyed = {(model.lower(), round(dropout, 9)): v for (model, dropout), v in keyed.items()}
     pairs = [((r.model, r.dropout), keyed[(r.model, round(r.dropout, 9))], r.error)
              for r in published_results(dataset)
              if r.model.startswith("wrn-") and (r.model, round(r.dropout, 9)) in keyed]
     return RankCorrelation(spearman([p[1] for p in pairs], [p[2] for p in pairs]),
-                           tuple(p[0] for p in pairs))
+                           tuple(p[0] for p in pairs), len(pairs))

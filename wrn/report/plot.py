@@ -1,29 +1,20 @@
-"""`wrn plot`: figures from a sweep's results.csv: error against parameters, FLOPs and training
-time, a depth x width heatmap, and validation curves.
-
-    wrn plot RESULTS.csv --out DIR [--paper] [--dataset cifar10] [--formats png,svg]
-
-Every figure names the split its errors come from (test when every run has test_acc, else best
-validation for all) and, under its title, what the runs were (training subset, epochs). What
-could not be drawn (crowded or capped labels, curves past the cap) is printed, not drawn.
-"""
+"""`wrn plot`: the figures of a sweep's results.csv. What could not be drawn (crowded or capped
+labels, curves past the cap) is printed, not drawn."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import matplotlib
 from matplotlib.figure import Figure
 
 from wrn.report.curves import plot_curves, warn
-from wrn.report.figures import (Drawing, PlotOptions, plot_error_vs_flops, plot_error_vs_params,
-                                plot_error_vs_time)
+from wrn.report.figures import PlotOptions, plot_error_vs_flops, plot_error_vs_params, plot_error_vs_time
 from wrn.report.heatmap import plot_heatmap
-from wrn.report.results import (Group, Results, ResultsError, aggregate, load_results,
-                                result_notes)
+from wrn.report.results import ResultsError, aggregate, load_results, result_notes
 from wrn.report.runinfo import describe_runs
 from wrn.report.names import DATASET_NAMES
 from wrn.report.styles import STYLE
@@ -31,8 +22,8 @@ from wrn.files import atomic_file
 
 FORMATS = ("png", "svg", "pdf")
 
-# (file stem, figure function, why it can come out empty); a function returns None when empty.
-FIGURES: tuple[tuple[str, Callable[[Sequence[Group], PlotOptions], Drawing | None], str], ...] = (
+# (file stem, figure function: groups, PlotOptions -> Drawing or None when empty, why it can be empty)
+FIGURES = (
     ("error_vs_params", plot_error_vs_params, "no finished run has params"),
     ("error_vs_flops", plot_error_vs_flops, "no finished run has flops"),
     ("heatmap", plot_heatmap, "no finished Wide ResNet runs"),
@@ -54,34 +45,14 @@ def save_figure(fig: Figure, stem: Path, formats: Sequence[str]) -> list[Path]:
     return paths
 
 
-def write_plots(results: Results, out: Path, options: PlotOptions,
-                formats: Sequence[str] = ("png", "svg"),
-                note: Callable[[str], None] = lambda message: print(f"note: {message}", file=sys.stderr)
-                ) -> list[Path]:
-    """Every figure the results support; a figure without data (e.g. no WRN runs) is skipped."""
-    groups = aggregate(results.runs)
-    written = []
-    with matplotlib.rc_context(STYLE):
-        for name, make, empty_reason in FIGURES:
-            drawing = make(groups, options)
-            if drawing is None:
-                warn(f"{name}: skipped, {empty_reason}")
-                continue
-            for message in drawing.notes:
-                note(f"{name}: {message}")
-            written += save_figure(drawing.figure, out / name, formats)
-    return written
-
-
 def _formats(text: str) -> list[str]:
     formats = [f.strip().lower().lstrip(".") for f in text.split(",") if f.strip()]
-    unknown = [f for f in formats if f not in FORMATS]
-    if unknown or not formats:
+    if not formats or any(f not in FORMATS for f in formats):
         raise argparse.ArgumentTypeError(f"choose from {', '.join(FORMATS)}, comma separated")
     return formats
 
 
-def build_parser() -> argparse.ArgumentParser:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="wrn plot", description="Plot a sweep's results.csv: error vs parameters, FLOPs and "
         "training time, a WRN depth x width heatmap, and validation curves.")
@@ -93,11 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="which published numbers to overlay, and the title (default cifar10)")
     parser.add_argument("--formats", type=_formats, default=["png", "svg"],
                         help="comma-separated image formats (default png,svg)")
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parser.parse_args(argv)
     if args.out.exists() and not args.out.is_dir():
         print(f"error: --out {args.out} is a file; expected a folder for the figures", file=sys.stderr)
         return 2
@@ -106,10 +73,20 @@ def main(argv: list[str] | None = None) -> int:
         for message in result_notes(results):
             print(f"note: {message}", file=sys.stderr)
         options = PlotOptions(args.dataset, args.paper, describe_runs(results.runs))
-        written = write_plots(results, args.out, options, args.formats)
+        groups = aggregate(results.runs)
     except ResultsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    written = []
+    with matplotlib.rc_context(STYLE):
+        for name, make, empty_reason in FIGURES:  # a figure without data (e.g. no WRN runs) is skipped
+            drawing = make(groups, options)
+            if drawing is None:
+                warn(f"{name}: skipped, {empty_reason}")
+                continue
+            for message in drawing.notes:
+                print(f"note: {name}: {message}", file=sys.stderr)
+            written += save_figure(drawing.figure, args.out / name, args.formats)
     for path in written:
         print(path)
     return 0

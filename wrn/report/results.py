@@ -1,11 +1,5 @@
-"""results.csv: its one schema, the reader (every number checked), the writer, the mean ± std of
-each configuration over its seeds, and the Pareto front.
-
-One row per run, in RESULT_COLUMNS order, then one column per swept key (named by its dotted
-key). Accuracies are fractions in [0, 1]; an empty cell is a value the run did not record (e.g.
-`test_acc` when the data root had no test split). `wrn sweep` writes the file, `wrn sweep
-summarize`, `wrn plot` and `wrn table` read it through `load_results` / `parse_run`.
-"""
+"""results.csv: its one schema, reader (every number checked) and writer, the mean ± std of each
+configuration over its seeds, and the Pareto front. An empty cell is a value the run did not record."""
 
 from __future__ import annotations
 
@@ -23,29 +17,21 @@ import numpy as np
 from wrn.files import atomic_write_text
 
 RESULTS_FILE = "results.csv"
-RESULT_COLUMNS = (
-    "run_id", "config", "status", "error", "model", "family", "depth", "widen_factor", "dropout",
-    "seed", "params", "flops", "best_val_acc", "final_val_acc", "test_acc", "test_acc_best",
-    "epochs", "wall_seconds", "images_per_sec", "device", "run_dir",
-)  # then one column per swept key
-REQUIRED_COLUMNS = (  # what a reader needs; older files lack e.g. test_acc_best
-    "config", "status", "model", "family", "depth", "widen_factor", "dropout",
-    "params", "flops", "best_val_acc",
-)
+# A run's fields, then one column per swept key.
+RESULT_COLUMNS = ("run_id", "config", "status", "error", "model", "family", "depth", "widen_factor",
+                  "dropout", "seed", "params", "flops", "best_val_acc", "final_val_acc", "test_acc",
+                  "test_acc_best", "epochs", "wall_seconds", "images_per_sec", "device", "run_dir")
+REQUIRED_COLUMNS = ("config", "status", "model", "family", "depth", "widen_factor", "dropout",
+                    "params", "flops", "best_val_acc")
 ACCURACIES = ("best_val_acc", "final_val_acc", "test_acc", "test_acc_best")  # fractions in [0, 1]
 AMOUNTS = ("params", "flops", "epochs", "wall_seconds", "images_per_sec")  # finite, >= 0
 # The accuracy an error comes from, and the words that name its split on every axis and column.
 SPLIT_OF_METRIC = {"test_acc": "test", "best_val_acc": "best validation"}
 FINISHED = "finished"
-_EMPTY = frozenset(("", "none", "null"))
-_ACCURACY_SET, _AMOUNT_SET = frozenset(ACCURACIES), frozenset(AMOUNTS)
 
 
 class ResultsError(ValueError):
     """A results file that cannot be used: missing, lacking columns, bad numbers, no finished runs."""
-
-
-# ------------------------------------------------------------------------------------- rows
 
 
 @dataclass(frozen=True)
@@ -75,8 +61,7 @@ class Run:
 
 
 def _number(value: Any, column: str, where: str) -> float | None:
-    """A checked number, None for an empty cell; ResultsError naming the row otherwise."""
-    if value is None or value == "" or (isinstance(value, str) and value.strip().lower() in _EMPTY):
+    if value is None or (isinstance(value, str) and value.strip().lower() in ("", "none", "null")):
         return None
     try:
         number = float(value)
@@ -84,16 +69,11 @@ def _number(value: Any, column: str, where: str) -> float | None:
         raise ResultsError(f"{where}: {column} is not a number: {value!r}") from None
     if not math.isfinite(number):
         raise ResultsError(f"{where}: {column} is {value!r}; a recorded number must be finite")
-    if column in _ACCURACY_SET and not 0.0 <= number <= 1.0:
+    if column in ACCURACIES and not 0.0 <= number <= 1.0:
         raise ResultsError(f"{where}: {column} = {value} is outside [0, 1] (accuracies are fractions)")
-    if number < 0 and column in _AMOUNT_SET:
+    if number < 0 and column in AMOUNTS:
         raise ResultsError(f"{where}: {column} = {value} is negative")
     return number
-
-
-def _integer(value: Any, column: str, where: str) -> int | None:
-    number = _number(value, column, where)
-    return None if number is None else int(number)
 
 
 def _text(value: Any) -> str:
@@ -101,76 +81,59 @@ def _text(value: Any) -> str:
 
 
 def parse_run(row: Mapping[str, Any], where: str, base: Path | None = None) -> Run:
-    """A results row (CSV text or record values) as a Run; `where` names it in errors, `base`
-    is the folder run_dir is relative to."""
+    """A results row (CSV text or record values) as a Run, run_dir taken relative to `base`."""
     numbers = {c: _number(row.get(c), c, where) for c in (*ACCURACIES, *AMOUNTS, "dropout")}
-    model = _text(row.get("model"))
-    dropout = numbers.pop("dropout") or 0.0
-    run_dir = _text(row.get("run_dir"))
-    return Run(
-        config=_text(row.get("config")) or f"{model} dropout={dropout:g}",
-        status=_text(row.get("status")), model=model, family=_text(row.get("family")),
-        depth=_integer(row.get("depth"), "depth", where),
-        widen_factor=_integer(row.get("widen_factor"), "widen_factor", where),
-        dropout=dropout, seed=_text(row.get("seed")), device=_text(row.get("device")),
-        run_dir=(base / run_dir) if run_dir and base is not None else None,
-        error=_text(row.get("error")), **numbers,
-    )
-
-
-def read_rows(path: Path) -> list[tuple[int, dict[str, str]]]:
-    """(line number, row) for every data row; the header must name all REQUIRED_COLUMNS."""
-    if not path.is_file():
-        raise ResultsError(f"{path}: results file not found")
-    try:
-        with path.open(newline="", encoding="utf-8") as f:
-            reader = csv.DictReader(f)
-            columns = reader.fieldnames or []
-            missing = [c for c in REQUIRED_COLUMNS if c not in columns]
-            if missing:
-                raise ResultsError(f"{path}: missing required column(s): {', '.join(missing)}")
-            # line_num, not a counter: quoted error messages may span several lines.
-            return [(reader.line_num, row) for row in reader]
-    except (UnicodeDecodeError, csv.Error) as exc:
-        raise ResultsError(f"{path}: not a readable CSV file ({type(exc).__name__}: {exc})") from None
+    whole = {c: None if (n := _number(row.get(c), c, where)) is None else int(n)
+             for c in ("depth", "widen_factor")}
+    texts = {c: _text(row.get(c))
+             for c in ("config", "status", "model", "family", "seed", "device", "error", "run_dir")}
+    numbers["dropout"] = numbers["dropout"] or 0.0
+    texts["config"] = texts["config"] or f"{texts['model']} dropout={numbers['dropout']:g}"
+    run_dir = texts.pop("run_dir")
+    return Run(**texts, **whole, **numbers,
+               run_dir=base / run_dir if run_dir and base is not None else None)
 
 
 def read_runs(path: str | Path) -> list[Run]:
     """Every row of a results.csv (any status), checked; ResultsError names the first bad row."""
     path = Path(path)
-    return [parse_run(row, f"{path}:{line}", path.parent) for line, row in read_rows(path)]
+    if not path.is_file():
+        raise ResultsError(f"{path}: results file not found")
+    try:
+        with path.open(newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            missing = [c for c in REQUIRED_COLUMNS if c not in (reader.fieldnames or [])]
+            if missing:
+                raise ResultsError(f"{path}: missing required column(s): {', '.join(missing)}")
+            # line_num, not a counter: quoted error messages may span several lines.
+            rows = [(reader.line_num, row) for row in reader]
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise ResultsError(f"{path}: not a readable CSV file ({type(exc).__name__}: {exc})") from None
+    return [parse_run(row, f"{path}:{line}", path.parent) for line, row in rows]
 
 
 @dataclass(frozen=True)
 class Results:
-    path: Path
     runs: tuple[Run, ...]  # finished runs only
     skipped: dict[str, int]  # status -> rows left out (failed, running)
 
 
 def load_results(path: str | Path) -> Results:
     """The finished runs of a results.csv; ResultsError when there is nothing to show."""
-    path = Path(path)
     runs = read_runs(path)
     statuses = Counter(run.status for run in runs)
     finished = tuple(run for run in runs if run.status == FINISHED)
     if not finished:
         seen = ", ".join(f"{n} {s or 'blank'}" for s, n in statuses.items()) or "no rows"
         raise ResultsError(f"{path}: no finished runs ({seen})")
-    return Results(path, finished, {s: n for s, n in statuses.items() if s != FINISHED})
+    return Results(finished, {s: n for s, n in statuses.items() if s != FINISHED})
 
 
 def result_notes(results: Results) -> list[str]:
     """What a reader of the figures or tables should be told: rows left out, the split used."""
-    notes = []
-    if results.skipped:
-        left_out = ", ".join(f"{n} {status}" for status, n in sorted(results.skipped.items()))
-        notes.append(f"only finished runs are used; left out {left_out}")
-    split_note = metric_note(results.runs)
-    return notes + ([split_note] if split_note else [])
-
-
-# ------------------------------------------------------------------------------------- writing
+    left_out = ", ".join(f"{n} {status}" for status, n in sorted(results.skipped.items()))
+    notes = [left_out and f"only finished runs are used; left out {left_out}", metric_note(results.runs)]
+    return [note for note in notes if note]
 
 
 def csv_cell(value: Any) -> str:
@@ -181,25 +144,25 @@ def csv_cell(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value, sort_keys=True)
 
 
-def results_text(rows: Iterable[Mapping[str, Any]], extra_columns: Sequence[str] = ()) -> str:
-    """The CSV text of rows (dicts keyed by column; missing keys are empty cells)."""
+def csv_text(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    columns = [*RESULT_COLUMNS, *(c for c in extra_columns if c not in RESULT_COLUMNS)]
-    writer.writerow(columns)
-    for row in rows:
-        writer.writerow([csv_cell(row.get(column)) for column in columns])
+    writer.writerow(header)
+    writer.writerows(rows)
     return buffer.getvalue()
 
 
-def write_results(path: Path, text: str) -> None:
-    """Whole and atomically: a reader or a kill never sees half a file."""
-    atomic_write_text(path, text)
+def results_text(rows: Iterable[Mapping[str, Any]], extra_columns: Sequence[str] = ()) -> str:
+    """The CSV text of rows (dicts keyed by column; missing keys are empty cells)."""
+    columns = [*RESULT_COLUMNS, *(c for c in extra_columns if c not in RESULT_COLUMNS)]
+    return csv_text(columns, ([csv_cell(row.get(column)) for column in columns] for row in rows))
+
+
+write_results = atomic_write_text  # whole: a reader or a kill never sees half a file
 
 
 def results_problem(path: Path, expected: str | None = None) -> str | None:
-    """Why results.csv cannot be trusted (missing, damaged, out of date, or not what `expected`
-    says), or None."""
+    """Why results.csv cannot be trusted (missing, damaged, outdated, not `expected`), or None."""
     if not path.is_file():
         return "missing"
     try:
@@ -207,24 +170,17 @@ def results_problem(path: Path, expected: str | None = None) -> str | None:
         rows = list(csv.reader(io.StringIO(text, newline="")))
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         return f"unreadable ({type(exc).__name__}: {exc})"
-    if rows and set(REQUIRED_COLUMNS) <= set(rows[0]) and tuple(rows[0][:len(RESULT_COLUMNS)]) != RESULT_COLUMNS:
-        return "outdated (written with older columns)"
     if not rows or tuple(rows[0][:len(RESULT_COLUMNS)]) != RESULT_COLUMNS:
-        return "corrupt (wrong or missing header)"
+        readable = rows and set(REQUIRED_COLUMNS) <= set(rows[0])
+        return "outdated (written with older columns)" if readable else "corrupt (wrong or missing header)"
     ragged = next((i for i, row in enumerate(rows[1:], 2) if len(row) != len(rows[0])), None)
     if ragged is not None or not text.endswith("\n"):
         return f"corrupt (truncated at line {ragged or len(rows)})"
-    if expected is not None and text != expected:
-        return "stale"
-    return None
-
-
-# ------------------------------------------------------------------------------------- aggregation
+    return "stale" if expected is not None and text != expected else None
 
 
 def error_metric(runs: Sequence[Run]) -> str:
-    """The one accuracy every error of these runs comes from: test_acc when every run has it,
-    else best_val_acc for all (never a test error beside a validation one)."""
+    """test_acc when every run has it, else best_val_acc for all: never test beside validation."""
     for metric in SPLIT_OF_METRIC:
         if all(getattr(run, metric) is not None for run in runs):
             return metric
@@ -236,10 +192,8 @@ def error_metric(runs: Sequence[Run]) -> str:
 def metric_note(runs: Sequence[Run]) -> str | None:
     """Why test errors were not used although some runs have them; None when nothing to say."""
     with_test = sum(run.test_acc is not None for run in runs)
-    if 0 < with_test < len(runs):
-        return (f"{len(runs) - with_test} of {len(runs)} runs have no test_acc, so every error "
-                "shown is a best-validation error")
-    return None
+    return (f"{len(runs) - with_test} of {len(runs)} runs have no test_acc, so every error shown is "
+            "a best-validation error") if 0 < with_test < len(runs) else None
 
 
 @dataclass(frozen=True)
@@ -262,10 +216,6 @@ class Group:
     images_per_sec: float | None
     runs: tuple[Run, ...]
 
-    @property
-    def split(self) -> str:
-        return SPLIT_OF_METRIC[self.metric]
-
 
 def _mean(values: Iterable[float | None]) -> float | None:
     present = [v for v in values if v is not None]
@@ -278,32 +228,26 @@ def stats(values: Sequence[float]) -> tuple[float, float]:
     return float(array.mean()), float(array.std(ddof=1)) if len(array) > 1 else 0.0
 
 
-def _summarise(config: str, runs: Sequence[Run], metric: str) -> Group:
-    mean, std = stats([100.0 * (1.0 - getattr(r, metric)) for r in runs])
-    first = runs[0]
-    return Group(
-        config=config, model=first.model, family=first.family, depth=first.depth,
-        widen_factor=first.widen_factor, dropout=first.dropout,
-        params=_mean(r.params for r in runs), flops=_mean(r.flops for r in runs),
-        metric=metric, error_mean=mean, error_std=std, n=len(runs),
-        wall_seconds=_mean(r.wall_seconds for r in runs),
-        images_per_sec=_mean(r.images_per_sec for r in runs), runs=tuple(runs),
-    )
-
-
 def by_config(runs: Iterable[Run]) -> dict[str, list[Run]]:
-    """Runs grouped by `config`, in the order configs first appear."""
     groups: dict[str, list[Run]] = {}
     for run in runs:
         groups.setdefault(run.config, []).append(run)
     return groups
 
 
-def group_runs(runs: Sequence[Run], metric: str | None = None) -> list[Group]:
-    """One Group per `config` of finished runs, in the order configs first appear; one metric
-    for all (see `error_metric`)."""
-    metric = metric or error_metric(runs)
-    return [_summarise(config, members, metric) for config, members in by_config(runs).items()]
+def group_runs(runs: Sequence[Run]) -> list[Group]:
+    """One Group per `config`, in first-appearance order; one metric for all (see `error_metric`)."""
+    metric = error_metric(runs)
+    groups = []
+    for config, members in by_config(runs).items():
+        mean, std = stats([100.0 * (1.0 - getattr(r, metric)) for r in members])
+        first = members[0]
+        groups.append(Group(
+            config, first.model, first.family, first.depth, first.widen_factor, first.dropout,
+            _mean(r.params for r in members), _mean(r.flops for r in members), metric, mean, std,
+            len(members), _mean(r.wall_seconds for r in members),
+            _mean(r.images_per_sec for r in members), tuple(members)))
+    return groups
 
 
 # Baselines first and WRN last, as in the WRN paper's tables; also the legend order.
@@ -314,11 +258,10 @@ def family_rank(family: str) -> int:
     return FAMILY_ORDER.index(family) if family in FAMILY_ORDER else len(FAMILY_ORDER)
 
 
-def aggregate(runs: Sequence[Run], metric: str | None = None) -> list[Group]:
+def aggregate(runs: Sequence[Run]) -> list[Group]:
     """One Group per `config`, sorted by family (baselines first) then parameter count."""
-    inf = float("inf")
-    return sorted(group_runs(runs, metric),
-                  key=lambda g: (family_rank(g.family), g.params or inf, g.config))
+    return sorted(group_runs(runs),
+                  key=lambda g: (family_rank(g.family), g.params or math.inf, g.config))
 
 
 def error_split(groups: Sequence[Group]) -> str:
@@ -327,11 +270,7 @@ def error_split(groups: Sequence[Group]) -> str:
 
 
 def error_label(groups: Sequence[Group]) -> str:
-    """Axis label naming the split the errors come from."""
     return f"{error_split(groups)} error (%)"
-
-
-# ------------------------------------------------------------------------------------- Pareto front
 
 
 def finite(value: float | None) -> bool:
@@ -339,12 +278,8 @@ def finite(value: float | None) -> bool:
 
 
 def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
-    """Indices of the (cost, error) points that no other point beats, by increasing cost.
-
-    A point is beaten when another has cost <= and error <= with at least one strictly lower.
-    Of exact duplicates only the first index is kept (no zero-length steps); points with a
-    missing or non-finite coordinate are never on the front. O(n log n).
-    """
+    """Indices of the (cost, error) points no other beats (<= in both, < in one), by increasing
+    cost; non-finite points are never on it, and of exact duplicates only the first is."""
     usable = [i for i, (cost, error) in enumerate(points) if finite(cost) and finite(error)]
     front, best_error = [], math.inf
     for i in sorted(usable, key=lambda i: (points[i][0], points[i][1], i)):

@@ -1,9 +1,7 @@
-"""What the runs behind a figure were (training subset, epochs), read from their records, so a
-short smoke sweep cannot pass for a full CIFAR-10 result."""
+"""What the runs were (training subset, epochs): a short smoke sweep must not pass for a full result."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Iterable, Sequence
 
 from wrn.report.results import Run, by_config
@@ -12,36 +10,25 @@ from wrn.rundir import read_config
 MAX_CONFIGS_READ = 50  # config.yaml files read: the first run of each configuration, up to this
 
 
-def _data_config(run_dir: Path | None) -> dict | None:
-    """The `data:` section of a run's saved config.yaml; None when it cannot be read."""
-    config = read_config(run_dir) if run_dir is not None else None
-    data = config.get("data") if config else None
-    return data if isinstance(data, dict) else None
-
-
 def _span(values: Iterable[int], unit: str) -> str:
     values = sorted(set(values))
     amount = f"{values[0]:,}" if len(values) == 1 else f"{values[0]:,}–{values[-1]:,}"
     return f"{amount} {unit}"
 
 
-def _training_set(sections: Sequence[dict]) -> str | None:
-    subsets = {s.get("subset") for s in sections}
-    held = {int(s.get("val_size") or 0) for s in sections}
-    if None in subsets:
-        what = "full training set" if len(subsets) == 1 else "mixed training subsets"
-    else:
-        what = "subset: " + _span(subsets, "images per class")
-    if held == {0}:
-        return f"{what}, validated on the test split"
-    return f"{what}, {_span(held, 'held out for validation')}"
-
-
 def describe_runs(runs: Sequence[Run]) -> str:
     """E.g. 'subset: 300 images per class, 500 held out for validation; 6 epochs'."""
     firsts = [members[0] for members in by_config(runs).values()][:MAX_CONFIGS_READ]
-    sections = [s for s in map(_data_config, (r.run_dir for r in firsts)) if s is not None]
-    parts = [_training_set(sections)] if sections else []
+    configs = [read_config(r.run_dir) for r in firsts if r.run_dir is not None]
+    sections = [c["data"] for c in configs if c and isinstance(c.get("data"), dict)]
+    parts = []
+    if sections:
+        subsets = {s.get("subset") for s in sections}
+        held = {int(s.get("val_size") or 0) for s in sections}
+        what = ("subset: " + _span(subsets, "images per class") if None not in subsets
+                else "full training set" if len(subsets) == 1 else "mixed training subsets")
+        parts.append(f"{what}, " + ("validated on the test split" if held == {0}
+                                    else _span(held, "held out for validation")))
     epochs = [int(r.epochs) for r in runs if r.epochs is not None]
     if epochs:
         parts.append(_span(epochs, "epochs" if max(epochs) > 1 else "epoch"))

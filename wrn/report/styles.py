@@ -33,26 +33,19 @@ def family_style(family: str) -> FamilyStyle:
     return FAMILY_STYLES.get(family, FamilyStyle(family or "other", "#009E73", "v"))
 
 
-STYLE = {
-    "font.size": 10, "axes.titlesize": 11, "axes.labelsize": 10, "legend.fontsize": 8.5,
-    "xtick.labelsize": 9, "ytick.labelsize": 9, "axes.grid": True, "axes.grid.which": "major",
-    "grid.alpha": 0.35, "grid.linewidth": 0.6, "axes.spines.top": False,
-    "axes.spines.right": False, "svg.hashsalt": "wrn", "savefig.dpi": 150,
-}
+STYLE = {"font.size": 10, "axes.titlesize": 11, "axes.labelsize": 10, "legend.fontsize": 8.5,
+         "xtick.labelsize": 9, "ytick.labelsize": 9, "axes.grid": True, "axes.grid.which": "major",
+         "grid.alpha": 0.35, "grid.linewidth": 0.6, "axes.spines.top": False,
+         "axes.spines.right": False, "svg.hashsalt": "wrn", "savefig.dpi": 150}
 MARKER_SIZE = 6.5  # points
-
-
-def plain(value: float, _pos=None) -> str:
-    return f"{value:g}"  # time axes: "0.5" hours, not "500m"
 
 
 def log_x(ax, formatter: Callable = si) -> None:
     """Log x labelled at 1-2-5 steps: plain '2M' reads faster than '2x10^6'."""
     ax.set_xscale("log")
-    axis = ax.xaxis
-    axis.set_major_locator(ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
-    axis.set_major_formatter(ticker.FuncFormatter(formatter))
-    axis.set_minor_formatter(ticker.NullFormatter())
+    ax.xaxis.set_major_locator(ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(ticker.FuncFormatter(formatter))
+    ax.xaxis.set_minor_formatter(ticker.NullFormatter())
 
 
 def new_figure(width: float = 7.5, height: float = 5.0, ncols: int = 1, **kwargs):

@@ -2,27 +2,23 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from wrn.report.results import (ACCURACIES, FINISHED, Group, Run, by_config, csv_cell, error_metric,
-                                group_runs, metric_note, parse_run, stats)
+from wrn.report.results import (ACCURACIES, FINISHED, Group, Run, by_config, csv_cell, csv_text,
+                                error_split, group_runs, metric_note, parse_run, stats)
 from wrn.report.text import DASH, duration, plus_minus, render_table, si
 
 
 @dataclass(frozen=True)
 class ConfigSummary:
-    """The runs of one `config`: how many finished and failed, and the finished runs' Group."""
-
     config: str
     model: str
     finished: int
     failed: int
-    group: Group | None  # None when no run of the config finished
+    group: Group | None  # of the finished runs; None when none finished
 
 
 def runs_of_records(rows: Sequence[Mapping[str, Any]], base: Path) -> list[Run]:
@@ -33,8 +29,7 @@ def runs_of_records(rows: Sequence[Mapping[str, Any]], base: Path) -> list[Run]:
 def summarize(runs: Sequence[Run]) -> tuple[list[ConfigSummary], str | None]:
     """(one summary per `config` in the order configs first appear, a note on the split used)."""
     finished = [run for run in runs if run.status == FINISHED]
-    metric = error_metric(finished) if finished else None
-    groups = {g.config: g for g in group_runs(finished, metric)} if finished else {}
+    groups = {g.config: g for g in group_runs(finished)} if finished else {}
     summaries = [ConfigSummary(config, members[0].model,
                                sum(r.status == FINISHED for r in members),
                                sum(r.status == "failed" for r in members), groups.get(config))
@@ -44,23 +39,12 @@ def summarize(runs: Sequence[Run]) -> tuple[list[ConfigSummary], str | None]:
 
 def summary_table(summaries: Sequence[ConfigSummary]) -> str:
     """Errors in %, mean ± sample std over the finished seeds; n = finished runs."""
-    split = next((s.group.split for s in summaries if s.group), "test")
+    split = error_split([s.group for s in summaries if s.group])
     header = ["config", "model", "n", "failed", f"{split} error %", "params", "MACs", "wall/run"]
-    body = []
-    for s in summaries:
-        g = s.group
-        body.append([s.config, s.model, s.finished, s.failed,
-                     plus_minus(g.error_mean, g.error_std, 2) if g else DASH,
-                     si(g.params) if g else DASH, si(g.flops) if g else DASH,
-                     duration(g.wall_seconds) if g else DASH])
-    return render_table(header, body, ["left", "left", "right", "right", "right", "right",
-                                       "right", "right"])
-
-
-def _metric_stats(group: Group | None, metric: str) -> tuple[float | None, float | None, int]:
-    values = [getattr(r, metric) for r in group.runs] if group else []
-    values = [v for v in values if v is not None]
-    return (*stats(values), len(values)) if values else (None, None, 0)
+    body = [[s.config, s.model, s.finished, s.failed,
+             *([plus_minus(g.error_mean, g.error_std, 2), si(g.params), si(g.flops),
+                duration(g.wall_seconds)] if (g := s.group) else [DASH] * 4)] for s in summaries]
+    return render_table(header, body, ["left"] * 2 + ["right"] * 6)
 
 
 def summary_records(summaries: Sequence[ConfigSummary]) -> list[dict]:
@@ -72,24 +56,18 @@ def summary_records(summaries: Sequence[ConfigSummary]) -> list[dict]:
                   "params": g and g.params, "flops": g and g.flops,
                   "wall_seconds": g and g.wall_seconds, "error_metric": g and g.metric}
         for metric in ACCURACIES:
-            mean, std, n = _metric_stats(g, metric)
-            record.update({f"{metric}_mean": mean, f"{metric}_std": std, f"{metric}_n": n})
+            values = [v for v in (getattr(r, metric) for r in g.runs) if v is not None] if g else []
+            mean, std = stats(values) if values else (None, None)
+            record.update({f"{metric}_mean": mean, f"{metric}_std": std, f"{metric}_n": len(values)})
         records.append(record)
     return records
 
 
 def summary_csv(summaries: Sequence[ConfigSummary]) -> str:
     records = summary_records(summaries)
-    buffer = io.StringIO()
-    if records:
-        writer = csv.DictWriter(buffer, fieldnames=list(records[0]), lineterminator="\n")
-        writer.writeheader()
-        writer.writerows({k: csv_cell(v) for k, v in r.items()} for r in records)
-    return buffer.getvalue()
+    rows = ([csv_cell(v) for v in r.values()] for r in records)
+    return csv_text(list(records[0]), rows) if records else ""
 
 
-def summary_json(summaries: Sequence[ConfigSummary]) -> str:
-    return json.dumps(summary_records(summaries), indent=2)
-
-
-FORMATS = {"table": summary_table, "csv": summary_csv, "json": summary_json}
+FORMATS = {"table": summary_table, "csv": summary_csv,
+           "json": lambda summaries: json.dumps(summary_records(summaries), indent=2)}

@@ -1,19 +1,9 @@
-"""`wrn table`: a sweep's results in the layout of the WRN paper's Tables 4/5, or beside them.
-
-    wrn table RESULTS.csv --format markdown|latex|csv|text [--dataset cifar10] [--paper]
-
-One row per configuration (seeds aggregated), baselines first then Wide ResNets, each by
-parameter count, with the published test error beside ours where `wrn.report.paper` has it.
-`--paper` instead lists the paper's rows (WRN Table 4 and its baselines) with ours beside each,
-the difference, and the Spearman rank correlation over the Wide ResNet rows. Every caption and
-error column names the split (test, or best validation when not every run has test_acc).
-"""
+"""`wrn table`: a sweep's results in the layout of the WRN paper's Tables 4/5, or (`--paper`) the
+paper's rows with ours beside each. Every caption and error column names the split."""
 
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import math
 import sys
 from dataclasses import dataclass
@@ -22,7 +12,7 @@ from typing import Sequence
 
 from wrn.report import paper
 from wrn.report.names import DATASET_NAMES, display_name, family_of_model
-from wrn.report.results import (Group, ResultsError, aggregate, error_split, load_results,
+from wrn.report.results import (Group, ResultsError, aggregate, csv_text, error_split, load_results,
                                 result_notes)
 from wrn.report.runinfo import describe_runs
 from wrn.report.text import DASH, plus_minus, render_table
@@ -34,92 +24,53 @@ class TableData:
 
     caption: str
     headers: tuple[str, ...]
-    latex_headers: tuple[str, ...]
     right: tuple[bool, ...]  # right-aligned (numeric) columns
     rows: list[list[str]]
     families: list[str]  # per row: a rule goes between families in LaTeX
     csv_headers: tuple[str, ...]
     csv_rows: list[list[object]]
-    footer: str = ""
 
 
 def _params_m(params: float | None) -> str:
-    if params is None:
-        return DASH
-    millions = params / 1e6
-    return f"{millions:.2f}" if millions < 1 else f"{millions:.1f}"
+    return DASH if params is None else f"{params / 1e6:.{2 if params / 1e6 < 1 else 1}f}"
 
 
 def _flops_g(flops: float | None) -> str:
-    if flops is None:
-        return DASH
-    giga = flops / 1e9
-    return f"{giga:.3f}" if giga < 0.1 else f"{giga:.2f}"
-
-
-def _name(dataset: str) -> str:
-    return DATASET_NAMES.get(dataset, dataset)
-
-
-# ------------------------------------------------------------------------------ our results
-
-
-def display_cells(group: Group, dataset: str) -> list[str]:
-    """The human-readable cells of one row, in results_table's header order."""
-    published = paper.published_error(group.model, dataset, group.dropout)
-    return [
-        display_name(group.model),
-        DASH if group.depth is None else str(group.depth),
-        DASH if group.widen_factor is None else str(group.widen_factor),
-        f"{group.dropout:g}",
-        _params_m(group.params),
-        _flops_g(group.flops),
-        plus_minus(group.error_mean, group.error_std, group.n),
-        str(group.n),
-        DASH if published is None else f"{published:.2f}",
-    ]
+    return DASH if flops is None else f"{flops / 1e9:.{3 if flops / 1e9 < 0.1 else 2}f}"
 
 
 def _runs(about: str) -> str:
     return f" Runs: {about}." if about else ""
 
 
-def caption(groups: Sequence[Group], dataset: str, about: str = "") -> str:
-    return (f"{_name(dataset)} {error_split(groups)} error in %, mean ± sample std over n seeds; "
-            "params in millions; FLOPs in billions of multiply-adds per 32x32 image (fvcore); "
-            "paper: published test error (WRN paper Table 4, sources in wrn/report/paper.py)."
-            + _runs(about))
-
-
 def results_table(groups: Sequence[Group], dataset: str, about: str = "") -> TableData:
     split = error_split(groups)
-    csv_rows = [[display_name(g.model), g.config, g.family, g.depth, g.widen_factor, g.dropout,
-                 g.params, g.flops, g.metric, g.error_mean, g.error_std, g.n,
-                 paper.published_error(g.model, dataset, g.dropout)] for g in groups]
+    rows, csv_rows = [], []
+    for g in groups:
+        published = paper.published_error(g.model, dataset, g.dropout)
+        rows.append([display_name(g.model), DASH if g.depth is None else str(g.depth),
+                     DASH if g.widen_factor is None else str(g.widen_factor), f"{g.dropout:g}",
+                     _params_m(g.params), _flops_g(g.flops), plus_minus(g.error_mean, g.error_std, g.n),
+                     str(g.n), DASH if published is None else f"{published:.2f}"])
+        csv_rows.append([display_name(g.model), g.config, g.family, g.depth, g.widen_factor, g.dropout,
+                         g.params, g.flops, g.metric, g.error_mean, g.error_std, g.n, published])
     return TableData(
-        caption=caption(groups, dataset, about),
+        caption=(f"{DATASET_NAMES.get(dataset, dataset)} {split} error in %, mean ± sample std over n "
+                 "seeds; params in millions; FLOPs in billions of multiply-adds per 32x32 image "
+                 "(fvcore); paper: published test error (WRN paper Table 4, sources in "
+                 f"wrn/report/paper.py).{_runs(about)}"),
         headers=("model", "depth", "k", "dropout", "params (M)", "FLOPs (G)", f"{split} error (%)",
                  "n", "paper test (%)"),
-        latex_headers=("Model", "Depth", "$k$", "Dropout", "Params (M)", "FLOPs (G)",
-                       rf"{split.capitalize()} error (\%)", "$n$", r"Paper test (\%)"),
-        right=(False, *[True] * 8),
-        rows=[display_cells(g, dataset) for g in groups], families=[g.family for g in groups],
+        right=(False, *[True] * 8), rows=rows, families=[g.family for g in groups],
         csv_headers=("model", "config", "family", "depth", "widen_factor", "dropout", "params",
                      "flops", "metric", "error_mean", "error_std", "n", "paper_error"),
         csv_rows=csv_rows)
 
 
-# ------------------------------------------------------------------------------ beside the paper
-
-
-def _ours_by_entry(groups: Sequence[Group]) -> dict[tuple[str, float], Group]:
-    return {(g.model.lower(), round(g.dropout, 9)): g for g in groups}
-
-
 def paper_table(groups: Sequence[Group], dataset: str, about: str = "") -> TableData:
     """Every published row of `dataset` in the paper's order, ours beside it where we have it."""
     split = error_split(groups)
-    ours = _ours_by_entry(groups)
+    ours = {(g.model.lower(), round(g.dropout, 9)): g for g in groups}
     rows, csv_rows, families = [], [], []
     for entry in paper.published_results(dataset):
         g = ours.get((entry.model, round(entry.dropout, 9)))
@@ -133,28 +84,23 @@ def paper_table(groups: Sequence[Group], dataset: str, about: str = "") -> Table
         families.append(family_of_model(entry.model))
     correlation = paper.paper_rank_correlation(
         {(g.model, g.dropout): g.error_mean for g in groups}, dataset)
-    rho = ("undefined" if math.isnan(correlation.rho) else f"{correlation.rho:.2f}")
+    rho = "undefined" if math.isnan(correlation.rho) else f"{correlation.rho:.2f}"
     not_test = "" if split == "test" else (
         f" Ours are {split} errors (not every run recorded test_acc), so they do not measure the same "
         "split as the paper's.")
-    footer = (f"Spearman rank correlation with the paper over the {correlation.n} Wide ResNet "
-              f"row{'s' if correlation.n != 1 else ''} both have: {rho}")
     return TableData(
-        caption=(f"{_name(dataset)}: our {split} error in % (mean ± sample std over n seeds) beside "
-                 "the published test error (WRN paper Table 4 and its baselines, sources in "
-                 "wrn/report/paper.py); difference = ours − paper, in percentage points; params "
-                 f"as published, in millions.{not_test}{_runs(about)} {footer}."),
+        caption=(f"{DATASET_NAMES.get(dataset, dataset)}: our {split} error in % (mean ± sample std "
+                 "over n seeds) beside the published test error (WRN paper Table 4 and its baselines, "
+                 "sources in wrn/report/paper.py); difference = ours − paper, in percentage points; "
+                 f"params as published, in millions.{not_test}{_runs(about)} Spearman rank correlation "
+                 f"with the paper over the {correlation.n} Wide ResNet "
+                 f"row{'s' if correlation.n != 1 else ''} both have: {rho}."),
         headers=("model", "dropout", "params (M)", f"ours {split} (%)", "n", "paper test (%)",
                  "difference (pp)"),
-        latex_headers=("Model", "Dropout", "Params (M)", rf"Ours {split} (\%)", "$n$",
-                       r"Paper test (\%)", "Difference (pp)"),
         right=(False, *[True] * 6), rows=rows, families=families,
         csv_headers=("model", "dropout", "paper_params", "metric", "error_mean", "error_std", "n",
                      "paper_error", "difference"),
-        csv_rows=csv_rows, footer=footer)
-
-
-# ------------------------------------------------------------------------------ formats
+        csv_rows=csv_rows)
 
 
 def format_markdown(table: TableData) -> str:
@@ -174,16 +120,12 @@ def _latex(text: str) -> str:
 
 
 def format_latex(table: TableData) -> str:
-    lines = [
-        r"% needs \usepackage{booktabs}",
-        r"\begin{table}[t]",
-        r"\centering",
-        rf"\caption{{{_latex(table.caption)}}}",
-        r"\begin{tabular}{" + "".join("r" if right else "l" for right in table.right) + "}",
-        r"\toprule",
-        " & ".join(table.latex_headers) + r" \\",
-        r"\midrule",
-    ]
+    # The headers capitalised, one-letter symbols (k, n) in math mode.
+    headers = [f"${h}$" if len(h) == 1 else _latex(h[0].upper() + h[1:]) for h in table.headers]
+    lines = [r"% needs \usepackage{booktabs}", r"\begin{table}[t]", r"\centering",
+             rf"\caption{{{_latex(table.caption)}}}",
+             r"\begin{tabular}{" + "".join("r" if right else "l" for right in table.right) + "}",
+             r"\toprule", " & ".join(headers) + r" \\", r"\midrule"]
     for previous, family, cells in zip([None, *table.families], table.families, table.rows):
         if previous is not None and previous != family:
             lines.append(r"\midrule")  # families apart, as in the paper's table
@@ -202,11 +144,7 @@ def _raw(value) -> str:
 
 def format_csv(table: TableData) -> str:
     """Unrounded numbers for other programs; the rounding is the other formats' business."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(table.csv_headers)
-    writer.writerows([_raw(v) for v in row] for row in table.csv_rows)
-    return buffer.getvalue()
+    return csv_text(table.csv_headers, ([_raw(v) for v in row] for row in table.csv_rows))
 
 
 def format_text(table: TableData) -> str:
@@ -218,7 +156,7 @@ FORMATTERS = {"markdown": format_markdown, "latex": format_latex, "csv": format_
               "text": format_text}
 
 
-def build_parser() -> argparse.ArgumentParser:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="wrn table", description="Tabulate a sweep's results.csv like the WRN paper's Table 4.")
     parser.add_argument("results", type=Path, metavar="RESULTS.csv")
@@ -228,11 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--paper", action="store_true",
                         help="the paper's rows with ours beside them, the difference and the "
                         "Spearman rank correlation over the Wide ResNet rows")
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parser.parse_args(argv)
     try:
         results = load_results(args.results)
         groups = aggregate(results.runs)

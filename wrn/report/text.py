@@ -9,16 +9,14 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-# A dashed rule under the header, two spaces between columns, nothing else: reads well in a
-# terminal, in a log file and in a code block.
+# A dashed rule under the header and nothing else: reads well in a terminal, a log and a code block.
 _RULE_UNDER_HEADER = box.Box("    \n    \n -  \n    \n    \n    \n    \n    \n", ascii=True)
 DASH = "–"  # an empty cell in human-readable tables
 
 
 def render_table(header: Sequence[str], rows: Sequence[Sequence[object]],
                  align: str | Sequence[str] = "left") -> str:
-    """Rows under a header, columns aligned; `align` is one of left/right/center for every
-    column or one per column. Cells are str()'d and never wrapped; no trailing spaces."""
+    """Rows under a header, columns aligned (`align`: left/right/center, for all or per column)."""
     aligns = [align] * len(header) if isinstance(align, str) else list(align)
     if len(aligns) != len(header):
         raise ValueError(f"align names {len(aligns)} columns, the header {len(header)}")
@@ -48,8 +46,7 @@ def duration(seconds: float | None) -> str:
     """'1h05m', '3m59s'; DASH when unknown."""
     if seconds is None:
         return DASH
-    seconds = int(round(seconds))
-    hours, rest = divmod(seconds, 3600)
+    hours, rest = divmod(int(round(seconds)), 3600)
     return f"{hours}h{rest // 60:02d}m" if hours else f"{rest // 60}m{rest % 60:02d}s"
 
 
