@@ -14,7 +14,7 @@ from wrn.models.config import Help, NetConfig
 from wrn.models.resnet import CifarResNet, units_per_stage
 
 TABLE2_BLOCKS = ((1, 3, 1), (3, 1), (1, 3), (3, 1, 1), (3, 3), (3, 1, 3))
-DEEPENED_BLOCKS = tuple((3,) * l for l in range(1, 5))  # Table 3: B(3) ... B(3,3,3,3)
+DEEPENED_BLOCKS = tuple((3,) * n for n in range(1, 5))  # Table 3: B(3) ... B(3,3,3,3)
 BLOCKS = tuple(dict.fromkeys(TABLE2_BLOCKS + DEEPENED_BLOCKS))
 
 
