@@ -40,7 +40,7 @@ def _example_input(model: nn.Module, image_size: int) -> torch.Tensor:
 
 
 def fvcore_macs(model: nn.Module, image_size: int = IMAGE_SHAPE[1]) -> int:
-    # Quiet fvcore: FutureWarnings of its torch.jit helpers, a warning per negligible elementwise op.
+    # Quiet fvcore: FutureWarnings from its torch.jit scripting, a warning per negligible elementwise op.
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
         from fvcore.nn import FlopCountAnalysis

@@ -26,8 +26,8 @@ class CIFARData(L.LightningDataModule):
 
     Args:
         dataset: Which dataset (a key of `wrn.data.DATASETS`); sets model.num_classes.
-        root: A train/<class>/*.jpg image tree (optional test/<class>/), or torchvision's files for
-            the dataset (downloaded there when download is true).
+        root: Folder holding a train/<class>/*.jpg image tree (optional test/<class>/), or
+            torchvision's files for the dataset (downloaded there when download is true).
         batch_size: Training images per step per device.
         val_size: Images held out of the training split for validation; 0 validates on test/.
         split_seed: Seed of the train/val permutation, independent of the run seed.
