@@ -1,13 +1,6 @@
 """`wrn predict`: class probabilities for the test split or a folder of one's own images, as a CSV.
-
-    wrn predict --config RUN/config.yaml --ckpt_path RUN/checkpoints/best.ckpt \\
-        --predictions.images my_photos/ --predictions.out my_photos.csv
-
-One row per image: its path relative to the folder (or its index in the test split), the predicted
-class name, and the probability of every class. Images of any size are resized (shorter side to
-32 pixels) and centre-cropped to 32x32, then normalised with the statistics of the training split
-the config names, exactly as the training images were.
-"""
+Images of any size are resized (shorter side to 32 pixels), centre-cropped and normalised with the
+statistics of the training split the config names, as the training images were."""
 
 from __future__ import annotations
 
@@ -20,7 +13,7 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
 from PIL import Image
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
 from wrn.data.augment import normalize
 from wrn.data.datasets import DATASETS, IMAGE_SIZE
@@ -57,38 +50,18 @@ def load_image(path: Path, size: int = IMAGE_SIZE) -> torch.Tensor:
     return pixels.view(size, size, 3).permute(2, 0, 1).contiguous()
 
 
-class FolderImages(Dataset):
-    """Normalised (3, 32, 32) float images of a list of files, in that order."""
-
-    def __init__(self, paths: Sequence[Path], mean: Sequence[float], std: Sequence[float]):
-        self.paths, self.mean, self.std = list(paths), mean, std
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, index: int) -> torch.Tensor:
-        return normalize(load_image(self.paths[index]), self.mean, self.std)
-
-
 class FolderPredictData(L.LightningDataModule):
     """Predicts a folder of images with the training data module's statistics and class names:
     the training split is read (from its cache) only to know them."""
 
     def __init__(self, folder: str | Path, training: L.LightningDataModule):
         super().__init__()
-        self.folder, self.training = Path(folder).expanduser(), training
-        self.paths = list_images(folder)
-        self.image_names = [str(p.relative_to(self.folder)) for p in self.paths]
+        self.training, self.paths = training, list_images(folder)
+        self.image_names = [str(p.relative_to(Path(folder).expanduser())) for p in self.paths]
 
-    @property
-    def classes(self) -> Optional[list[str]]:
-        return getattr(self.training, "classes", None)
-
-    @property
-    def dataset(self) -> str:
-        return getattr(self.training, "dataset", "")
-
-    # The evaluation views read crop_size, pad, pad_mode and zero_fill from the data module.
+    # The CSV's class names, and what the evaluation views read, are the training data's.
+    classes = property(lambda self: getattr(self.training, "classes", None))
+    dataset = property(lambda self: getattr(self.training, "dataset", ""))
     crop_size = property(lambda self: getattr(self.training, "crop_size", IMAGE_SIZE))
     pad = property(lambda self: self.training.pad)
     pad_mode = property(lambda self: self.training.pad_mode)
@@ -101,9 +74,13 @@ class FolderPredictData(L.LightningDataModule):
             self.training.setup("fit")
 
     def predict_dataloader(self) -> DataLoader:
-        images = FolderImages(self.paths, self.training.mean, self.training.std)
+        mean, std = self.training.mean, self.training.std
+
+        def images(paths: list[Path]) -> torch.Tensor:  # a batch of normalised (3, 32, 32) images
+            return torch.stack([normalize(load_image(path), mean, std) for path in paths])
+
         batch_size = getattr(self.training, "eval_batch_size", None) or 128
-        return DataLoader(images, batch_size=batch_size, shuffle=False)
+        return DataLoader(self.paths, batch_size=batch_size, shuffle=False, collate_fn=images)
 
 
 class PredictionWriter(BasePredictionWriter):
@@ -126,9 +103,6 @@ class PredictionWriter(BasePredictionWriter):
             raise ValueError(f"wrn predict writes its CSV from one process; got {trainer.world_size} "
                              "(pass --trainer.devices 1)")
 
-    def output_path(self, trainer: L.Trainer) -> Path:
-        return Path(self.out).expanduser() if self.out else Path(trainer.default_root_dir) / DEFAULT_OUT
-
     def write_on_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule,
                            predictions: Sequence, batch_indices: Sequence) -> None:
         if not trainer.is_global_zero or not predictions:
@@ -137,16 +111,11 @@ class PredictionWriter(BasePredictionWriter):
         probs = torch.cat([batch.float().cpu() for batch in batches])
         if probs.ndim == 3:  # a fused network: (N, copies, classes), the copies' mean
             probs = probs.mean(1)
-        path = self.output_path(trainer)
-        atomic_write_text(path, predictions_csv(probs, row_names(trainer.datamodule, len(probs)),
-                                                class_names(trainer.datamodule, probs.shape[1])))
+        path = Path(self.out).expanduser() if self.out else Path(trainer.default_root_dir) / DEFAULT_OUT
+        names = getattr(trainer.datamodule, "image_names", None)  # a folder's; else the test split's indices
+        rows = list(names) if names is not None else [str(i) for i in range(len(probs))]
+        atomic_write_text(path, predictions_csv(probs, rows, class_names(trainer.datamodule, probs.shape[1])))
         self.written = path
-
-
-def row_names(datamodule, count: int) -> list[str]:
-    """The image paths of a folder, else the test split's indices."""
-    names = getattr(datamodule, "image_names", None)
-    return list(names) if names is not None else [str(i) for i in range(count)]
 
 
 def class_names(datamodule, count: int) -> list[str]:

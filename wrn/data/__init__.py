@@ -1,19 +1,13 @@
-"""Data: the `DATASETS` table, sources (image trees, torchvision files), the decoded-image cache,
-splits, epoch-seeded loaders (CPU DataLoader, device-resident) and the `CIFARData` DataModule.
-
-Names load on first use, so `from wrn.data import DATASETS` (figures, tables, help) does not
-import torch or Lightning.
-"""
+"""Data: the `DATASETS` table, image sources and cache, epoch-seeded loaders and `CIFARData`. Names load
+on first use, so `from wrn.data import DATASETS` imports neither torch nor Lightning."""
 
 import importlib
 
 _HOMES = {  # exported name -> the module that defines it
     "DATASETS": "datasets", "DataError": "datasets", "DatasetFacts": "datasets", "IMAGE_SIZE": "datasets",
-    "CropFlip": "augment", "eval_views": "augment", "normalize": "augment",
-    "CIFARData": "datamodule",
+    "CropFlip": "augment", "eval_views": "augment", "normalize": "augment", "CIFARData": "datamodule",
     "AugmentedImages": "loaders", "DeviceLoader": "loaders", "StackedLoader": "loaders",
-    "mix_seed": "sampling",
-    "Split": "splits",
+    "mix_seed": "sampling", "Split": "splits",
 }
 __all__ = sorted(_HOMES)
 

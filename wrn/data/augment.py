@@ -1,10 +1,5 @@
-"""Augmentation and evaluation views as plain tensor functions, on whatever device the tensor is on.
-
-Images are (C, H, W) or (N, C, H, W), uint8 or float. "zero" padding means padding with the pixel
-value 0 of the tensor it is applied to: black for uint8 images, which is what the training loaders
-pad (they normalise after cropping). `eval_views` works on normalised images, so callers that want
-its padded views to match "zero"-padded training pass the normalised black as `fill`.
-"""
+"""Augmentation and evaluation views: tensor functions of (C, H, W) or (N, C, H, W) images on their device.
+"zero" padding pads with 0, black in uint8 images; normalised ones take the normalised black as `fill`."""
 
 from __future__ import annotations
 
@@ -14,8 +9,6 @@ from typing import Literal, Optional, Sequence, get_args
 
 import torch
 from torch import Tensor
-
-from wrn.data.datasets import IMAGE_SIZE
 
 Augment = Literal["pad-crop-32", "crop-28", "none"]
 PadMode = Literal["reflect", "zero"]
@@ -28,19 +21,15 @@ VIEWS = get_args(View)
 @dataclass(frozen=True)
 class CropFlip:
     """Training augmentation: pad by `pad` pixels, random `crop` x `crop` crop, optional random h-flip."""
+
     crop: int
     pad: int
     pad_mode: PadMode
     flip: bool
 
 
-def crop_size(augment: Augment) -> int:
-    """Pixels per side of the training crop: 28 for crop-28, else the whole 32x32 image."""
-    return 28 if augment == "crop-28" else IMAGE_SIZE
-
-
 def normalize(x_uint8: Tensor, mean: Sequence[float], std: Sequence[float]) -> Tensor:
-    """uint8 pixels -> float32 (x / 255 - mean) / std; mean and std are per channel in [0, 1] units."""
+    """uint8 pixels -> float32 (x / 255 - mean) / std, per channel; mean and std in [0, 1] units."""
     mean_t = torch.as_tensor(mean, dtype=torch.float32, device=x_uint8.device).view(-1, 1, 1)
     std_t = torch.as_tensor(std, dtype=torch.float32, device=x_uint8.device).view(-1, 1, 1)
     return (x_uint8.float() / 255.0 - mean_t) / std_t
@@ -48,8 +37,8 @@ def normalize(x_uint8: Tensor, mean: Sequence[float], std: Sequence[float]) -> T
 
 @functools.lru_cache(maxsize=16)  # per-image padding in a Dataset would otherwise rebuild it every call
 def _reflect_index(size: int, pad: int, device: torch.device) -> Tensor:
-    """Source index of every padded position under reflection without repeating the edge
-    (the convention of torch and numpy "reflect"), e.g. size 4, pad 2: 2 1 | 0 1 2 3 | 2 1."""
+    """Source index of every padded position, reflecting without repeating the edge (torch's and
+    numpy's "reflect"): size 4, pad 2 gives 2 1 | 0 1 2 3 | 2 1."""
     if pad >= size:
         raise ValueError(f"reflect padding {pad} needs images larger than {pad} pixels, got {size}")
     index = torch.arange(-pad, size + pad, device=device).abs()
@@ -57,16 +46,15 @@ def _reflect_index(size: int, pad: int, device: torch.device) -> Tensor:
 
 
 def pad_images(x: Tensor, pad: int, pad_mode: PadMode, fill: Optional[Sequence[float]] = None) -> Tensor:
-    """Pad the last two dims by `pad` pixels. Index-based so it works for uint8 on every device,
-    where torch's own reflect padding does not. `fill` is the per-channel "zero" value (default 0)."""
+    """Pad the last two dims by `pad` pixels; `fill` is the per-channel "zero" value (default 0).
+    Index-based: torch's own reflect padding does not take uint8 on every device."""
     if pad_mode not in PAD_MODES:
         raise ValueError(f"unknown pad_mode {pad_mode!r}; choose one of {', '.join(PAD_MODES)}")
     if pad == 0:
         return x
     height, width = x.shape[-2:]
     if pad_mode == "reflect":
-        rows = _reflect_index(height, pad, x.device)
-        cols = _reflect_index(width, pad, x.device)
+        rows, cols = (_reflect_index(side, pad, x.device) for side in (height, width))
         return x.index_select(-2, rows).index_select(-1, cols)
     padded = x.new_zeros(*x.shape[:-2], height + 2 * pad, width + 2 * pad)
     if fill is not None:
@@ -77,12 +65,8 @@ def pad_images(x: Tensor, pad: int, pad_mode: PadMode, fill: Optional[Sequence[f
 
 def random_crop_flip(images: Tensor, crop: int, pad: int, pad_mode: PadMode, flip: bool,
                      generator: Optional[torch.Generator] = None) -> Tensor:
-    """Batched pad + random crop + random horizontal flip (p = 0.5) of (N, C, H, W) images.
-
-    The batch is padded once, each image draws its own offset (and flip), and all crops are taken
-    in one gather; a flip is folded into the gather by reversing that image's column indices.
-    `generator`, when given, must live on the images' device.
-    """
+    """Pad, random crop and random h-flip (p = 0.5) of (N, C, H, W) images in one gather, a flip
+    reversing that image's column indices. `generator`, when given, lives on the images' device."""
     count, channels = images.shape[:2]
     padded = pad_images(images, pad, pad_mode)
     rows_span, cols_span = (side - crop + 1 for side in padded.shape[-2:])  # offsets per axis
@@ -92,8 +76,7 @@ def random_crop_flip(images: Tensor, crop: int, pad: int, pad_mode: PadMode, fli
     top = torch.randint(0, rows_span, (count,), generator=generator, device=device)
     left = torch.randint(0, cols_span, (count,), generator=generator, device=device)
     steps = torch.arange(crop, device=device)
-    rows = top[:, None] + steps
-    cols = left[:, None] + steps
+    rows, cols = top[:, None] + steps, left[:, None] + steps
     if flip:
         flipped = torch.randint(0, 2, (count,), generator=generator, device=device).bool()
         cols = torch.where(flipped[:, None], cols.flip(1), cols)
@@ -104,8 +87,7 @@ def random_crop_flip(images: Tensor, crop: int, pad: int, pad_mode: PadMode, fli
 
 def random_crop_flip_one(image: Tensor, crop: int, pad: int, pad_mode: PadMode, flip: bool,
                          generator: Optional[torch.Generator] = None) -> Tensor:
-    """Per-image twin of `random_crop_flip` for (C, H, W) images in a Dataset: same offsets
-    (uniform over every crop position of the padded image) and the same flip probability."""
+    """`random_crop_flip` of one (C, H, W) image, drawing the same numbers: far faster for one image."""
     padded = pad_images(image, pad, pad_mode)
     top = int(torch.randint(0, padded.shape[-2] - crop + 1, (1,), generator=generator))
     left = int(torch.randint(0, padded.shape[-1] - crop + 1, (1,), generator=generator))
@@ -121,14 +103,9 @@ def _crop(x: Tensor, top: int, left: int, size: int) -> Tensor:
 
 def eval_views(x: Tensor, view: View, crop_size: int, pad: int, pad_mode: PadMode,
                fill: Optional[Sequence[float]] = None) -> list[Tensor]:
-    """Test-time views of normalised (N, C, H, W) images; the caller averages softmax over them.
-
-    single: the image, centre-cropped when crop_size < H.  flip: [single, mirror].
-    multi-crop: 4 corner crops then the centre crop, each followed by its mirror (10 views). For
-    crop_size == H the crops come from the image padded by `pad` (the training pad-and-crop
-    distribution; the centre crop is then the image itself), otherwise from the image as is.
-    `fill`: per-channel pad value for "zero" mode in normalised units (default 0).
-    """
+    """Test-time views of normalised (N, C, H, W) images, to average softmax over. single: the image,
+    centre-cropped to crop_size; flip: [single, mirror]; multi-crop: 4 corner crops and the centre
+    crop, each with its mirror, cut from the image padded by `pad` when crop_size == H."""
     if view not in VIEWS:
         raise ValueError(f"unknown eval view {view!r}; choose one of {', '.join(VIEWS)}")
     size = x.shape[-1]
@@ -141,9 +118,6 @@ def eval_views(x: Tensor, view: View, crop_size: int, pad: int, pad_mode: PadMod
         return [single, single.flip(-1)]
     source = pad_images(x, pad, pad_mode, fill) if crop_size == size else x
     far = source.shape[-1] - crop_size
-    corners = [(0, 0), (0, far), (far, 0), (far, far), (far // 2, far // 2)]
-    views = []
-    for top, left in corners:
-        crop = _crop(source, top, left, crop_size)
-        views += [crop, crop.flip(-1)]
-    return views
+    corners = ((0, 0), (0, far), (far, 0), (far, far), (far // 2, far // 2))
+    crops = [_crop(source, top, left, crop_size) for top, left in corners]
+    return [view for crop in crops for view in (crop, crop.flip(-1))]

@@ -1,11 +1,6 @@
-"""The decoded-image cache: an image-folder split decoded once, kept as .npy arrays beside a JSON
-sidecar that records their shapes and checksums.
-
-Entries live in the user cache (`$XDG_CACHE_HOME/wrn/decoded`, else `~/.cache/wrn/decoded`) or in
-`data.cache_dir`, never in the data folder, which is often shared or read-only. An entry's name
-carries a hash of the source folder's resolved path and of every file's size and mtime, so two
-roots never share an entry and edited images invalidate it.
-"""
+"""The decoded-image cache: an image-folder split as .npy arrays beside a JSON sidecar of their shapes
+and checksums, in the user cache or `data.cache_dir` (never in the data folder, often shared or
+read-only), named by a hash of the folder's path and every file's size and mtime."""
 
 from __future__ import annotations
 
@@ -15,44 +10,29 @@ import os
 import warnings
 import zlib
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Optional
 
 import numpy as np
 
 from wrn.data import sources
+from wrn.data.datasets import DataError
 from wrn.files import SHARED_FILE_MODE, atomic_file, atomic_write_json
 
 CACHE_VERSION = 2  # bump when the cache layout or decoding changes, so old caches are ignored
 CACHED_ARRAYS = ("images", "labels")  # one .npy file each, beside one JSON sidecar
-CACHE_SUBDIR = "decoded"  # under the user cache's wrn/ folder
 
 
 def default_cache_dir() -> Path:
     """The user cache: `$XDG_CACHE_HOME/wrn/decoded`, or `~/.cache/wrn/decoded` when it is unset."""
     base = os.environ.get("XDG_CACHE_HOME", "")
     base_dir = Path(base) if os.path.isabs(base) else Path("~/.cache").expanduser()  # the XDG rule
-    return base_dir / "wrn" / CACHE_SUBDIR
+    return base_dir / "wrn" / "decoded"
 
 
 def atomic_save_npy(path: Path, array: np.ndarray) -> None:
     """np.save through `atomic_file`: readers never see half an array."""
     with atomic_file(path) as f:
         np.save(f, array, allow_pickle=False)
-
-
-def tree_cache_key(split_dir: Path, paths: Sequence[str], classes: Sequence[str], per_class: Optional[int]) -> str:
-    """Hash of everything the decoded arrays depend on: where the files are, which files (and their
-    size and mtime, so edited images invalidate the cache), the label order and the subset."""
-    digest = hashlib.sha1(f"{CACHE_VERSION}|{split_dir.resolve()}|{list(classes)}|{per_class}".encode())
-    for path in paths:
-        stat = sources.image_stat(path)
-        digest.update(f"|{os.path.relpath(path, split_dir)}:{stat.st_size}:{stat.st_mtime_ns}".encode())
-    return digest.hexdigest()[:16]
-
-
-def _array_record(path: Path, array: np.ndarray) -> dict:
-    checksum = zlib.crc32(np.ascontiguousarray(array))
-    return {"file": path.name, "shape": list(array.shape), "dtype": str(array.dtype), "crc32": checksum}
 
 
 class CacheDamaged(Exception):
@@ -90,11 +70,10 @@ def read_cache(stem: Path) -> Optional[tuple[np.ndarray, np.ndarray]]:
         return None
     try:
         records = _read_sidecar(sidecar)
-        images, labels = (_load_checked(Path(f"{stem}.{name}.npy"), records[name]) for name in CACHED_ARRAYS)
+        return tuple(_load_checked(Path(f"{stem}.{name}.npy"), records[name]) for name in CACHED_ARRAYS)
     except CacheDamaged as exc:
         warnings.warn(str(exc), stacklevel=2)
         return None
-    return images, labels
 
 
 def write_cache(stem: Path, images: np.ndarray, labels: np.ndarray) -> None:
@@ -104,7 +83,8 @@ def write_cache(stem: Path, images: np.ndarray, labels: np.ndarray) -> None:
         for name, array in zip(CACHED_ARRAYS, (images, labels)):
             path = Path(f"{stem}.{name}.npy")
             atomic_save_npy(path, array)
-            records[name] = _array_record(path, array)
+            records[name] = {"file": path.name, "shape": list(array.shape), "dtype": str(array.dtype),
+                             "crc32": zlib.crc32(np.ascontiguousarray(array))}
         atomic_write_json(f"{stem}.json", {"version": CACHE_VERSION, "count": len(labels), "arrays": records})
         os.chmod(f"{stem}.json", SHARED_FILE_MODE)
     except OSError as exc:
@@ -116,11 +96,18 @@ def load_tree_split(split_dir: Path, cache_dir: Path, classes: Optional[list[str
                     progress: bool = True) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """(uint8 NCHW images, labels, classes) of an image-folder split, from the cache when it is valid."""
     paths, labels, classes = sources.list_image_tree(split_dir, classes, per_class)
-    key = tree_cache_key(split_dir, paths, classes, per_class)
-    stem = cache_dir / f"{split_dir.parent.name}-{split_dir.name}-{key}"
-    cached = read_cache(stem)
-    if cached is not None:
-        return cached[0], cached[1], classes
+    # The entry's name hashes all the arrays depend on: the folder, each file's size and mtime (so
+    # edited images invalidate it), the label order and the subset.
+    key = hashlib.sha1(f"{CACHE_VERSION}|{split_dir.resolve()}|{list(classes)}|{per_class}".encode())
+    for path in paths:
+        try:
+            stat = os.stat(path)
+        except OSError as exc:  # a link loop, a dangling link, no permission
+            raise DataError(f"cannot read image {path}: {exc.strerror or exc}") from None
+        key.update(f"|{os.path.relpath(path, split_dir)}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+    stem = cache_dir / f"{split_dir.parent.name}-{split_dir.name}-{key.hexdigest()[:16]}"
+    if (cached := read_cache(stem)) is not None:
+        return (*cached, classes)
     images = sources.decode_images(paths, progress)
     write_cache(stem, images, labels)
     return images, labels, classes

@@ -1,8 +1,5 @@
-"""The datasets `wrn` knows: one table that every choice list, figure title and loader reads.
-
-Adding a dataset is one `DATASETS` entry (and, optionally, a `configs/data/<name>.yaml`): the
-`data.dataset` choices, `model.num_classes`, torchvision loading and display titles follow from it.
-"""
+"""The datasets `wrn` knows: one table that every choice list, figure title and loader reads, so a
+new dataset is one `DATASETS` entry (and, optionally, a `configs/data/<name>.yaml`)."""
 
 from __future__ import annotations
 
@@ -34,9 +31,7 @@ class DatasetFacts:
 
     def torchvision_split(self, train: bool) -> dict:
         """The keyword arguments that pick the train or test split in torchvision's constructor."""
-        if self.split_names is None:
-            return {"train": train}
-        return {"split": self.split_names[0 if train else 1]}
+        return {"train": train} if self.split_names is None else {"split": self.split_names[not train]}
 
 
 DATASETS: dict[str, DatasetFacts] = {

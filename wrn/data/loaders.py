@@ -1,7 +1,5 @@
-"""The loaders: a CPU DataLoader (per-sample crop/flip in worker processes) and a device-resident
-loader (the uint8 split on the device, batched crop/flip there), both epoch-seeded; and the stack
-of S training loaders that feeds a fused copies=S network. Each yields normalised float32
-(N, 3, H, W) images and int64 labels."""
+"""Epoch-seeded loaders of normalised float32 (N, 3, H, W) images and int64 labels: a CPU DataLoader,
+a device-resident one, and the stack of S training loaders that feeds a fused copies=S network."""
 
 from __future__ import annotations
 
@@ -18,16 +16,13 @@ from wrn.data.splits import Split
 
 
 class AugmentedImages(Dataset):
-    """CPU-path dataset: per-sample `random_crop_flip_one` (same distribution as the batched
-    device path), then normalisation. A key is an index, or (index, seed) from `EpochShuffle`:
-    that sample's crop and flip are then drawn from `seed`, not from the worker's RNG."""
+    """The CPU path's images, cropped, flipped and normalised one by one. A key is an index, or
+    (index, seed) from `EpochShuffle`: the crop and flip then come from `seed`, not the worker's RNG."""
 
     def __init__(self, split: Split, mean: Sequence[float], std: Sequence[float],
                  augmentation: Optional[CropFlip]):
-        self.split = split
-        self.mean = torch.tensor(mean, dtype=torch.float32)
-        self.std = torch.tensor(std, dtype=torch.float32)
-        self.augmentation = augmentation
+        self.split, self.augmentation = split, augmentation
+        self.mean, self.std = (torch.tensor(values, dtype=torch.float32) for values in (mean, std))
 
     def __len__(self) -> int:
         return len(self.split.labels)
@@ -44,12 +39,8 @@ class AugmentedImages(Dataset):
 
 class DeferredDataLoader(DataLoader):
     """A DataLoader whose iterator is made at the first batch asked for, not when iter() is called.
-
-    Lightning calls iter() on the training loader while it sets up, before it restores a
-    checkpoint and before its first `set_epoch`, and reuses that iterator for the first epoch it
-    runs. Worker processes start loading the moment an iterator exists, so a resumed run would
-    train its first epoch on epoch 0's order; made at the first batch, the iterator follows the
-    epoch Lightning has set by then."""
+    Lightning calls iter() before it restores a checkpoint and calls `set_epoch`, and workers start
+    loading at once, so a resumed run would otherwise train its first epoch on epoch 0's order."""
 
     def __iter__(self):
         yield from super().__iter__()
@@ -57,9 +48,8 @@ class DeferredDataLoader(DataLoader):
 
 def cpu_loader(split: Split, mean: Sequence[float], std: Sequence[float], augmentation: Optional[CropFlip],
                batch_size: int, train: bool, num_workers: int, seed: int, pin_memory: bool) -> DataLoader:
-    """The CPU path: order, crops and flips from (seed, epoch), whatever the worker count. The
-    loader's own generator seeds its workers, so making an iterator draws nothing from the global
-    RNG, which dropout uses and LitClassifier reseeds every epoch."""
+    """The CPU path. Its own generator seeds the workers, so making an iterator draws nothing from the
+    global RNG, which dropout uses and LitClassifier reseeds every epoch."""
     sampler = EpochShuffle(len(split.labels), seed) if train else None
     return DeferredDataLoader(AugmentedImages(split, mean, std, augmentation), batch_size=batch_size,
                               sampler=sampler, drop_last=train, num_workers=num_workers,
@@ -68,8 +58,8 @@ def cpu_loader(split: Split, mean: Sequence[float], std: Sequence[float], augmen
 
 
 class DeviceLoader:
-    """Batches straight from a uint8 split held on one device: per-epoch seeded permutation, rank
-    sharding, batched crop/flip and normalisation on the device. Yields (float images, labels)."""
+    """Batches straight from a uint8 split held on one device, sharded by rank, cropped, flipped and
+    normalised there."""
 
     batch_sampler = None  # Lightning probes dataloader.batch_sampler next to .sampler
 
@@ -77,39 +67,32 @@ class DeviceLoader:
                  augmentation: Optional[CropFlip] = None, shuffle: bool = False, drop_last: bool = False,
                  seed: int = 0, rank: int = 0, world_size: int = 1, device: Optional[torch.device] = None):
         self.device = torch.device(device) if device is not None else split.images.device
-        self.images = split.images.to(self.device)
-        self.labels = split.labels.to(self.device)
-        self.mean = torch.tensor(mean, dtype=torch.float32, device=self.device)
-        self.std = torch.tensor(std, dtype=torch.float32, device=self.device)
+        self.images, self.labels = split.images.to(self.device), split.labels.to(self.device)
+        self.mean, self.std = (torch.tensor(v, dtype=torch.float32, device=self.device) for v in (mean, std))
         self.batch_size, self.augmentation = batch_size, augmentation
         self.shuffle, self.drop_last = shuffle, drop_last
         self.seed, self.rank, self.world_size = seed, rank, world_size
         self.sampler = EpochCounter()
 
-    def _per_rank(self) -> int:
-        count = len(self.labels)
-        return count // self.world_size if self.drop_last else math.ceil(count / self.world_size)
+    def _share(self, count: int, parts: int) -> int:
+        """count / parts, rounded down when the tail is dropped, else up."""
+        return count // parts if self.drop_last else math.ceil(count / parts)
 
     def __len__(self) -> int:
-        per_rank = self._per_rank()
-        return per_rank // self.batch_size if self.drop_last else math.ceil(per_rank / self.batch_size)
+        return self._share(self._share(len(self.labels), self.world_size), self.batch_size)
 
     def shard(self, epoch: int) -> Tensor:
-        """This rank's sample indices for `epoch`. All ranks draw the same permutation and take
-        every world_size-th entry, so shards are disjoint; equal shard sizes (tail dropped for
-        training, wrapped around for evaluation like DistributedSampler) keep ranks in step."""
+        """This rank's indices for `epoch`: every world_size-th of a permutation all ranks share, the
+        tail dropped (training) or wrapped around (evaluation) so that ranks stay in step."""
         count = len(self.labels)
-        if self.shuffle:
-            order = torch.randperm(count, generator=torch.Generator().manual_seed(mix_seed(self.seed, epoch)))
-        else:
-            order = torch.arange(count)
-        total = self._per_rank() * self.world_size
+        generator = torch.Generator().manual_seed(mix_seed(self.seed, epoch))
+        order = torch.randperm(count, generator=generator) if self.shuffle else torch.arange(count)
+        total = self._share(count, self.world_size) * self.world_size
         order = order[:total] if total <= count else torch.cat([order, order[:total - count]])
         return order[self.rank::self.world_size]
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
-        epoch = self.sampler.epoch
-        self.sampler.epoch += 1  # outside Lightning, each pass gets a fresh order
+        epoch, self.sampler.epoch = self.sampler.epoch, self.sampler.epoch + 1  # outside Lightning: the next
         indices = self.shard(epoch).to(self.device)
         generator = torch.Generator(device=self.device).manual_seed(mix_seed(self.seed, epoch, self.rank, 1))
         for batch in range(len(self)):
@@ -137,4 +120,3 @@ class StackedLoader:
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
         for batches in zip(*self.loaders):
             yield torch.cat([b[0] for b in batches], dim=1), torch.stack([b[1] for b in batches], dim=1)
-

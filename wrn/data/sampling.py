@@ -1,6 +1,5 @@
-"""Epoch-seeded orders: every loader's data order, crops and flips are functions of (seed, epoch),
-so a run resumed at any epoch, with any number of worker processes, sees what an uninterrupted
-run saw. Lightning calls `loader.sampler.set_epoch(epoch)` at every epoch start."""
+"""Data orders, crops and flips as functions of (seed, epoch), so a run resumed at any epoch, with any
+number of workers, sees what an uninterrupted one saw; Lightning calls `loader.sampler.set_epoch`."""
 
 from __future__ import annotations
 
@@ -17,8 +16,7 @@ def mix_seed(*numbers: int) -> int:
 
 
 class EpochCounter:
-    """Lightning calls `loader.sampler.set_epoch(epoch)` at every epoch start; exposing this as
-    the loader's `sampler` makes a resumed run see the same orders as an uninterrupted one."""
+    """A loader's `sampler` that only keeps the epoch Lightning sets."""
 
     def __init__(self) -> None:
         self.epoch = 0
@@ -27,20 +25,14 @@ class EpochCounter:
         self.epoch = epoch
 
 
-class EpochShuffle(Sampler):
-    """The CPU loader's training order: a permutation seeded by (seed, epoch) as DeviceLoader's is,
-    drawn when the first batch is, after Lightning's `set_epoch`; so a resumed run sees the orders
-    an uninterrupted one did. Outside Lightning each pass takes the next epoch's order.
-
-    Yields (index, augmentation seed) keys: each sample's crop and flip seed comes from the same
-    (seed, epoch) stream, so they do not depend on which worker loads it or on how many there
-    are, and a run resumed with any num_workers sees the crops an uninterrupted one did."""
+class EpochShuffle(EpochCounter, Sampler):
+    """The CPU loader's training order, seeded by (seed, epoch) as DeviceLoader's is; outside
+    Lightning each pass takes the next epoch's. Yields (index, augmentation seed) keys, so crops and
+    flips do not depend on which worker loads a sample, nor on how many there are."""
 
     def __init__(self, count: int, seed: int):
-        self.count, self.seed, self.epoch = count, seed, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+        super().__init__()
+        self.count, self.seed = count, seed
 
     def __len__(self) -> int:
         return self.count

@@ -23,16 +23,10 @@ DOWNLOAD_TIMEOUT_S = 10.0  # seconds a silent download socket may wait before gi
 ROOT_HINT = "pass --data.root a local folder holding torchvision's files or a train/<class>/ image tree"
 
 
-# ---------------------------------------------------------------- image-folder trees
-
-
 def list_image_tree(split_dir: Path, classes: Optional[list[str]] = None,
                     per_class: Optional[int] = None) -> tuple[list[str], np.ndarray, list[str]]:
     """(image paths, int64 labels, class names) of `split_dir/<class>/*`, files in sorted order.
-
-    `classes` fixes the label order (the train split's, when listing test); `per_class` keeps the
-    first N files of every class.
-    """
+    `classes` fixes the label order (the train split's, for test); `per_class` keeps the first N."""
     found = sorted(d.name for d in split_dir.iterdir() if d.is_dir() and not d.name.startswith("."))
     if not found:
         raise DataError(f"{split_dir} has no class folders (expected {split_dir}/<class>/*.jpg)")
@@ -57,20 +51,7 @@ def image_files(folder: Path) -> list[str]:
 
 def has_loose_class_folders(root: Path) -> bool:
     """True when root/<class>/ holds images directly, the usual mistake of a tree without train/."""
-    for folder in root.iterdir():
-        if folder.is_dir() and not folder.name.startswith("."):
-            if image_files(folder):
-                return True
-    return False
-
-
-def image_stat(path: str) -> os.stat_result:
-    """os.stat of an image; DataError naming the file when it cannot be followed (a symlink loop,
-    a dangling link, no permission)."""
-    try:
-        return os.stat(path)
-    except OSError as exc:
-        raise DataError(f"cannot read image {path}: {exc.strerror or exc}") from None
+    return any(f.is_dir() and not f.name.startswith(".") and image_files(f) for f in root.iterdir())
 
 
 def decode_image(path: str) -> np.ndarray:
@@ -81,21 +62,15 @@ def decode_image(path: str) -> np.ndarray:
     except (OSError, SyntaxError, ValueError) as exc:  # PIL raises all three for damaged files
         raise DataError(f"cannot read image {path}: {exc}") from None
     if pixels.shape != (IMAGE_SIZE, IMAGE_SIZE, 3):
-        size = f"{pixels.shape[1]}x{pixels.shape[0]}"
-        raise DataError(f"image {path} is {size} pixels, expected {IMAGE_SIZE}x{IMAGE_SIZE}")
+        raise DataError(f"image {path} is {pixels.shape[1]}x{pixels.shape[0]} pixels, "
+                        f"expected {IMAGE_SIZE}x{IMAGE_SIZE}")
     return pixels
 
 
 def _decode_chunk(paths: Sequence[str]) -> np.ndarray:
-    """uint8 (N, 3, 32, 32): channels-first here, in the workers, so that loading the cache later
-    needs no slow strided transpose of the whole set."""
-    if not paths:
-        return np.empty((0, 3, IMAGE_SIZE, IMAGE_SIZE), np.uint8)
+    """uint8 (N, 3, 32, 32): transposed here, in the workers, so loading the cache needs no slow
+    strided transpose of the whole set."""
     return np.ascontiguousarray(np.stack([decode_image(p) for p in paths]).transpose(0, 3, 1, 2))
-
-
-def _usable_cpus() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 @contextmanager
@@ -105,9 +80,8 @@ def _chunk_mapper(workers: int) -> Iterator[Callable]:
     if workers <= 1:
         yield map
         return
-    methods = multiprocessing.get_all_start_methods()
-    context = multiprocessing.get_context("fork") if "fork" in methods else None
-    pool = ProcessPoolExecutor(workers, mp_context=context)
+    fork = "fork" in multiprocessing.get_all_start_methods()
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork") if fork else None)
     try:
         yield pool.map
     finally:
@@ -122,7 +96,6 @@ def _progress_bar(total: int, enabled: bool) -> Iterator[Callable[[int], None]]:
         return
     from rich.console import Console
     from rich.progress import Progress
-
     # No refresh thread: the decoding pool forks, and forking beside a running thread is unsafe.
     with Progress(console=Console(stderr=True), transient=True, auto_refresh=False) as progress:
         task = progress.add_task("decoding images", total=total)
@@ -132,8 +105,9 @@ def _progress_bar(total: int, enabled: bool) -> Iterator[Callable[[int], None]]:
 def decode_images(paths: Sequence[str], progress: bool = True) -> np.ndarray:
     """Decode all images into uint8 (N, 3, 32, 32), with a progress bar when `progress` is true."""
     chunks = [paths[i:i + DECODE_CHUNK] for i in range(0, len(paths), DECODE_CHUNK)]
-    workers = 1 if len(paths) < SERIAL_DECODE_BELOW else min(_usable_cpus(), len(chunks))
-    parts = [_decode_chunk([])]
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    workers = 1 if len(paths) < SERIAL_DECODE_BELOW else min(cpus, len(chunks))
+    parts = [np.empty((0, 3, IMAGE_SIZE, IMAGE_SIZE), np.uint8)]  # so that no images concatenate
     with _progress_bar(len(paths), progress) as advance, _chunk_mapper(workers) as mapper:
         for part in mapper(_decode_chunk, chunks):
             parts.append(part)
@@ -141,13 +115,10 @@ def decode_images(paths: Sequence[str], progress: bool = True) -> np.ndarray:
     return np.concatenate(parts)
 
 
-# ---------------------------------------------------------------- torchvision datasets
-
-
-def load_torchvision_split(dataset: str, root: Path, train: bool, download: bool) -> tuple[np.ndarray, np.ndarray]:
+def load_torchvision_split(dataset: str, root: Path, train: bool,
+                           download: bool) -> tuple[np.ndarray, np.ndarray]:
     """(uint8 NCHW images, int64 labels) from torchvision's files under `root`, downloading if allowed."""
-    import torchvision  # deferred: only this source needs it
-
+    import torchvision  # only this source needs it
     facts = DATASETS[dataset]
     kind = getattr(torchvision.datasets, facts.torchvision_name)
     previous_timeout = socket.getdefaulttimeout()
@@ -155,13 +126,11 @@ def load_torchvision_split(dataset: str, root: Path, train: bool, download: bool
     try:
         source = kind(str(root), download=download, **facts.torchvision_split(train))
     except (RuntimeError, OSError, ImportError, ValueError) as exc:  # not found, offline, corrupt, no scipy
-        action = "download failed" if download else "download=False"
-        reason = f"{action}: {type(exc).__name__}: {exc}"
+        reason = f"{'download failed' if download else 'download=False'}: {type(exc).__name__}: {exc}"
         raise DataError(f"no {dataset} data in {root} ({reason}); {ROOT_HINT}") from None
     finally:
         socket.setdefaulttimeout(previous_timeout)
     images = np.asarray(source.data, dtype=np.uint8)
     if images.shape[-1] == 3:  # CIFAR stores NHWC, SVHN NCHW already
         images = images.transpose(0, 3, 1, 2)
-    labels = getattr(source, facts.labels_attribute)
-    return np.ascontiguousarray(images), np.asarray(labels, dtype=np.int64)
+    return np.ascontiguousarray(images), np.asarray(getattr(source, facts.labels_attribute), dtype=np.int64)

@@ -15,8 +15,7 @@ class Split(NamedTuple):
 
 
 def to_split(images: np.ndarray, labels: np.ndarray) -> Split:
-    labels = np.asarray(labels, dtype=np.int64)
-    return Split(torch.from_numpy(np.ascontiguousarray(images)), torch.from_numpy(labels))
+    return Split(torch.from_numpy(np.ascontiguousarray(images)), torch.as_tensor(labels, dtype=torch.int64))
 
 
 def first_per_class(labels: np.ndarray, per_class: int) -> np.ndarray:

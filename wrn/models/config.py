@@ -1,13 +1,6 @@
-"""What a CIFAR residual network is built from: `NetConfig`, and the design switches' choices.
-
-Every network keeps its `NetConfig` as `net.config`, and `CifarResNet(config)` builds the same
-architecture again (`dataclasses.replace(net.config, copies=S)` builds S copies of it).
-
-A design switch is a field annotated `Annotated[<Literal of choices>, Help(...)]`: the config checks
-its value against the Literal, the units receive it by keyword, the registry accepts it as an
-override and the LightningModule's `Arch` offers it, all read from here. A new switch touches the
-unit that uses it (blocks.py), one field below and a test.
-"""
+"""`NetConfig`, what every network is built from. A design switch is a field annotated
+`Annotated[<Literal of choices>, Help(...)]`: the checks, the units, the registry's overrides and the
+LightningModule's `Arch` read it from here, so a new switch is one field, its use in blocks.py and a test."""
 
 from __future__ import annotations
 
@@ -36,14 +29,11 @@ def check_choice(name: str, value: object, choices: tuple) -> None:
 
 def switch_hints(obj) -> dict[str, tuple[object, str]]:
     """name -> (type, help) of the switches of a dataclass or function, in declaration order."""
-    hints = get_type_hints(obj, include_extras=True)
     found = {}
-    for name, hint in hints.items():
-        if get_origin(hint) is Annotated:
-            kind, *extras = get_args(hint)
-            helps = [e.text for e in extras if isinstance(e, Help)]
-            if helps:
-                found[name] = (kind, helps[0])
+    for name, hint in get_type_hints(obj, include_extras=True).items():
+        helps = [e.text for e in getattr(hint, "__metadata__", ()) if isinstance(e, Help)]
+        if helps:
+            found[name] = (get_args(hint)[0], helps[0])
     return found
 
 
@@ -58,9 +48,8 @@ def choices(kind: object) -> tuple:
 
 @dataclass(frozen=True)
 class NetConfig:
-    """A three-stage CIFAR residual network (`CifarResNet`), complete: building from it twice
-    gives the same architecture. Family helpers (`wide_resnet_config`, ...) compute it from a
-    name's depth and width."""
+    """A three-stage `CifarResNet`, complete: building from it twice gives the same architecture
+    (`net.config`; `replace(net.config, copies=S)` builds S copies of it)."""
 
     stage_widths: tuple[int, int, int]  # output channels of the units of stages 1, 2, 3
     units_per_stage: int

@@ -1,14 +1,9 @@
-"""S independent networks trained as one: seeded single models fused into a copies=S net, and back.
+"""S independent networks trained as one: single models fused into a copies=S net (grouped convs), and back.
 
-Small CIFAR nets leave a GPU mostly idle; a copies=S network (grouped convs, see `blocks.py`) runs
-S seeds in one kernel stream instead of S. Training it on S stacked batches with the *sum* of
-the per-copy losses is the same computation as S separate runs: copy i's parameters only touch
-copy i's images, so d(sum)/d(theta_i) = d(loss_i)/d(theta_i), and SGD with momentum, Nesterov and
-weight decay is elementwise. What breaks the equivalence: anything that mixes copies, e.g.
-clipping by the global gradient norm, or a learning-rate schedule driven by the summed loss.
-
-Layout: every parameter and buffer of the fused net stacks the copies along dim 0 (conv output
-channels, BN/PReLU channels, head rows), so copy i is rows [i*r, (i+1)*r) of each tensor.
+Trained on S stacked batches with the *sum* of the per-copy losses, it computes exactly what S separate
+runs do: copy i's parameters only touch copy i's images, and SGD (momentum, weight decay) is elementwise;
+anything that mixes copies (clipping by the global norm) breaks this. Copy i is rows [i*r, (i+1)*r) of
+every parameter and buffer.
 """
 
 from __future__ import annotations
@@ -38,30 +33,24 @@ def _copy_rows(fused: CifarResNet, singles: Sequence[CifarResNet], into_fused: b
             if single_state.keys() != fused_state.keys():
                 raise ValueError(f"model {i} has different parameters than the fused network")
             for key, whole in fused_state.items():
-                part = single_state[key]
-                if whole.dim() == 0:
-                    # BN's num_batches_tracked: one counter for all copies. It only matters for
-                    # momentum=None (cumulative averages), which these nets do not use.
-                    (whole if into_fused else part).copy_(part if into_fused else whole)
-                    continue
-                rows = whole.shape[0] // len(singles)
-                block = whole[i * rows:(i + 1) * rows]
+                part, block = single_state[key], whole
+                # BN's num_batches_tracked (0-dim) is one counter for all copies; it only matters
+                # for momentum=None, which these nets do not use.
+                if whole.dim():
+                    rows = whole.shape[0] // len(singles)
+                    block = whole[i * rows:(i + 1) * rows]
                 if block.numel() != part.numel():
                     raise ValueError(f"{key}: model {i} has shape {tuple(part.shape)}, the fused "
                                      f"network {tuple(whole.shape)} for {len(singles)} copies")
-                # reshape: the fused head is a grouped 1x1 conv (rows, C, 1, 1), the single one a
-                # Linear (rows, C); same numbers, same order.
-                if into_fused:
-                    block.copy_(part.reshape(block.shape))
-                else:
-                    part.copy_(block.reshape(part.shape))
+                # The fused head is a grouped 1x1 conv (rows, C, 1, 1), the single one a Linear
+                # (rows, C): same numbers, same order.
+                source, target = (part, block) if into_fused else (block, part)
+                target.copy_(source.reshape(target.shape))
 
 
 def fuse(models: Sequence[CifarResNet]) -> CifarResNet:
-    """One copies=S network whose copy i computes exactly what `models[i]` does (S = len(models)).
-
-    The result is a plain `CifarResNet` on the first model's device and dtype, in train mode.
-    """
+    """One copies=S network whose copy i computes exactly what `models[i]` does, on the first
+    model's device and dtype, in train mode."""
     if not models:
         raise ValueError("fuse needs at least one model")
     if any(m.copies != 1 for m in models):
@@ -96,16 +85,14 @@ def stack_targets(targets: Sequence[Tensor]) -> Tensor:
 
 def fused_loss(logits: Tensor, targets: Tensor | Sequence[Tensor],
                label_smoothing: float = 0.0) -> tuple[Tensor, Tensor]:
-    """(total, per_copy): per_copy[i] is copy i's mean cross-entropy over its batch (detached, for
-    logging); total is their sum, so backward gives each copy the gradient of its own separate run.
-    A mean over copies would scale every copy's gradient by 1/S, i.e. silently divide the lr."""
+    """(total, per_copy): per_copy[i] is copy i's mean cross-entropy (detached, for logging);
+    total is their sum, so each copy gets the gradient of its own run (a mean would divide the lr by S)."""
     if not isinstance(targets, Tensor):
         targets = stack_targets(targets)
     if logits.dim() != 3 or targets.shape != logits.shape[:2]:
         raise ValueError(f"expected logits (N, S, classes) and targets (N, S); "
                          f"got {tuple(logits.shape)} and {tuple(targets.shape)}")
     # cross_entropy wants the class dim second: (N, classes, S) against (N, S).
-    losses = F.cross_entropy(logits.transpose(1, 2), targets, reduction="none",
-                             label_smoothing=label_smoothing)
-    per_copy = losses.mean(dim=0)
+    per_copy = F.cross_entropy(logits.transpose(1, 2), targets, reduction="none",
+                               label_smoothing=label_smoothing).mean(dim=0)
     return per_copy.sum(), per_copy.detach()

@@ -1,46 +1,35 @@
-"""Three-stage CIFAR residual networks: the shared body built from a `NetConfig`, and the configs of
-ResNet v1 (He et al. 2015, incl. plain nets) and pre-activation ResNet (He et al. 2016, basic and
-bottleneck units)."""
+"""`CifarResNet`, the network every `NetConfig` builds, its analytic cost, and the configs of ResNet v1
+(He et al. 2015, and plain nets) and pre-activation ResNet (He et al. 2016)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated, Iterator, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from wrn.models.blocks import (Cost, ResidualUnit, conv, conv_macs, make_activation,
-                               unit_cost)
-from wrn.models.config import Help, NetConfig, Order, Shortcut, StrideOn, Unit, check_choice
+from wrn.models.blocks import (ResidualUnit, conv, conv_macs, conv_plan, make_activation, norm_widths,
+                               shortcut_kind)
+from wrn.models.config import Help, NetConfig, Order, Shortcut, StrideOn, Unit, check_choice, choices
 
 STEM_WIDTH = 16  # channels of the first 3x3 conv in every CIFAR network of both papers
-STAGE_STRIDES = (1, 2, 2)  # 32x32 -> 32, 16, 8
 
 
 def unit_plan(config: NetConfig) -> Iterator[tuple[int, int, int]]:
     """(in_ch, out_ch, stride) of every unit, stage by stage."""
     in_ch = STEM_WIDTH
-    for width, stride in zip(config.stage_widths, STAGE_STRIDES):
+    for width, stride in zip(config.stage_widths, (1, 2, 2)):
         for i in range(config.units_per_stage):
             yield in_ch, width, stride if i == 0 else 1
             in_ch = width
 
 
-def unit_arguments(config: NetConfig) -> dict:
-    """The keyword arguments every unit of `config` receives."""
-    return dict(kernels=config.kernels, expansion=config.expansion, dropout=config.dropout,
-                copies=config.copies, **config.switches())
-
-
 class CifarResNet(nn.Module):
-    """Stem conv, three stages of residual units at strides 1, 2, 2, global pool, linear.
-
-    Post-activation nets put BN-act after the stem; pre-activation nets put a final BN-act
-    before the pool (their units leave the sum un-normalised). With copies=S > 1 the input is
-    S images stacked along channels (N, 3S, H, W) and the output is (N, S, num_classes).
-    The network keeps its `config`; `CifarResNet(net.config)` builds the same architecture.
-    """
+    """Stem conv, three stages of residual units, global pool, linear; BN-act after the stem
+    (post-activation) or before the pool (pre-activation units leave the sum un-normalised).
+    With copies=S > 1 the input is (N, 3S, H, W), S stacked images, and the output (N, S, classes)."""
 
     def __init__(self, config: NetConfig):
         super().__init__()
@@ -52,25 +41,17 @@ class CifarResNet(nn.Module):
         self.stem = conv(3, STEM_WIDTH, 3, copies=copies)
         self.stem_bn = nn.BatchNorm2d(STEM_WIDTH * copies) if order == "post" else None
         self.stem_act = make_activation(act, STEM_WIDTH * copies) if order == "post" else None
-        arguments = unit_arguments(config)
-        self.units = nn.Sequential(*(ResidualUnit(i, o, s, **arguments)
-                                     for i, o, s in unit_plan(config)))
+        arguments = dict(kernels=config.kernels, expansion=config.expansion, dropout=config.dropout,
+                         copies=copies, **config.switches())
+        self.units = nn.Sequential(*(ResidualUnit(i, o, s, **arguments) for i, o, s in unit_plan(config)))
         width = config.stage_widths[-1]
         self.final_bn = nn.BatchNorm2d(width * copies) if order == "pre" else None
         self.final_act = make_activation(act, width * copies) if order == "pre" else None
-        self.features = width
         self.fc = (nn.Linear(width, config.num_classes) if copies == 1
                    else nn.Conv2d(width * copies, config.num_classes * copies, 1, groups=copies))
-        self._init_weights()
-
-    def _init_weights(self) -> None:
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                # He et al. 2015: variance 2 / fan_in for ReLU nets.
+        for m in self.modules():  # BN starts as the identity, PyTorch's default
+            if isinstance(m, nn.Conv2d):  # He et al. 2015: variance 2 / fan_in for ReLU nets
                 nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
             if isinstance(m, (nn.Linear, nn.Conv2d)) and m.bias is not None:
                 nn.init.zeros_(m.bias)
 
@@ -87,46 +68,57 @@ class CifarResNet(nn.Module):
         return self.fc(x).reshape(x.shape[0], self.copies, self.num_classes)
 
     def analytic_macs(self, image_size: int = 32) -> int:
-        """Conv + linear multiply-adds for one image of one copy (see `analytic_cost`)."""
+        """Conv + linear multiply-adds for one image of one copy."""
         return analytic_cost(self.config, image_size).macs
+
+
+@dataclass(frozen=True)
+class Cost:
+    """Parameters, conv + linear multiply-adds and the largest activation (elements) of a network."""
+
+    params: int
+    macs: int
+    activation: int
 
 
 def analytic_cost(config: NetConfig, image_size: int = 32) -> Cost:
     """Parameters (all copies), conv + linear multiply-adds and the largest activation for one
-    image of one copy, from the config alone: nothing is built.
-
-    fvcore counts the same convs and linear plus BN and pooling terms, so it reads a little
-    higher; torch.utils.flop_counter counts convs and linear only and should match exactly.
-    """
+    image of one copy, without building anything. torch.utils.flop_counter should match the
+    multiply-adds exactly; fvcore adds BN and pooling terms."""
     hw = (image_size, image_size)
     per_channel = 3 if config.activation == "prelu" else 2  # BN weight and bias (+ PReLU slope)
     params = 27 * STEM_WIDTH + (per_channel * STEM_WIDTH if config.order == "post" else 0)
     macs, largest = conv_macs(3, STEM_WIDTH, 3, hw), STEM_WIDTH * hw[0] * hw[1]
-    arguments = unit_arguments(config)
     for in_ch, out_ch, stride in unit_plan(config):
-        cost, hw = unit_cost(in_ch, out_ch, stride, hw, **arguments)
-        params, macs, largest = params + cost.params, macs + cost.macs, max(largest, cost.activation)
+        plan = conv_plan(in_ch, out_ch, stride, config.kernels, config.expansion, config.stride_on)
+        for i, o, k, s in plan:
+            hw = (-(-hw[0] // s), -(-hw[1] // s))
+            params += k * k * i * o
+            macs += conv_macs(i, o, k, hw)
+            largest = max(largest, o * hw[0] * hw[1])
+        params += per_channel * sum(norm_widths(plan, config.order))
+        if shortcut_kind(config.shortcut, in_ch, out_ch, stride) == "projection":
+            params += in_ch * out_ch + (2 * out_ch if config.order == "post" else 0)
+            macs += conv_macs(in_ch, out_ch, 1, hw)
     width = config.stage_widths[-1]
     params += (per_channel * width if config.order == "pre" else 0) + (width + 1) * config.num_classes
     return Cost(params * config.copies, macs + width * config.num_classes, largest)
 
 
-def _stage_count(depth: int, layers_per_unit: int, name: str, forms: str) -> int:
-    n, rest = divmod(depth - 2, layers_per_unit * 3)
+def units_per_stage(depth: int, layers_per_unit: int, name: str, forms: str,
+                    other_layers: int = 2) -> int:
+    """n for depth = 3 * n * layers_per_unit + other_layers; ValueError naming `forms` otherwise."""
+    n, rest = divmod(depth - other_layers, layers_per_unit * 3)
     if rest or n < 1:
         raise ValueError(f"depth={depth} is invalid for {name}; valid: {forms}")
     return n
 
 
-def resnet_v1_config(depth: int, shortcut: Shortcut = "A", order: Order = "post",
-                     **options) -> NetConfig:
-    """He et al. 2015 CIFAR ResNet: post-activation basic units, widths 16/32/64, d = 6n+2.
-
-    shortcut="A" (zero-padded identity, the paper's CIFAR choice) adds no parameters;
-    shortcut="none" gives the plain net of the degradation experiment. `options`: any other
-    `NetConfig` field (num_classes, dropout, copies, the switches).
-    """
-    n = _stage_count(depth, 2, "ResNet v1", "depth = 6n+2 (20, 32, 44, 56, 110, 1202)")
+def resnet_v1_config(depth: int, shortcut: Shortcut = "A", order: Order = "post", **options) -> NetConfig:
+    """He et al. 2015 CIFAR ResNet: post-activation basic units, widths 16/32/64, d = 6n+2,
+    zero-padded identity shortcuts (A); shortcut="none" gives the plain net. `options`: any
+    other `NetConfig` field."""
+    n = units_per_stage(depth, 2, "ResNet v1", "depth = 6n+2 (20, 32, 44, 56, 110, 1202)")
     return NetConfig((16, 32, 64), n, (3, 3), 1, shortcut=shortcut, order=order, **options)
 
 
@@ -135,34 +127,25 @@ def preact_resnet_config(depth: int,
                              "pre-act ResNet only: basic (two 3x3) or bottleneck (1x1-3x3-1x1) "
                              "units; default: bottleneck from 164 layers up")] = None,
                          stride_on: StrideOn = "first", **options) -> NetConfig:
-    """He et al. 2016 pre-activation ResNet.
-
-    unit="bottleneck": 1x1-3x3-1x1 units, inner widths 16/32/64, outputs 4x that, d = 9n+2
-    (preact-resnet-164: n=18, 1001: n=111). unit="basic": two 3x3 convs, d = 6n+2.
-    unit=None picks what the paper used at that depth: bottleneck from 164 layers up, basic below.
-    A down-sampling unit strides on its first conv, as the paper's released code does
-    (stride_on="3x3" moves it to the 3x3 conv).
-    """
+    """He et al. 2016 pre-activation ResNet: bottleneck units (inner widths 16/32/64, outputs 4x
+    that) or basic ones, by default what the paper used at that depth, striding on their first conv
+    as the paper's released code does."""
     unit = unit or ("bottleneck" if depth >= 164 else "basic")
-    check_choice("unit", unit, ("basic", "bottleneck"))
+    check_choice("unit", unit, choices(Unit))
     if unit == "bottleneck":
-        n = _stage_count(depth, 3, "pre-act bottleneck ResNet", "depth = 9n+2 (164, 1001)")
+        n = units_per_stage(depth, 3, "pre-act bottleneck ResNet", "depth = 9n+2 (164, 1001)")
         widths, kernels, expansion = (64, 128, 256), (1, 3, 1), 4
     else:
-        n = _stage_count(depth, 2, "pre-act basic ResNet", "depth = 6n+2 (20, 56, 110)")
+        n = units_per_stage(depth, 2, "pre-act basic ResNet", "depth = 6n+2 (20, 56, 110)")
         widths, kernels, expansion = (16, 32, 64), (3, 3), 1
     return NetConfig(widths, n, kernels, expansion, stride_on=stride_on, **options)
 
 
 class ResNetV1(CifarResNet):
-    """`CifarResNet(resnet_v1_config(depth, **options))`: He et al. 2015's CIFAR ResNet."""
-
     def __init__(self, depth: int, **options):
         super().__init__(resnet_v1_config(depth, **options))
 
 
 class PreActResNet(CifarResNet):
-    """`CifarResNet(preact_resnet_config(depth, **options))`: He et al. 2016's pre-act ResNet."""
-
     def __init__(self, depth: int, **options):
         super().__init__(preact_resnet_config(depth, **options))
