@@ -148,3 +148,17 @@ def checker():
 def test_every_shipped_recipe_parses(config, checker):
     parsed = checker.check(["--config", str(REPO / "configs" / config)])
     assert parsed.model.name and parsed.trainer.max_epochs > 0
+
+
+def test_the_private_lightning_methods_wrn_overrides_still_exist():
+    # wrn.train.WRNCLI overrides these two: predict's writer arguments, and refusing a checkpoint
+    # of another model instead of silently replacing the configured one. A Lightning that
+    # renamed or stopped calling them would turn both off without an error.
+    import inspect
+
+    from lightning.pytorch.cli import LightningCLI
+
+    parameters = inspect.signature(LightningCLI._prepare_subcommand_parser).parameters
+    assert list(parameters) == ["self", "klass", "subcommand", "kwargs"]
+    assert "self._prepare_subcommand_parser(" in inspect.getsource(LightningCLI._add_subcommands)
+    assert "self._parse_ckpt_path()" in inspect.getsource(LightningCLI.__init__)

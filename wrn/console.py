@@ -50,7 +50,6 @@ def quiet_known_noise() -> None:
             tip_logger.addFilter(_DropLitLoggerTip())
 
 
-# -- progress bar -----------------------------------------------------------------------------------
 def _one_based(epoch: int, max_epochs: int | None) -> str:
     """'Epoch 2/2' for the second of two epochs (Lightning shows 'Epoch 1/1': 0-based index over
     the last index)."""
@@ -77,7 +76,6 @@ def progress_bar() -> L.Callback:
     return RichEpochBar()
 
 
-# -- help -----------------------------------------------------------------------------------------
 HELP_USAGE = "%(prog)s [-h] [-c CONFIG] [--print_config] [--model.* ...] [--data.* ...] [--trainer.* ...]"
 
 
@@ -91,7 +89,6 @@ def put_package_options_first(parser) -> None:
         parser._action_groups.append(trainer)
 
 
-# -- before a long CPU run ----------------------------------------------------------------------------
 def planned_train_images(datamodule) -> int:
     """Training images per epoch the data config asks for, before reading any data."""
     classes = getattr(datamodule, "num_classes", 10)
@@ -129,13 +126,12 @@ def slow_cpu_warning(trainer: L.Trainer, model: L.LightningModule, datamodule) -
     hours = images / rate / 3600
     if hours < SLOW_RUN_HOURS:
         return None
-    duration = f"{hours / 24:.1f} days" if hours >= 48 else f"{hours:.0f} hours"
+    how_long = f"{hours / 24:.1f} days" if hours >= 48 else f"{hours:.0f} hours"
     return (f"warning: no GPU: {model.spec.name} for {epochs} epochs of {images // epochs:,} images "
-            f"would take about {duration} on this CPU ({rate:.3g} training images/s measured "
+            f"would take about {how_long} on this CPU ({rate:.3g} training images/s measured "
             f"just now); for a run of minutes try `wrn fit --config configs/quick.yaml`")
 
 
-# -- after fit and test --------------------------------------------------------------------------------
 def _percent(value) -> str:
     return "–" if value is None else f"{100 * value:.1f}%"
 

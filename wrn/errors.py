@@ -109,9 +109,6 @@ def checkpoint_load_error(exc: BaseException) -> str | None:
     return None
 
 
-# ------------------------------------------------------------------------------------- YAML
-
-
 def _expanded_nodes(text: str, source: str) -> tuple[int, Any, list]:
     """(nodes once every alias is expanded, counted on the composed graph without expanding
     anything; the loader; its composed documents)."""

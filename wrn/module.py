@@ -54,18 +54,18 @@ class Optim:
         warmup_lr: Learning rate during the warm-up.
     """
 
-    lr: float = 0.1  # initial learning rate, for batch 128
+    lr: float = 0.1
     momentum: float = 0.9
     nesterov: bool = True
-    weight_decay: float = 5e-4  # L2 coefficient (ResNet papers: 1e-4)
-    decay_norm_and_bias: bool = True  # False: no weight decay on BN parameters and biases
-    schedule: Schedule = "wrn"  # wrn: x0.2 at 30/60/80%; resnet: /10 at 50/75%
-    warmup_epochs: float = 0.0  # epochs at warmup_lr first (ResNet-110: ~1 epoch = 400 steps)
-    warmup_lr: float = 0.01  # learning rate during warm-up
+    weight_decay: float = 5e-4
+    decay_norm_and_bias: bool = True
+    schedule: Schedule = "wrn"
+    warmup_epochs: float = 0.0
+    warmup_lr: float = 0.01
 
 
 def lr_factor(progress: float, schedule: Schedule) -> float:
-    """Multiplier of the initial lr at `progress` in [0, 1] of training (step-wise)."""
+    """Multiplier of the initial lr at `progress` in [0, 1] of training."""
     if schedule == "wrn":
         return 0.2 ** sum(progress >= m for m in (0.3, 0.6, 0.8))
     if schedule == "resnet":
@@ -78,10 +78,7 @@ def lr_factor(progress: float, schedule: Schedule) -> float:
 
 
 class LitClassifier(L.LightningModule):
-    """Wraps a registry network: `name` (e.g. wrn-28-10) plus the paper axes and design switches.
-
-    depth / widen_factor override the name (a sweep over `model.depth` keeps one base name).
-    """
+    """Any registry network, by name plus overrides, with the papers' SGD recipes and test views."""
 
     def __init__(self, name: str = "wrn-16-4", depth: Optional[int] = None,
                  widen_factor: Optional[int] = None, dropout: Optional[float] = None,
@@ -90,7 +87,7 @@ class LitClassifier(L.LightningModule):
                  channels_last: Optional[bool] = None, compile: bool = False,
                  nan_check_every: int = 50, copies: int = 1, seed: Optional[int] = None,
                  crop_size: int = 32, pad: int = 4, pad_mode: PadMode = "reflect"):
-        """Build the named network with the given overrides.
+        """The named network with the given overrides.
 
         Args:
             name: Registry model name: wrn-<depth>-<k>, resnet-<depth>, plain-<depth>,
@@ -143,23 +140,19 @@ class LitClassifier(L.LightningModule):
         self.optim_cfg = optim
         stages = ("train", "val", "test")
 
-        # Accumulated on the device every step and logged once per epoch: a self.log call costs
-        # the host about a millisecond (benchmarks/loop_overhead.py), and a fused network would
-        # make 2 + 2S of them per step.
-        # Keyed "<stage>_metrics": a bare "train" key would shadow nn.Module.train.
+        # Accumulated on the device, logged once per epoch: a self.log call costs the host about a
+        # millisecond (benchmarks/loop_overhead.py). A bare "train" key would shadow Module.train.
         self.epoch_metrics = nn.ModuleDict({
             f"{stage}_metrics": EpochMetrics(num_classes, copies, top5=num_classes > 10 and stage != "train")
             for stage in stages})
         self.register_buffer("_nonfinite_steps", torch.zeros((), dtype=torch.long), persistent=False)
         self._nonfinite_host = HostMirror()  # the count, on its way to the host
-        # One 32x32 image (S stacked along channels when fused): Lightning's model summary counts
-        # its FLOPs (torch's count: 2 per multiply-add). Compiled networks get none, so that the
-        # summary does not compile a graph for batch size 1.
+        # For the FLOPs of Lightning's model summary; none for a compiled network, which would
+        # compile a graph for batch size 1.
         self.example_input_array = None if compile else torch.zeros(1, 3 * copies, 32, 32)
 
     def configure_model(self) -> None:
-        if self.channels_last or (self.channels_last is None
-                                          and self.device.type == "cuda"):
+        if self.channels_last or (self.channels_last is None and self.device.type == "cuda"):
             self.net.to(memory_format=torch.channels_last)
         if self.compile_net and not isinstance(self.net, torch._dynamo.eval_frame.OptimizedModule):
             self.net = torch.compile(self.net)
@@ -169,20 +162,17 @@ class LitClassifier(L.LightningModule):
         return self.net(x)
 
     def _log_epoch_metrics(self, stage: str) -> None:
-        """The stage's epoch means, as `<stage>_loss`, `<stage>_acc` (`val_top5`), and per copy
-        `<stage>_acc_c<i>`, `<stage>_loss_c<i>` when fused; then the sums start again."""
+        """The stage's epoch means, `<stage>_loss`, `<stage>_acc` (`val_top5`), and per copy
+        `<stage>_acc_c<i>`, `<stage>_loss_c<i>` when fused."""
         shown = {"loss": stage != "test", "acc": stage != "train", "top5": False}
         for key, per_copy in self.epoch_metrics[f"{stage}_metrics"].compute_and_reset().items():
-            # Copies see equal numbers of images: the mean over copies is the pooled mean.
-            # Epoch values (on_epoch), so they reach every logger at the epoch's end whatever
-            # log_every_n_steps; on_step would log them only at steps on that cadence.
+            # on_epoch: they reach every logger at the epoch's end, whatever log_every_n_steps.
             self.log(f"{stage}_{key}", per_copy.mean(), prog_bar=shown[key], sync_dist=True,
                      on_step=False, on_epoch=True)
             if self.copies > 1 and key != "top5":
                 for i, value in enumerate(per_copy):
                     self.log(f"{stage}_{key}_c{i}", value, sync_dist=True, on_step=False, on_epoch=True)
 
-    # -- training ---------------------------------------------------------------------------------
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         images, labels = batch
         logits = self(images)
@@ -198,10 +188,8 @@ class LitClassifier(L.LightningModule):
         return loss
 
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
-        # The epoch's training means are logged here, at its last step, rather than in
-        # on_train_epoch_end: callbacks (the run record) see that hook before the module does.
-        # The NaN check syncs here too, a logging point, so that validation and the checkpoints
-        # after it never see non-finite weights.
+        # At the epoch's last step, not in on_train_epoch_end: callbacks (the run record) see that
+        # hook first. The NaN check syncs here too, so validation and checkpoints never see NaNs.
         trainer = self.trainer
         last_batch = batch_idx + 1 >= trainer.num_training_batches
         if last_batch or 0 <= trainer.max_steps <= self.global_step:
@@ -209,10 +197,8 @@ class LitClassifier(L.LightningModule):
             self._log_epoch_metrics("train")
 
     def _watch_for_nonfinite(self, loss: torch.Tensor) -> None:
-        # Counted on the device every step; every nan_check_every steps the count is copied to
-        # the host without waiting, and the copy queued at the previous check is read once it has
-        # landed: no host sync between logging points, a NaN is caught within 2 x nan_check_every
-        # steps, and the epoch end checks with a sync.
+        # Counted on the device; every nan_check_every steps the count goes to the host without
+        # waiting and the previous copy is read once landed: no host sync between logging points.
         self._nonfinite_steps += (~torch.isfinite(loss.detach())).long()
         if (self.global_step + 1) % self.nan_check_every == 0:
             self._raise_if(self._nonfinite_host.poll())
@@ -229,11 +215,8 @@ class LitClassifier(L.LightningModule):
                 f"(lr {self.optim_cfg.lr}); lower the learning rate or check the data")
 
     def on_train_epoch_start(self) -> None:
-        # Checkpoints hold no RNG state, so a run resumed at epoch e would draw that epoch's
-        # dropout masks from another stream than the uninterrupted run did. Seeding the global RNG
-        # from (seed, epoch) makes every epoch a function of the checkpoint alone, as both loaders'
-        # orders, crops and flips already are.
-        # The same seed on every rank, as seed_everything gives (the loaders rely on it).
+        # Checkpoints hold no RNG state: seeding from (seed, epoch) gives a resumed run the dropout
+        # masks the uninterrupted run drew, as the loaders' orders, crops and flips already are.
         torch.manual_seed(mix_seed(self.first_seed, self.current_epoch))
 
     def on_train_epoch_end(self) -> None:
@@ -242,7 +225,6 @@ class LitClassifier(L.LightningModule):
             self._log_epoch_metrics("train")
         self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"])
 
-    # -- evaluation -------------------------------------------------------------------------------
     def _view_logits(self, images: torch.Tensor) -> torch.Tensor:
         """Mean softmax over the evaluation views (as log-probabilities); every copy of a fused
         network sees the same images."""
@@ -291,7 +273,6 @@ class LitClassifier(L.LightningModule):
         images = batch[0] if isinstance(batch, (list, tuple)) else batch
         return self._view_logits(images).softmax(-1)
 
-    # -- optimisation -----------------------------------------------------------------------------
     def configure_optimizers(self):
         cfg = self.optim_cfg
         decay, no_decay = [], []

@@ -81,7 +81,6 @@ class RunRecorder(L.Callback):
         self.train_seconds = state.get("train_seconds", 0.0)
         self.train_images = state.get("train_images", 0)
 
-    # -- fit ----------------------------------------------------------------------------------------
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if self.views:  # the test at the end of a fit: same run, same record
             return
@@ -163,7 +162,6 @@ class RunRecorder(L.Callback):
         where = f"(epoch {trainer.current_epoch}, step {trainer.global_step})"
         self._write_all(trainer, trainer.current_epoch, status, f"{reason} {where}")
 
-    # -- test ---------------------------------------------------------------------------------------
     def record_test(self, trainer: L.Trainer, pl_module: L.LightningModule, key: str) -> None:
         """After a fit's test: test_acc (per copy, and their mean) into the records as `key`
         (test_acc: the final weights, test_acc_best: the best-validation checkpoint)."""
@@ -194,7 +192,6 @@ class RunRecorder(L.Callback):
             folders.append((self.run_dir, _scalar(metrics, key)))
         return folders
 
-    # -- the record ---------------------------------------------------------------------------------
     def _identity(self, trainer: L.Trainer, pl_module: L.LightningModule, seed: int | None) -> dict:
         # Counted on the module's own network (still untrained and on the CPU here): a fused one
         # holds `copies` equal networks side by side, each costing a copies-th of the whole.

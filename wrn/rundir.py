@@ -21,7 +21,7 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Iterator, Literal
+from typing import IO, Any, Iterator
 
 from wrn.errors import checkpoint_load_error
 from wrn.files import (append_jsonl, atomic_file, atomic_write_json, atomic_write_text,
@@ -44,6 +44,16 @@ METRIC_KEYS = (
 )
 
 Run = str | os.PathLike
+
+# Parsed `wrn fit` keys that do not change what a run computes: where it writes and reads, what it
+# prints, how many loader processes it uses. Everything else is a run setting. data.root is a
+# place: the same data set at another path (another machine) is the same run.
+NOT_SETTINGS = ("config", "trainer.default_root_dir", "trainer.logger", "trainer.callbacks",
+                "trainer.enable_progress_bar", "trainer.enable_model_summary",
+                "trainer.log_every_n_steps", "trainer.profiler", "trainer.enable_autolog_hparams",
+                "trainer.model_registry", "trainer.num_sanity_val_steps", "data.root",
+                "data.num_workers", "data.download", "data.cache_dir", "data.eval_batch_size",
+                "data.progress")
 
 
 class RecordError(ValueError):
@@ -70,7 +80,32 @@ def run_identity(spec, seed: int | None, max_epochs: int | None) -> dict:
             "dropout": spec.args.get("dropout", 0.0), "seed": seed, "max_epochs": max_epochs}
 
 
-# ------------------------------------------------------------------------------------- records
+def run_settings(config: dict) -> dict[str, Any]:
+    """Every value of a parsed `wrn fit` config that changes what the run computes, flat and
+    sorted, as JSON gives it back (tuples become lists), so records compare equal."""
+    flat: dict[str, Any] = {}
+
+    def walk(node: dict, prefix: str) -> None:
+        for key, value in node.items():
+            name = prefix + key
+            if name in NOT_SETTINGS:
+                continue
+            if isinstance(value, dict) and value:
+                walk(value, name + ".")
+            else:
+                flat[name] = value
+
+    walk(config, "")
+    return json.loads(json.dumps(dict(sorted(flat.items())), default=str))
+
+
+def settings_difference(recorded: dict[str, Any], planned: dict[str, Any]) -> list[str]:
+    """'key: recorded -> planned' for every setting that differs (a key missing on one side
+    shows as <unset>)."""
+    missing = "<unset>"
+    return [f"{key}: {recorded.get(key, missing)!r} -> {planned.get(key, missing)!r}"
+            for key in sorted(recorded.keys() | planned.keys())
+            if recorded.get(key, missing) != planned.get(key, missing)]
 
 
 def record_path(run: Run) -> Path:
@@ -99,7 +134,7 @@ def write_metrics(run: Run, record: dict) -> None:
 
 
 def record_signature(run: Run) -> tuple | None:
-    """Tells one version of metrics.json from the next: every atomic rewrite is a new inode."""
+    """Tells one version of metrics.json from the next (every rewrite is a new inode)."""
     try:
         stat = record_path(run).stat()
     except OSError:
@@ -108,8 +143,7 @@ def record_signature(run: Run) -> tuple | None:
 
 
 def find_records(folder: Run, recursive: bool = True) -> Iterator[dict]:
-    """Every readable run record under `folder`: *metrics.json at any depth, or the records of
-    its run folders (folder/*/metrics.json)."""
+    """Every readable record under `folder` (*metrics.json), or of its run folders only."""
     paths = Path(folder).rglob(f"*{METRICS}") if recursive else Path(folder).glob(f"*/{METRICS}")
     for path in sorted(paths):
         try:
@@ -149,7 +183,7 @@ def drop_epochs_from(run: Run, first_epoch: int) -> None:
 
 
 def read_config(run: Run) -> dict | None:
-    """The saved config.yaml as a mapping; None when it cannot be read."""
+    """config.yaml as a mapping; None when it cannot be read."""
     import yaml
 
     try:
@@ -164,7 +198,7 @@ def write_config(folder: Run, text: str) -> None:
 
 
 def copy_dir(run: Run, seed: int) -> Path:
-    """Where copy `seed` of a fused run keeps its own record."""
+    """Where the copy of seed `seed` of a fused run keeps its record."""
     return Path(run) / f"seed-{seed}"
 
 
@@ -182,9 +216,6 @@ def write_evaluation(folder: Run, record: dict) -> None:
     atomic_write_json(Path(folder) / EVALUATION, record)
 
 
-# ------------------------------------------------------------------------------------- checkpoints
-
-
 def checkpoints_dir(run: Run) -> Path:
     return Path(run) / CHECKPOINTS
 
@@ -199,8 +230,9 @@ def save_checkpoint(checkpoint: dict, path: Run) -> None:
     import torch
 
     path = Path(path)
+    previous = path.with_name(PREVIOUS_LAST) if path.name == LAST else None
     try:
-        with atomic_file(path, keep_previous=path.with_name(PREVIOUS_LAST) if path.name == LAST else None) as f:
+        with atomic_file(path, keep_previous=previous) as f:
             torch.save(checkpoint, f)
     except OSError as exc:
         if exc.filename is None and exc.errno:  # a write into the open file: name the checkpoint
@@ -222,10 +254,9 @@ def load_checkpoint(path: Run) -> Any:
 
 
 def resolve_last(run: Run) -> str | None:
-    """What `--ckpt_path last` resumes from: last.ckpt, or (with a warning) previous-last.ckpt
-    when it is unreadable, or None (start over) when neither loads; an unreadable file is kept as
-    damaged-<name>. 'last' when there is no checkpoint yet (Lightning then starts afresh). A file
-    the safe loader refuses raises: never silently skipped."""
+    """What `--ckpt_path last` resumes from: last.ckpt, else (with a warning) previous-last.ckpt,
+    else None (start over); an unreadable file is kept as damaged-<name>. 'last' when there is no
+    checkpoint yet. A file the safe loader refuses raises: it is never silently skipped."""
     folder = checkpoints_dir(run)
     candidates = [path for path in (folder / LAST, folder / PREVIOUS_LAST) if path.exists()]
     if not candidates:
@@ -275,9 +306,6 @@ def trained_checkpoint(path: Run) -> Path:
     return path
 
 
-# ------------------------------------------------------------------------------------- state
-
-
 @dataclass(frozen=True)
 class RunState:
     state: str  # new | running | finished | interrupted | failed
@@ -308,13 +336,9 @@ def run_state(run: Run) -> RunState:
     return RunState(NEW)
 
 
-# ------------------------------------------------------------------------------------- lock
-
-
 def acquire_lock(run: Run) -> IO | None:
-    """The run's lock file, open and flock'ed, or None when another process holds it. The lock
-    dies with its holders (children given the descriptor hold it too), so a killed process never
-    leaves a run looking busy."""
+    """The run's lock, open and flock'ed, or None when another process holds it. It dies with its
+    holders (children given the descriptor hold it too): a killed run never looks busy."""
     Path(run).mkdir(parents=True, exist_ok=True)
     handle = open(Path(run) / LOCK, "a")
     try:

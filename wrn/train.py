@@ -31,12 +31,12 @@ class ConfigError(ValueError):
 
 
 def _int_seed(seed) -> int | None:
-    """seed_everything as the run seed: an int, or None for true/false (true is drawn later)."""
+    """seed_everything as the run seed; None for true (drawn later) and false."""
     return None if isinstance(seed, bool) or seed is None else int(seed)
 
 
 class WRNCLI(LightningCLI):
-    # -- Lightning's private API, in one place (tests/test_train.py pins both names) ----------------
+    # Lightning's private API, in one place (tests/test_train.py pins both methods).
     def _prepare_subcommand_parser(self, klass, subcommand: str, **kwargs):
         # The only place a subcommand's own arguments can be added: `wrn predict`'s CSV writer.
         parser = super()._prepare_subcommand_parser(klass, subcommand, **kwargs)
@@ -54,7 +54,6 @@ class WRNCLI(LightningCLI):
         if cfg.ckpt_path and Path(cfg.ckpt_path).is_file():
             check_checkpoint_matches(cfg.ckpt_path, cfg.model)
 
-    # -- parsing ------------------------------------------------------------------------------------
     def add_arguments_to_parser(self, parser) -> None:
         parser.link_arguments("data.dataset", "model.num_classes",
                               compute_fn=lambda dataset: DATASETS[dataset].num_classes)
@@ -73,8 +72,8 @@ class WRNCLI(LightningCLI):
         console.put_package_options_first(parser)
 
     def parse_arguments(self, parser, args) -> None:
-        """Parses, then fills in what the run will use (its folder, loggers, weights_only), so
-        that --print_config, the saved config and the run agree."""
+        """Parses, then fills in what the run will use, so that --print_config, the saved config
+        and the run agree."""
         args = list(sys.argv[1:] if args is None else args)
         printing = any(arg.split("=")[0] == "--print_config" for arg in args)
         self.config = parser.parse_args([arg for arg in args if arg.split("=")[0] != "--print_config"])
@@ -114,7 +113,6 @@ class WRNCLI(LightningCLI):
             callback.dirpath = str(rundir.checkpoints_dir(trainer.default_root_dir).resolve())
         return trainer
 
-    # -- the subcommands ----------------------------------------------------------------------------
     def before_fit(self) -> None:
         if self.trainer.is_global_zero:
             console.say(console.slow_cpu_warning(self.trainer, self.model, self.datamodule), sys.stderr)
@@ -169,7 +167,6 @@ class WRNCLI(LightningCLI):
 
 
 def _section(dump: str, subcommand: str) -> str:
-    """The `subcommand:` section of a dumped config, as its own YAML document."""
     import yaml
 
     return yaml.safe_dump(yaml.safe_load(dump)[subcommand], sort_keys=False)
@@ -177,9 +174,6 @@ def _section(dump: str, subcommand: str) -> str:
 
 def _recorder(trainer) -> RunRecorder:
     return next(cb for cb in trainer.callbacks if isinstance(cb, RunRecorder))
-
-
-# ------------------------------------------------------------------------------------- run folder
 
 
 def resolve_run_defaults(cfg, subcommand: str | None) -> Path:
@@ -204,9 +198,8 @@ def resolve_run_defaults(cfg, subcommand: str | None) -> Path:
 
 
 def _own_loggers(root: str, record_dir: Path) -> list[dict]:
-    """A fit logs CSV and TensorBoard into the run folder itself (metrics.csv beside
-    metrics.json, RUN/tb); an evaluation logs CSV into its own folder. The saved config keeps
-    `logger: null` for these, so it replays into any folder, with or without TensorBoard."""
+    """A fit logs CSV and TensorBoard into the run folder, an evaluation CSV into its own; the
+    saved config keeps `logger: null` for these, so it replays anywhere, TensorBoard or not."""
     import importlib.util
     import warnings
 
@@ -273,9 +266,6 @@ class ConfigSaver(SaveConfigCallback):
         self.already_saved = trainer.strategy.broadcast(True)
 
 
-# ------------------------------------------------------------------------------------- entry points
-
-
 def run_lightning(argv: list[str]) -> None:
     # last.ckpt has a callback of its own: Lightning (>= 2.6) rewrites a monitored callback's
     # last.ckpt only in epochs that improve the monitor, so a killed run would resume from its best
@@ -296,8 +286,8 @@ def run_lightning(argv: list[str]) -> None:
 
 
 class FitConfigChecker:
-    """Parses `wrn fit` argument lists as the CLI would, without running anything; the parser is
-    built once, so checking every point of a sweep costs milliseconds each."""
+    """Parses `wrn fit` argument lists as the CLI would, running nothing; built once, it checks
+    each point of a sweep in milliseconds."""
 
     def __init__(self):
         import logging
@@ -312,8 +302,7 @@ class FitConfigChecker:
                             auto_configure_optimizers=False, parser_kwargs={"exit_on_error": False})
 
     def check(self, argv: list[str]):
-        """The parsed config; ConfigError for keys or types the CLI would reject, ValueError for
-        a model the registry would reject."""
+        """The parsed config; ConfigError for bad keys or types, ValueError for a bad model."""
         try:
             config = self._cli.parser.parse_args(argv)
         except SystemExit as exc:

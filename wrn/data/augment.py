@@ -10,6 +10,8 @@ from typing import Literal, Optional, Sequence, get_args
 import torch
 from torch import Tensor
 
+from wrn.data.datasets import IMAGE_SIZE
+
 Augment = Literal["pad-crop-32", "crop-28", "none"]
 PadMode = Literal["reflect", "zero"]
 View = Literal["single", "flip", "multi-crop"]
@@ -26,6 +28,11 @@ class CropFlip:
     pad: int
     pad_mode: PadMode
     flip: bool
+
+
+def crop_size(augment: Augment) -> int:
+    """Pixels per side of the training crop."""
+    return 28 if augment == "crop-28" else IMAGE_SIZE
 
 
 def normalize(x_uint8: Tensor, mean: Sequence[float], std: Sequence[float]) -> Tensor:

@@ -10,7 +10,7 @@ import lightning as L
 import numpy as np
 import torch
 
-from wrn.data.augment import AUGMENTS, PAD_MODES, Augment, CropFlip, PadMode
+from wrn.data.augment import AUGMENTS, PAD_MODES, Augment, CropFlip, PadMode, crop_size
 from wrn.data.cache import default_cache_dir, load_tree_split
 from wrn.data.datasets import DATASETS, IMAGE_SIZE, DataError, DatasetName, check_choice
 from wrn.data.loaders import DeviceLoader, StackedLoader, cpu_loader
@@ -78,7 +78,7 @@ class CIFARData(L.LightningDataModule):
         self.num_workers, self.loader, self.copies = num_workers, loader, copies
         self.seed, self.progress = seed, progress
         self.num_classes = DATASETS[dataset].num_classes
-        self.crop_size = 28 if augment == "crop-28" else IMAGE_SIZE  # pixels per side of a training crop
+        self.crop_size = crop_size(augment)
         self.mean = self.std = None  # per channel, in [0, 1] units: set by setup
         self.classes: Optional[list[str]] = None
         self._prepared: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # prepare_data's arrays, for setup

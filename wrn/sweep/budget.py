@@ -1,29 +1,5 @@
-"""A time budget that a sweep keeps: `wrn sweep run SPEC --out DIR --time-budget 9m`.
-
-Before starting a run the sweep estimates how long it will take and starts it only when the
-estimate fits in what is left of the budget; when the budget ends, runs still going get SIGTERM
-and stay resumable from their last.ckpt, and the next invocation goes on from there.
-
-The estimate of a run, in seconds:
-
-    START_SECONDS + copies x (epochs left x (train + EVAL_COST x val) + EVAL_COST x 2 x test) / rate
-
-  rate     the median `images_per_sec` (training images of all copies per second of the training
-           loop) of the run records (metrics.json) of the same model, the same number of fused
-           copies and the same device: the sweep's own run folders (OUT/runs/*, the run itself
-           when it resumes) and any folder given with --speeds (searched recursively for
-           *metrics.json, so benchmarks/results/h100-wrn-16-8-end-to-end/ counts)
-  train, val, test   images per epoch: counted in the data root's train/ and test/ trees (cut to
-           data.subset per class, less data.val_size), or the data set's nominal size when the
-           root holds no tree; a test split is evaluated twice (final and best weights)
-  epochs left        max_epochs, less the epochs an interrupted run has recorded
-
-A run of a model never recorded on that device has no estimate. It is started anyway when its
-turn comes (measuring its speed is how the next estimate is made) and, like any run, stopped at
-the end of the budget and resumed by the next invocation. A run whose estimate exceeds what is
-left is not started now; later runs that fit still are. The device of a run is its GPU's name
-(torch.cuda.get_device_name of the first --gpus id) or `cpu` for a CPU run; an external Ray
-cluster's device is unknown, so there every run has no estimate.
+"""`--time-budget`: a run starts only when its estimate (from recorded speeds) fits in what is
+left; at the end, runs still going are stopped, resumable, and the next invocation goes on.
 """
 
 from __future__ import annotations
@@ -71,9 +47,6 @@ def device_key(device: str | None) -> str | None:
     return re.sub(r" x\d+$", "", device)
 
 
-# ------------------------------------------------------------------------------------- speeds
-
-
 @dataclass
 class SpeedBook:
     """Recorded training speeds: (model, copies, device key) -> images/s of each record."""
@@ -113,9 +86,6 @@ class SpeedBook:
         return (statistics.median(rates), len(rates)) if rates else None
 
 
-# ------------------------------------------------------------------------------------- workload
-
-
 @functools.lru_cache(maxsize=64)
 def _tree_count(folder: str, per_class: int | None) -> int | None:
     """Images under folder/<class>/, at most per_class each; None when there is no such tree."""
@@ -147,7 +117,7 @@ class Workload:
 
 
 def workload(settings: dict, data_root: str | None) -> Workload:
-    """From a run's settings (wrn.sweep.plan.run_settings) and its data root."""
+    """From a run's settings (wrn.rundir.run_settings) and its data root."""
     dataset = settings.get("data.dataset", "cifar10")
     subset, val = settings.get("data.subset"), int(settings.get("data.val_size") or 0)
     facts = DATASETS.get(dataset, DATASETS["cifar10"])
@@ -161,9 +131,6 @@ def workload(settings: dict, data_root: str | None) -> Workload:
         test = nominal_test
     return Workload(int(settings.get("trainer.max_epochs") or 0), max(0, train - val), val,
                     test or 0, int(settings.get("model.copies") or 1))
-
-
-# ------------------------------------------------------------------------------------- estimates
 
 
 @dataclass(frozen=True)

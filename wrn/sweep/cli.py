@@ -134,8 +134,6 @@ def _check_out(text: str, write: bool) -> Path:
     return out
 
 
-# ------------------------------------------------------------------------------------- reports
-
 ACTIONS = {NEW: "start", INTERRUPTED: "resume", FAILED: "retry", FINISHED: "done",
            RUNNING: "running elsewhere"}
 
@@ -206,9 +204,6 @@ def _summarize(out: Path, fmt: str) -> int:
         print(f"note: {note}", file=sys.stderr)
     print(FORMATS[fmt](summaries).rstrip("\n"))
     return 0
-
-
-# ------------------------------------------------------------------------------------- run
 
 
 def _gpus(text: str | None, executor: str) -> list[int] | None:

@@ -1,9 +1,5 @@
-"""Where runs execute: one `python -m wrn fit` subprocess per run, locally or as Ray tasks.
-
-Both executors share `launch` and `state.conclude`, so a run is the same process either way; they
-differ only in who waits for it. Both implement the `Executor` protocol, which the runner
-types against; a new executor implements it too.
-"""
+"""Where runs execute: one `python -m wrn fit` process per run, waited for locally or by a Ray
+task; both executors implement the `Executor` protocol the runner is written against."""
 
 from __future__ import annotations
 
@@ -39,9 +35,6 @@ class RunTask:
 
 
 class Executor(Protocol):
-    """Where a sweep's runs execute: it starts an attempt when it has a free slot and reports
-    how each ended."""
-
     capacity: int  # runs at once
     description: str  # one line for the sweep's header, e.g. "local, CPU, one run at a time"
 
@@ -49,8 +42,7 @@ class Executor(Protocol):
     def running(self) -> list[str]:
         """Run ids of the attempts going now."""
 
-    def has_free_slot(self) -> bool:
-        """Whether `submit` may start another attempt now."""
+    def has_free_slot(self) -> bool: ...
 
     def submit(self, task: RunTask) -> Outcome | None:
         """Start an attempt; an Outcome at once only when it could not start (held elsewhere)."""
@@ -67,8 +59,7 @@ PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 
 
 def _die_with_parent() -> None:
-    """Runs in the child before exec: Linux kills it when the sweep dies (even by SIGKILL), so a
-    killed sweep leaves no orphan training on; the run resumes from its checkpoint next time."""
+    """In the child before exec: Linux kills it when the sweep dies, even by SIGKILL."""
     _LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
@@ -133,9 +124,6 @@ def _stop(processes: list[subprocess.Popen]) -> None:
             process.wait()
 
 
-# ------------------------------------------------------------------------------------- local
-
-
 class LocalExecutor:
     """Runs in this process's children: one slot on CPU (runs in sequence), or per GPU
     `trials_per_gpu` slots, each run seeing only its GPU through CUDA_VISIBLE_DEVICES."""
@@ -156,7 +144,6 @@ class LocalExecutor:
         return len(self._running_in) < len(self.slots)
 
     def submit(self, task: RunTask) -> Outcome | None:
-        """Starts the run; an Outcome at once only when it could not start (held elsewhere)."""
         slot = next(i for i in range(len(self.slots)) if i not in self._running_in)
         launched = launch(task, self.slots[slot])
         if launched is None:
@@ -165,7 +152,6 @@ class LocalExecutor:
         return None
 
     def wait(self, timeout: float) -> list[Outcome]:
-        """Outcomes of runs that ended within `timeout` seconds (at least one if any ended)."""
         deadline = time.monotonic() + timeout
         while True:
             ended = [slot for slot, run in self._running_in.items() if run.process.poll() is not None]
@@ -174,15 +160,11 @@ class LocalExecutor:
             time.sleep(POLL_SECONDS)
 
     def shutdown(self) -> None:
-        """Stops runs still going (Ctrl-C, an error); they stay resumable from their checkpoints."""
         _stop([run.process for run in self._running_in.values()])
         for run in self._running_in.values():
             run.log.close()
             run.lock.close()
         self._running_in.clear()
-
-
-# ------------------------------------------------------------------------------------- ray
 
 
 def _import_ray():
@@ -201,8 +183,8 @@ TOKEN_HINT = ("the cluster uses token authentication: export RAY_AUTH_MODE=token
 
 
 def probe_address(address: str) -> None:
-    """Ray retries an unreachable address for minutes; one TCP connect says at once whether
-    anything listens there. Addresses that are not HOST:PORT ('auto') are left to Ray."""
+    """One TCP connect says at once whether anything listens at HOST:PORT (Ray retries for
+    minutes); other addresses ('auto') are left to Ray."""
     import socket
 
     host, _, port = address.removeprefix("ray://").rpartition(":")
@@ -218,8 +200,8 @@ def probe_address(address: str) -> None:
 
 
 def join_error(address: str, exc: BaseException, ray_log: str = "") -> str:
-    """One line: which address could not be joined, why, and what to try. `ray_log` is what
-    Ray printed while it tried (its reasons, such as a refused token, appear only there)."""
+    """Which address could not be joined, why, and what to try; `ray_log`: what Ray printed
+    meanwhile (a refused token shows only there)."""
     reason = " ".join(str(exc).split())[:300] or type(exc).__name__
     said = f"{reason} {ray_log}".lower()
     if any(word in said for word in AUTH_WORDS):
@@ -232,9 +214,8 @@ def join_error(address: str, exc: BaseException, ray_log: str = "") -> str:
 
 @contextlib.contextmanager
 def captured_stderr():
-    """Ray's C++ core logs its retries straight to file descriptor 2; while joining a cluster
-    they go to a temporary file (yielded as a function returning its text) and are replayed
-    only when the join succeeds, so a failure is one line."""
+    """Ray's core logs its retries to file descriptor 2: kept aside while joining (the yielded
+    function returns them) and replayed only when the join succeeds, so a failure is one line."""
     saved = os.dup(2)
     with tempfile.TemporaryFile() as log:
         os.dup2(log.fileno(), 2)
@@ -255,9 +236,8 @@ def captured_stderr():
 
 
 class RayExecutor:
-    """Each run a Ray task running the same subprocess. Local Ray by default (small, no dashboard,
-    worker output not forwarded: each run has its log.txt); `address` joins a cluster, whose
-    nodes must see the output directory at the same path."""
+    """Each run a Ray task running the same process: a small local Ray by default, or a cluster
+    (`address`) whose nodes see the output folder at the same path."""
 
     def __init__(self, gpus: list[int] | None, trials_per_gpu: int = 1, address: str | None = None):
         self.ray = ray = _import_ray()

@@ -1,20 +1,10 @@
-"""Check every point of a spec exactly as `wrn fit` would parse it, before anything runs.
-
-A config error (unknown key, wrong type) in any point or in the pass-through arguments stops the
-whole sweep; a model the registry rejects (depth 28 with block B(3,3,3)) skips that point, with
-the reason, and the rest of the sweep goes on. A pass-through argument may not set a key the spec
-varies (every point would train the pass-through value under its own label), and a negative seed
-stops the sweep here rather than failing every run.
-
-Each run's `settings` (`run_settings`) are every parsed `wrn fit` value that changes what the run
-computes: the spec's values, the base configs' and the pass-through arguments'. A sweep records
-them in the run's sweep.json and refuses to reuse a run folder recorded with other settings.
+"""Every point of a spec parsed exactly as `wrn fit` would parse it, before anything runs: a
+config error stops the sweep, a model the registry rejects skips its point (with the reason).
 """
 
 from __future__ import annotations
 
 import functools
-import json
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,20 +12,9 @@ from typing import Any
 
 import yaml
 
-from wrn.rundir import run_identity
+from wrn.rundir import run_identity, run_settings
 from wrn.sweep.spec import (MAX_POINTS, OWNED_KEYS, SEED_KEY, Point, SweepSpec, check_point_count,
                             check_seed, expand)
-
-# Parsed `wrn fit` keys that do not change what a run computes: where it writes and reads, what it
-# prints, how many loader processes it uses. Everything else is a run setting. data.root is a
-# place: the same data set at another path (another machine) is the same run.
-NOT_SETTINGS = ("config", "trainer.default_root_dir", "trainer.logger", "trainer.callbacks",
-                "trainer.enable_progress_bar", "trainer.enable_model_summary",
-                "trainer.log_every_n_steps", "trainer.profiler", "trainer.enable_autolog_hparams",
-                "trainer.model_registry", "trainer.num_sanity_val_steps", "data.root",
-                "data.num_workers", "data.download", "data.cache_dir", "data.eval_batch_size",
-                "data.progress")
-
 
 @dataclass(frozen=True)
 class PlannedRun:
@@ -44,7 +23,7 @@ class PlannedRun:
     swept: dict[str, Any]  # varied key -> the value the run's parsed config holds
     identity: dict[str, Any]  # model, family, depth, ...: what a failure record needs to be read
     settings: dict[str, Any]  # dotted key -> value: everything that changes what the run computes
-    data_root: str | None = None  # where its data is (not a setting: see NOT_SETTINGS)
+    data_root: str | None = None  # where its data is (a place, not a setting)
 
 
 @dataclass(frozen=True)
@@ -138,36 +117,8 @@ def _planned(spec: SweepSpec, point: Point, config) -> PlannedRun:
     swept = {key: _plain(config.get(key)) for key in spec.varied_keys}
     run_id = f"{resolved.name}-s{'none' if seed is None else seed}-{point.digest}"
     root = config.data.root
-    return PlannedRun(run_id, point, swept, identity, run_settings(config),
+    return PlannedRun(run_id, point, swept, identity, run_settings(config.as_dict()),
                       str(root) if root is not None else None)
-
-
-def run_settings(config) -> dict[str, Any]:
-    """Every parsed value that changes what the run computes (see NOT_SETTINGS), flat and
-    sorted, as JSON gives it back (tuples become lists), so records compare equal."""
-    flat: dict[str, Any] = {}
-
-    def walk(node: dict, prefix: str) -> None:
-        for key, value in node.items():
-            name = prefix + key
-            if name in NOT_SETTINGS:
-                continue
-            if isinstance(value, dict) and value:
-                walk(value, name + ".")
-            else:
-                flat[name] = value
-
-    walk(config.as_dict(), "")
-    return json.loads(json.dumps(dict(sorted(flat.items())), default=str))
-
-
-def settings_difference(recorded: dict[str, Any], planned: dict[str, Any]) -> list[str]:
-    """'key: recorded -> planned' for every setting that differs (a key missing on one side
-    shows as <unset>)."""
-    missing = "<unset>"
-    return [f"{key}: {recorded.get(key, missing)!r} -> {planned.get(key, missing)!r}"
-            for key in sorted(recorded.keys() | planned.keys())
-            if recorded.get(key, missing) != planned.get(key, missing)]
 
 
 def _plain(value: Any) -> Any:

@@ -15,10 +15,10 @@ from pathlib import Path
 
 from wrn.report.text import duration
 from wrn.rundir import (FAILED, FINISHED, INTERRUPTED, NEW, RUNNING, RunState, resume_checkpoint,
-                        run_state)
+                        run_state, settings_difference)
 from wrn.sweep.budget import Budget, Estimator
 from wrn.sweep.executors import Executor, RunTask
-from wrn.sweep.plan import Plan, PlannedRun, settings_difference
+from wrn.sweep.plan import Plan, PlannedRun
 from wrn.sweep.progress import PlainProgress, Tally
 from wrn.sweep.results import refresh_results
 from wrn.sweep.state import Outcome, read_sweep_record, run_dir_of, write_run_files

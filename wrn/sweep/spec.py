@@ -1,22 +1,6 @@
-"""Sweep specs: read a sweeps/*.yaml file, check its structure, expand it into points.
-
-A spec is a YAML mapping with these top-level keys (all but `base` optional):
-
-    base:        a LightningCLI config file, or a list of them, given to `wrn fit` as --config in
-                 this order. Relative paths are resolved against the SPEC FILE's folder, so a spec
-                 in sweeps/ names ../configs/quick.yaml whatever the current directory is.
-    fixed:       {dotted.key: value} applied to every point.
-    grid:        {dotted.key: [value, ...]}: the cartesian product, the first key varying slowest.
-    points:      [{dotted.key: value, ...}, ...]: extra points, not crossed with the grid (the
-                 ResNet baselines of a WRN depth x width grid). {} is the base config itself.
-    exclude:     [{dotted.key: value, ...}, ...]: drops every point whose values match all pairs.
-    seeds:       [int, ...]: every point runs once per seed (seed_everything); grid points and
-                 explicit points alike. Omitted: one run per point with the base's seed.
-    description: free text.
-
-A point's overrides are fixed, then its grid or explicit values (which win over fixed), then
-seed_everything. Order is deterministic: seed slowest (all configurations of seed 0 first, so an
-interrupted sweep has covered the grid once), then grid points, then explicit points.
+"""Sweep specs (sweeps/*.yaml): `base` configs (relative to the spec's folder), `fixed`
+overrides, a `grid`, explicit `points`, `exclude` rules and `seeds`; checked, then expanded into
+points in a fixed order, seed slowest (all configurations of the first seed come first).
 """
 
 from __future__ import annotations
@@ -189,19 +173,10 @@ def _check_exclude_keys(spec: SweepSpec) -> None:
                 _fail(spec.path, f"exclude[{i}]: {key!r} is not a key of grid, points or fixed")
 
 
-# ------------------------------------------------------------------------------------- expansion
-
-
-def format_value(value: Any) -> str:
-    """YAML-ish text of a value, for labels: 0.3, true, B(3,3), [1, 2]."""
-    if isinstance(value, str):
-        return value
-    return json.dumps(value, sort_keys=True)
-
-
 def point_label(values: dict[str, Any]) -> str:
-    """Stable and readable, sorted by key: model.depth=16,model.widen_factor=4; 'base' for {}."""
-    return ",".join(f"{k}={format_value(values[k])}" for k in sorted(values)) or "base"
+    """Sorted by key: model.depth=16,model.widen_factor=4; 'base' for {}."""
+    text = {k: v if isinstance(v, str) else json.dumps(v, sort_keys=True) for k, v in values.items()}
+    return ",".join(f"{k}={text[k]}" for k in sorted(text)) or "base"
 
 
 def point_digest(overrides: dict[str, Any]) -> str:
