@@ -93,6 +93,7 @@ def test_the_settings_of_a_run_are_recorded_and_the_identity_shared(finished):
     assert record["settings"]["model.name"] == "wrn-10-1" and "data.root" not in record["settings"]
     metrics = read_metrics(run_dir)
     assert {k: metrics[k] for k in record["identity"]} == record["identity"]  # one run_identity()
+    assert metrics["settings"] == record["settings"]  # the fit's own record: the same settings
 
 
 def test_status_never_writes_and_reads_a_read_only_sweep(finished, capsys, monkeypatch):
@@ -268,3 +269,23 @@ def test_a_ray_address_that_cannot_be_joined_is_named_with_the_reason(tmp_path, 
     assert "RAY_AUTH_MODE=token" in refused and "RAY_AUTH_TOKEN" in refused
     other = join_error("10.0.0.1:6379", ConnectionError("Failed to connect to Ray cluster"))
     assert "ConnectionError: Failed to connect" in other and "GCS port" in other
+
+
+def test_a_damaged_sweep_json_is_named_and_the_next_run_repairs_it(finished, tmp_path, capsys):
+    import shutil
+
+    spec, original = finished
+    out = tmp_path / "out"
+    shutil.copytree(original, out)
+    run_dir = next((out / RUNS_DIR).iterdir())
+    whole = (out / "results.csv").read_text()
+    (run_dir / "sweep.json").write_text('{"run_id": "cut sho')
+    capsys.readouterr()
+    with pytest.raises(ValueError, match="no run records"):  # its only run is left out, and said so
+        sweep("summarize", out)
+    assert f"{run_dir}: sweep.json is missing or damaged" in capsys.readouterr().err
+    assert sweep("run", spec, "--out", out) == 0  # nothing to run; the record is rewritten
+    assert (out / "results.csv").read_text().replace(str(out), str(original)) == whole
+    capsys.readouterr()
+    assert sweep("summarize", out) == 0
+    assert "damaged" not in capsys.readouterr().err

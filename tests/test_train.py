@@ -2,6 +2,7 @@
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -9,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.helpers import make_image_tree, wrn_data_root
+from tests.helpers import make_image_tree, wait_for, wrn_data_root
 from wrn.module import lr_factor
 from wrn.files import read_jsonl
 from wrn.rundir import read_metrics
@@ -52,14 +53,22 @@ def tree(tmp_path_factory):
 
 
 def test_resume_continues_the_global_step_and_test_evaluates_the_test_split(tmp_path, tree):
+    from tests.test_fit_faults import HOLD_UNTIL_SIGNALLED, shim
+
     run = tmp_path / "run"
     common = [*TINY, "--data.root", str(tree), "--data.val_size", "16",
-              "--trainer.default_root_dir", str(run)]
-    first = wrn("fit", *common, "--trainer.max_epochs", "1")
-    assert first.returncode == 0, first.stderr[-3000:]
-    steps_per_epoch = read_metrics(run)["global_step"]
+              "--trainer.default_root_dir", str(run), "--trainer.max_epochs", "2"]
+    held = tmp_path / "held"
+    first = subprocess.Popen([sys.executable, "-m", "wrn", "fit", *common], cwd=REPO,
+                             env=shim(tmp_path, HOLD_UNTIL_SIGNALLED.format(marker=str(held))),
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    wait_for(held.exists, "the run to hold at epoch 1", first)
+    first.send_signal(signal.SIGTERM)  # a scheduler's stop after the first epoch
+    assert first.wait(timeout=120) == 143, first.stderr.read()[-3000:]
+    [epoch_0] = read_jsonl(run / "epochs.jsonl")[0]
+    steps_per_epoch = epoch_0["step"]
     assert steps_per_epoch == 2  # 80 training images / batch 32, the partial batch dropped
-    second = wrn("fit", *common, "--trainer.max_epochs", "2", "--ckpt_path", "last")
+    second = wrn("fit", *common, "--ckpt_path", "last")
     assert second.returncode == 0, second.stderr[-3000:]
     record = read_metrics(run)
     assert record["global_step"] == 2 * steps_per_epoch and record["epochs"] == 2

@@ -9,6 +9,7 @@ import sys
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
 OWN_COMMANDS = ("count", "sweep", "plot", "table")  # each a module with main(argv) -> exit code
 DEBUG_ENV = "WRN_DEBUG"  # 1, true or yes: full tracebacks instead of one-line errors
+BROKEN_PIPE_EXIT = 141  # 128 + SIGPIPE, as a shell reports a reader that closed the pipe
 
 COMMAND_HELP = {  # one line per command, in the order `wrn --help` lists them
     "fit": "train a model (--config FILE; --model.*, --data.*, --trainer.* override it)",
@@ -90,6 +91,9 @@ def _guarded(command, argv) -> int:
     except KeyboardInterrupt:
         print("error: interrupted (Ctrl-C)", file=sys.stderr)
         return INTERRUPTED_EXIT
+    except BrokenPipeError:  # the reader went away (`| head`): nothing more to say, to anyone
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return BROKEN_PIPE_EXIT
     except SystemExit as exc:
         if interrupted(exc):  # Lightning's own Ctrl-C handling ends in sys.exit(1)
             print("error: interrupted (Ctrl-C)", file=sys.stderr)

@@ -161,17 +161,19 @@ class LitClassifier(L.LightningModule):
         """Images (N, 3, H, W) -> logits (N, classes); with copies, (N, 3S, H, W) -> (N, S, classes)."""
         return self.net(x)
 
-    def _log_epoch_metrics(self, stage: str) -> None:
-        """The stage's epoch means, `<stage>_loss`, `<stage>_acc` (`val_top5`), and per copy
-        `<stage>_acc_c<i>`, `<stage>_loss_c<i>` when fused."""
+    def _log_epoch_metrics(self, stage: str) -> torch.Tensor:
+        """Logs the stage's epoch means, `<stage>_loss`, `<stage>_acc` (`val_top5`), and per copy
+        `<stage>_acc_c<i>`, `<stage>_loss_c<i>` when fused; returns the per-copy losses."""
         shown = {"loss": stage != "test", "acc": stage != "train", "top5": False}
-        for key, per_copy in self.epoch_metrics[f"{stage}_metrics"].compute_and_reset().items():
+        means = self.epoch_metrics[f"{stage}_metrics"].compute_and_reset()
+        for key, per_copy in means.items():
             # on_epoch: they reach every logger at the epoch's end, whatever log_every_n_steps.
             self.log(f"{stage}_{key}", per_copy.mean(), prog_bar=shown[key], sync_dist=True,
                      on_step=False, on_epoch=True)
             if self.copies > 1 and key != "top5":
                 for i, value in enumerate(per_copy):
                     self.log(f"{stage}_{key}_c{i}", value, sync_dist=True, on_step=False, on_epoch=True)
+        return means["loss"]
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         images, labels = batch
@@ -207,6 +209,11 @@ class LitClassifier(L.LightningModule):
 
     def _raise_if_nonfinite(self) -> None:
         self._raise_if(self._nonfinite_steps.item())
+        weights = [p.detach() for p in self.net.parameters()]
+        if not bool(torch.stack([torch.isfinite(w).all() for w in weights]).all()):
+            raise FloatingPointError(
+                f"weights became NaN/inf at epoch {self.current_epoch}, step <= {self.global_step} "
+                f"(lr {self.optim_cfg.lr}); lower the learning rate or check the data")
 
     def _raise_if(self, nonfinite_steps: Optional[int]) -> None:
         if nonfinite_steps:
@@ -260,7 +267,17 @@ class LitClassifier(L.LightningModule):
         self._evaluate(batch, "val")
 
     def on_validation_epoch_end(self) -> None:
-        self._log_epoch_metrics("val")
+        loss = self._log_epoch_metrics("val")
+        if not self.trainer.sanity_checking and not bool(torch.isfinite(loss).all()):
+            raise FloatingPointError(f"validation loss became NaN/inf at epoch {self.current_epoch} "
+                                     f"(lr {self.optim_cfg.lr}); lower the learning rate or check the data")
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        # The input normalisation goes with the weights: wrn.load_model's network takes images in
+        # [0, 1] as they are.
+        data = getattr(self._trainer, "datamodule", None) if self._trainer else None
+        if getattr(data, "mean", None) is not None:
+            checkpoint["normalization"] = {"mean": list(data.mean), "std": list(data.std)}
 
     def test_step(self, batch, batch_idx: int) -> None:
         self._evaluate(batch, "test")

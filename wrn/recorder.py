@@ -70,6 +70,9 @@ class RunRecorder(L.Callback):
         self.train_images = 0  # images of all copies together
         self.record: dict = {}
         self.views: list[RecordView] = []
+        self.settings: dict = {}  # the command's settings (wrn.rundir.run_settings), set by the CLI
+        self.test_follows = False  # the fit ends on the test split: finished once that is recorded
+        self._open = False  # between the fit's start and its record's last word
 
     def state_dict(self) -> dict:
         return {"best_val_acc": self.best_val_acc, "wall_seconds": self._elapsed_wall(),
@@ -91,6 +94,7 @@ class RunRecorder(L.Callback):
             for i in range(copies)]
         if trainer.is_global_zero:
             self.record = self._identity(trainer, pl_module, seed)
+        self._open = stage == "fit"
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._session_start = time.perf_counter()
@@ -99,6 +103,7 @@ class RunRecorder(L.Callback):
             return
         if trainer.logger is not None:
             trainer.logger.log_hyperparams({k: self.record[k] for k in ("params", "flops")})
+        self._open = True
         self._write_all(trainer, trainer.current_epoch, rundir.RUNNING, None)
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -125,7 +130,7 @@ class RunRecorder(L.Callback):
         if trainer.strategy.root_device.type == "cuda":
             torch.cuda.synchronize()
         self.train_seconds += time.perf_counter() - start
-        self.train_images += self._epoch_images
+        self.train_images += self._epoch_images * trainer.world_size  # every process, as many
         self._epoch_start = None
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -153,11 +158,28 @@ class RunRecorder(L.Callback):
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.is_global_zero:
-            self._write_all(trainer, trainer.current_epoch, rundir.FINISHED, None)
+            self._write_all(trainer, trainer.current_epoch,
+                            rundir.RUNNING if self.test_follows else rundir.FINISHED, None)
+        self._open = self.test_follows
+
+    def on_test_batch_end(self, trainer: L.Trainer, *args) -> None:
+        # Lightning's evaluation loops note a SIGTERM but go on; the test that ends a fit stops.
+        if self._open and trainer.received_sigterm:
+            from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+            raise SIGTERMException()
+
+    def finish(self, trainer: L.Trainer) -> None:
+        """The record is whole (the test split evaluated): the run is finished."""
+        self._open = False
+        if trainer.is_global_zero:
+            for folder in self._folders():
+                rundir.write_metrics(folder, {**(self._previous(folder) or {}), "status": rundir.FINISHED})
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
-        if not trainer.is_global_zero or not self.record or trainer.state.fn != "fit":
+        if not trainer.is_global_zero or not self._open:
             return
+        self._open = False
         status, reason = ending(exception)
         where = f"(epoch {trainer.current_epoch}, step {trainer.global_step})"
         self._write_all(trainer, trainer.current_epoch, status, f"{reason} {where}")
@@ -185,12 +207,14 @@ class RunRecorder(L.Callback):
             record["copies"] = {str(view.seed): view.metric(metrics, f"{prefix}_acc") for view in self.views}
         rundir.write_evaluation(folder, record)
 
+    def _folders(self) -> list[Path]:
+        """Every record of the run: each copy's, then (fused) the mean's."""
+        return [view.folder for view in self.views] + ([self.run_dir] if len(self.views) > 1 else [])
+
     def _per_folder(self, metrics: dict, key: str) -> list[tuple[Path, float | None]]:
         """(folder, value of key) for every record of the run: each copy's, then the mean's."""
-        folders = [(view.folder, view.metric(metrics, key)) for view in self.views]
-        if len(self.views) > 1:
-            folders.append((self.run_dir, _scalar(metrics, key)))
-        return folders
+        values = [view.metric(metrics, key) for view in self.views]
+        return list(zip(self._folders(), values + ([_scalar(metrics, key)] if len(values) > 1 else [])))
 
     def _identity(self, trainer: L.Trainer, pl_module: L.LightningModule, seed: int | None) -> dict:
         # Counted on the module's own network (still untrained and on the CPU here): a fused one
@@ -201,7 +225,7 @@ class RunRecorder(L.Callback):
         net.train(training)
         return {**rundir.run_identity(pl_module.spec, seed, trainer.max_epochs),
                 "params": complexity.count_params(net) // copies, "flops": flops,
-                "device": device_name(trainer)}
+                "device": device_name(trainer), "settings": self.settings}
 
     def _elapsed_wall(self) -> float:
         start = getattr(self, "_session_start", None)
@@ -210,13 +234,16 @@ class RunRecorder(L.Callback):
     @staticmethod
     def _previous(folder: Path) -> dict | None:
         try:
-            return rundir.read_metrics(folder)
+            record = rundir.read_metrics(folder)
         except rundir.RecordError as exc:
-            # Damaged: said, then rewritten whole from the run's own state (best_val_acc and the
-            # times come with the checkpoint) and its last recorded epoch (final_val_acc).
             warnings.warn(f"{exc}; rewriting it from the run's checkpoint and epochs")
-            lines, _ = rundir.read_epochs(folder)
-            return {"final_val_acc": lines[-1].get("val_acc")} if lines else None
+            record = None
+        if record is not None:
+            return record
+        # Damaged or deleted: rewritten whole from the run's own state (best_val_acc and the
+        # times come with the checkpoint) and its last recorded epoch (final_val_acc).
+        lines, _ = rundir.read_epochs(folder)
+        return {"final_val_acc": lines[-1].get("val_acc")} if lines else None
 
     def _write_all(self, trainer: L.Trainer, epochs: int, status: str, error: str | None,
                    metrics: dict | None = None) -> None:
@@ -227,15 +254,16 @@ class RunRecorder(L.Callback):
         per_copy_rate = round(images_per_sec / copies, 1) if images_per_sec else None
         for view in self.views:
             final = view.metric(metrics, "val_acc") if metrics is not None else None
-            self._write(view.folder, {**shared, "seed": view.seed, "images_per_sec": per_copy_rate},
+            self._write(view.folder, {**shared, "seed": view.seed, "images_per_sec": per_copy_rate,
+                                      "train_images": self.train_images // copies},
                         self.best_val_acc.get(view.suffix), final)
         if copies > 1:
             best = [self.best_val_acc[v.suffix] for v in self.views if v.suffix in self.best_val_acc]
             final = _scalar(metrics, "val_acc") if metrics is not None else None
             self._write(self.run_dir, {
                 **shared, "copies": copies, "copy_dirs": [v.folder.name for v in self.views],
-                "images_per_sec": round(images_per_sec, 1) if images_per_sec else None},
-                sum(best) / len(best) if best else None, final)
+                "images_per_sec": round(images_per_sec, 1) if images_per_sec else None,
+                "train_images": self.train_images}, sum(best) / len(best) if best else None, final)
 
     def _write(self, folder: Path, fields: dict, best: float | None, final: float | None) -> None:
         previous = self._previous(folder) or {}

@@ -14,6 +14,7 @@ Everyone else asks this module; no other module spells these names.
 from __future__ import annotations
 
 import fcntl
+import io
 import json
 import os
 import pickle
@@ -30,6 +31,7 @@ from wrn.files import (append_jsonl, atomic_file, atomic_write_json, atomic_writ
 CONFIG, METRICS, EPOCHS, EVALUATION = "config.yaml", "metrics.json", "epochs.jsonl", "evaluation.json"
 CHECKPOINTS, LAST, PREVIOUS_LAST, BEST = "checkpoints", "last.ckpt", "previous-last.ckpt", "best.ckpt"
 EVAL, LOCK = "eval", ".lock"
+LOCK_FD_ENV = "WRN_RUN_LOCK_FD"  # the lock a sweep holds for the run it starts, passed down
 
 # A run's status, as metrics.json records it and a resume reads it: running (or killed, when no
 # live process holds the folder: resumed), finished (skipped), interrupted (SIGTERM or Ctrl-C:
@@ -53,7 +55,7 @@ NOT_SETTINGS = ("config", "trainer.default_root_dir", "trainer.logger", "trainer
                 "trainer.log_every_n_steps", "trainer.profiler", "trainer.enable_autolog_hparams",
                 "trainer.model_registry", "trainer.num_sanity_val_steps", "data.root",
                 "data.num_workers", "data.download", "data.cache_dir", "data.eval_batch_size",
-                "data.progress")
+                "data.progress", "ckpt_path", "weights_only", "test_after_fit")
 
 
 class RecordError(ValueError):
@@ -106,6 +108,20 @@ def settings_difference(recorded: dict[str, Any], planned: dict[str, Any]) -> li
     return [f"{key}: {recorded.get(key, missing)!r} -> {planned.get(key, missing)!r}"
             for key in sorted(recorded.keys() | planned.keys())
             if recorded.get(key, missing) != planned.get(key, missing)]
+
+
+def refuse_other_settings(run: Run, settings: dict[str, Any]) -> None:
+    """ValueError naming the folder and every difference when its record was trained with other
+    settings: a run folder is never reused for another run, by a fresh start or a resume."""
+    try:
+        record = read_metrics(run) or {}
+    except RecordError:
+        return  # damaged: the resume rewrites it
+    differences = settings_difference(record["settings"], settings) if "settings" in record else []
+    if differences:
+        raise ValueError(f"{run} holds a run trained with other settings ({'; '.join(differences)});"
+                         " a run folder is never reused for another run: pass another "
+                         "--trainer.default_root_dir, or delete the folder to redo it")
 
 
 def record_path(run: Run) -> Path:
@@ -226,14 +242,23 @@ def resume_checkpoint(run: Run) -> Path | None:
 
 
 def save_checkpoint(checkpoint: dict, path: Run) -> None:
-    """torch.save through `atomic_file`; a last.ckpt being replaced is kept as previous-last.ckpt."""
+    """The checkpoint through `atomic_file` (a last.ckpt being replaced is kept as
+    previous-last.ckpt); FloatingPointError, writing nothing, when its weights are not finite.
+    Serialised in memory first, so that a full disk is the OSError it is (torch's own zip writer
+    reports it as an unexplained RuntimeError)."""
     import torch
 
     path = Path(path)
+    weights = [t for t in (checkpoint.get("state_dict") or {}).values()
+               if isinstance(t, torch.Tensor) and t.is_floating_point()]
+    if weights and not bool(torch.stack([torch.isfinite(t).all() for t in weights]).all()):
+        raise FloatingPointError(f"weights became NaN/inf: refusing to write the checkpoint {path}")
     previous = path.with_name(PREVIOUS_LAST) if path.name == LAST else None
     try:
+        buffer = io.BytesIO()
+        torch.save(checkpoint, buffer)
         with atomic_file(path, keep_previous=previous) as f:
-            torch.save(checkpoint, f)
+            f.write(buffer.getbuffer())
     except OSError as exc:
         if exc.filename is None and exc.errno:  # a write into the open file: name the checkpoint
             raise OSError(exc.errno, os.strerror(exc.errno), str(path)) from None
@@ -346,6 +371,22 @@ def acquire_lock(run: Run) -> IO | None:
     except BlockingIOError:
         handle.close()
         return None
+    return handle
+
+
+def hold_lock(run: Run) -> IO | None:
+    """This process's hold on the run (kept open until it ends): its own lock, or the one its
+    parent sweep passed down (then None); ValueError naming the folder when another holds it."""
+    held = os.environ.get(LOCK_FD_ENV)
+    try:
+        if held and os.path.samestat(os.fstat(int(held)), (Path(run) / LOCK).stat()):
+            return None
+    except (OSError, ValueError):
+        pass
+    handle = acquire_lock(run)
+    if handle is None:
+        raise ValueError(f"{run} is in use: another process is training into it; wait for it to "
+                         "end, or pass another --trainer.default_root_dir")
     return handle
 
 

@@ -81,6 +81,9 @@ class WRNCLI(LightningCLI):
         cfg = self.config[subcommand] if subcommand else self.config
         self.as_given = {"trainer.logger": cfg.trainer.logger, "ckpt_path": cfg.get("ckpt_path")}
         self.record_dir = resolve_run_defaults(cfg, subcommand) if subcommand else None
+        self.settings = rundir.run_settings(cfg.as_dict())
+        if subcommand == "fit" and not printing:  # a fresh start and a resume alike
+            rundir.refuse_other_settings(self.record_dir, self.settings)
         if printing:  # after the links and the defaults above: what the run will use
             dump = parser.dump(self.config, skip_none=False, skip_link_targets=False)
             sys.stdout.write(_section(dump, subcommand) if subcommand else dump)
@@ -96,6 +99,9 @@ class WRNCLI(LightningCLI):
             trainer.benchmark = True if trainer.benchmark is None else trainer.benchmark
         self.save_config_kwargs = {**self.save_config_kwargs, "folder": self.record_dir,
                                    "as_given": self.as_given}
+        for callback in self.trainer_defaults.get("callbacks", []):
+            if isinstance(callback, RunRecorder):
+                callback.settings = self.settings
 
     def instantiate_trainer(self, **kwargs):
         trainer_config = self.config_init[self.subcommand]["trainer"] if self.subcommand else \
@@ -115,12 +121,24 @@ class WRNCLI(LightningCLI):
 
     def before_fit(self) -> None:
         if self.trainer.is_global_zero:
+            self._lock = rundir.hold_lock(self.trainer.default_root_dir)  # until the process ends
             console.say(console.slow_cpu_warning(self.trainer, self.model, self.datamodule), sys.stderr)
+        recorder = _recorder(self.trainer)
+        recorder.test_follows = bool(self.config["fit"].get("test_after_fit")) \
+            and self.datamodule.has_test_split()
 
     def after_fit(self) -> None:
-        if not self.trainer.interrupted and self.config["fit"].get("test_after_fit") \
-                and self.datamodule.has_test_split():
-            self._test_after_fit()
+        recorder = _recorder(self.trainer)
+        if recorder.test_follows and not self.trainer.interrupted:
+            previous = signal.signal(signal.SIGTERM, _raise_sigterm)  # between the passes too
+            try:
+                self._test_after_fit()
+            except BaseException as exc:
+                recorder.on_exception(self.trainer, self.model, exc)
+                raise
+            finally:
+                signal.signal(signal.SIGTERM, previous)
+            recorder.finish(self.trainer)  # a run is finished once its record is whole
         if self.trainer.is_global_zero:
             console.say(console.fit_summary(self.trainer))
 
@@ -164,6 +182,10 @@ class WRNCLI(LightningCLI):
         writer = self.config_init["predict"]["predictions"]
         if self.trainer.is_global_zero and writer.written:
             console.say(f"predictions: {writer.written}")
+
+
+def _raise_sigterm(signum, frame) -> None:
+    raise SIGTERMException()
 
 
 def _section(dump: str, subcommand: str) -> str:
@@ -269,10 +291,10 @@ class ConfigSaver(SaveConfigCallback):
 def run_lightning(argv: list[str]) -> None:
     # last.ckpt has a callback of its own: Lightning (>= 2.6) rewrites a monitored callback's
     # last.ckpt only in epochs that improve the monitor, so a killed run would resume from its best
-    # epoch rather than its latest. No version counter: a resume always finds last.ckpt.
+    # epoch rather than its latest. No version counters: a run has one best.ckpt and one last.ckpt.
     callbacks = [RunRecorder(),
                  ModelCheckpoint(filename="best", monitor="val_acc", mode="max",
-                                 auto_insert_metric_name=False),
+                                 auto_insert_metric_name=False, enable_version_counter=False),
                  ModelCheckpoint(filename="last", enable_version_counter=False)]
     try:
         WRNCLI(LitClassifier, CIFARData, args=None if argv == sys.argv[1:] else argv,

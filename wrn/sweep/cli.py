@@ -28,8 +28,8 @@ from wrn.sweep.budget import Budget, Estimator, SpeedBook, parse_duration
 from wrn.sweep.plan import Plan, make_plan
 from wrn.sweep.progress import make_progress
 from wrn.sweep.results import refresh_results
-from wrn.sweep.runner import (SweepOutcome, changed_runs, initial_tally, outcome_of, run_sweep,
-                              states, will_run)
+from wrn.sweep.runner import (SweepOutcome, changed_runs, initial_tally, outcome_of,
+                              repair_sweep_records, run_sweep, states, will_run)
 from wrn.sweep.spec import MAX_POINTS, load_spec, point_count
 from wrn.sweep.state import RUNS_DIR
 
@@ -286,6 +286,7 @@ def _run(args, plan: Plan, out: Path, status: dict[str, RunState], budget: Budge
     out.mkdir(parents=True, exist_ok=True)
     tally = initial_tally(plan, status, args.max_retries, capacity=1)
     if tally.left == 0:  # no executor (no Ray start-up) for a sweep that is already done
+        repair_sweep_records(plan, out)
         refresh_results(out)
         print(f"sweep {plan.spec.path} -> {out}: nothing to run ({tally.done} finished, "
               f"{tally.failed} failed with no retries left, {tally.skipped} skipped points)")

@@ -83,7 +83,8 @@ def launch(task: RunTask, env_overrides: dict[str, str]) -> Launched | None:
     log = open(run_dir / LOG_FILE, "ab")
     log.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(command)}\n".encode())
     log.flush()
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", **env_overrides}  # log lines in order
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", rundir.LOCK_FD_ENV: str(lock.fileno()),
+           **env_overrides}  # unbuffered: log lines in order
     process = subprocess.Popen(
         command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
         cwd=task.cwd if os.path.isdir(task.cwd) else None,

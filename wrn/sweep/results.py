@@ -14,7 +14,7 @@ from wrn import rundir
 from wrn.report.results import (RESULT_COLUMNS, RESULTS_FILE, results_problem, results_text,
                                 write_results)
 from wrn.sweep.spec import SEED_KEY
-from wrn.sweep.state import RUNS_DIR, read_sweep_record
+from wrn.sweep.state import RUNS_DIR, SWEEP_FILE, read_sweep_record
 
 
 def _record(run_dir: Path, identity: dict) -> dict | None:
@@ -47,14 +47,18 @@ def run_rows(out_dir: Path, run_dir: Path, sweep: dict) -> list[dict]:
                  sweep, f"{sweep['run_id']}/{folder.name}") for folder, copy in copies]
 
 
-def collect_rows(out_dir: Path) -> tuple[list[dict], list[str]]:
-    """(rows in plan order, swept keys) from every run directory under OUT/runs."""
+def collect_rows(out_dir: Path, report: Callable[[str], None] = print) -> tuple[list[dict], list[str]]:
+    """(rows in plan order, swept keys) from every run directory under OUT/runs; a run whose
+    sweep.json is unreadable is named (the next `wrn sweep run` rewrites it)."""
     runs = Path(out_dir) / RUNS_DIR
     found = []  # (plan index, run id, run dir, sweep.json)
     for run_dir in sorted(runs.iterdir()) if runs.is_dir() else []:
         sweep = read_sweep_record(run_dir) if run_dir.is_dir() else None
         if sweep is not None:
             found.append((sweep.get("index", math.inf), sweep["run_id"], run_dir, sweep))
+        elif rundir.record_path(run_dir).exists():
+            report(f"{run_dir}: {SWEEP_FILE} is missing or damaged; this run is left out of "
+                   f"{RESULTS_FILE} until `wrn sweep run` rewrites it")
     found.sort(key=lambda item: item[:2])
     rows = [row for *_, run_dir, sweep in found for row in run_rows(out_dir, run_dir, sweep)]
     swept: dict[str, None] = {}  # ordered set
@@ -66,7 +70,7 @@ def collect_rows(out_dir: Path) -> tuple[list[dict], list[str]]:
 def refresh_results(out_dir: Path, report: Callable[[str], None] = print) -> list[dict]:
     """Rebuild results.csv from the run directories; report it when the old file was damaged."""
     path = Path(out_dir) / RESULTS_FILE
-    rows, swept_keys = collect_rows(out_dir)
+    rows, swept_keys = collect_rows(out_dir, report)
     text = results_text(rows, swept_keys)
     problem = results_problem(path, expected=text)
     if problem and problem.startswith(("corrupt", "unreadable")):

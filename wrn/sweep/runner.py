@@ -14,8 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from wrn.report.text import duration
-from wrn.rundir import (FAILED, FINISHED, INTERRUPTED, NEW, RUNNING, RunState, resume_checkpoint,
-                        run_state, settings_difference)
+from wrn import rundir
+from wrn.rundir import (FAILED, FINISHED, INTERRUPTED, NEW, RUNNING, RecordError, RunState,
+                        read_metrics, resume_checkpoint, run_state, settings_difference)
 from wrn.sweep.budget import Budget, Estimator
 from wrn.sweep.executors import Executor, RunTask
 from wrn.sweep.plan import Plan, PlannedRun
@@ -40,15 +41,26 @@ def states(plan: Plan, out_dir: Path) -> dict[str, RunState]:
     return {run.run_id: run_state(run_dir_of(out_dir, run.run_id)) for run in plan.runs}
 
 
+def _recorded_settings(run_dir: Path) -> dict | None:
+    """The settings the sweep recorded for a run, else those its own record holds."""
+    sweep = read_sweep_record(run_dir)
+    if sweep is not None:
+        return sweep.get("settings")
+    try:
+        return (read_metrics(run_dir) or {}).get("settings")
+    except RecordError:
+        return None
+
+
 def changed_runs(plan: Plan, out_dir: Path, status: dict[str, RunState]) -> list[str]:
     """'<run folder>: <differences>' for every run recorded (not new) with other settings than
     the plan's: such a folder is never reused."""
     changed = []
     for run in plan.runs:
-        record = read_sweep_record(run_dir_of(out_dir, run.run_id))
-        if record is None or status[run.run_id].state == NEW:
+        recorded = _recorded_settings(run_dir_of(out_dir, run.run_id))
+        if recorded is None or status[run.run_id].state == NEW:
             continue
-        differences = settings_difference(record.get("settings", {}), run.settings)
+        differences = settings_difference(recorded, run.settings)
         if differences:
             changed.append(f"{run_dir_of(out_dir, run.run_id)}: {'; '.join(differences)}")
     return changed
@@ -62,16 +74,30 @@ def will_run(status: RunState, max_retries: int) -> bool:
     return status.state in (NEW, INTERRUPTED, FAILED) and attempts_allowed(status, max_retries) > 0
 
 
-def _task(plan: Plan, run: PlannedRun, index: int, out_dir: Path) -> RunTask:
-    """Writes the run's point.yaml and sweep.json, then describes the attempt (resuming when a
-    checkpoint exists now, which after a failed attempt it may)."""
-    run_dir = run_dir_of(out_dir, run.run_id).resolve()
+def _write_run_files(plan: Plan, run: PlannedRun, index: int, out_dir: Path) -> Path:
+    """The run's point.yaml and sweep.json; returns the point file."""
     record = {"run_id": run.run_id, "config": run.point.label, "index": index,
               "overrides": run.point.overrides, "swept": run.swept,
               "swept_keys": list(run.swept),  # JSON keys get sorted; the columns keep this order
               "identity": run.identity, "settings": run.settings, "spec": str(plan.spec.path),
               "passthrough": list(plan.passthrough)}
-    point_file = write_run_files(run_dir, run.point.nested(), record)
+    return write_run_files(run_dir_of(out_dir, run.run_id), run.point.nested(), record)
+
+
+def repair_sweep_records(plan: Plan, out_dir: Path) -> None:
+    """Rewrites the sweep.json a run folder lost or had damaged (its settings were checked
+    against the run's own record), so that results.csv counts the run again."""
+    for index, run in enumerate(plan.runs):
+        run_dir = run_dir_of(out_dir, run.run_id)
+        if rundir.record_path(run_dir).exists() and read_sweep_record(run_dir) is None:
+            _write_run_files(plan, run, index, out_dir)
+
+
+def _task(plan: Plan, run: PlannedRun, index: int, out_dir: Path) -> RunTask:
+    """Writes the run's files, then describes the attempt (resuming when a checkpoint exists
+    now, which after a failed attempt it may)."""
+    run_dir = run_dir_of(out_dir, run.run_id).resolve()
+    point_file = _write_run_files(plan, run, index, out_dir)
     args = plan.fit_args(point_file, run_dir, resume_checkpoint(run_dir))
     return RunTask(run.run_id, str(run_dir), tuple(args), run.identity, os.getcwd())
 
@@ -160,6 +186,7 @@ def run_sweep(plan: Plan, out_dir: Path, executor: Executor, progress: PlainProg
     results.csv is rewritten after every run that ends, so a kill at any moment loses nothing
     already recorded; on any exit (Ctrl-C included) the executor stops what still runs, which
     stays resumable."""
+    repair_sweep_records(plan, out_dir)
     refresh_results(out_dir, progress.note)
     sweep = _Sweep(plan, out_dir, executor, progress, max_retries, status, budget, estimator)
     with progress:
