@@ -20,7 +20,9 @@ from wrn.data import CIFARData
 from wrn.module import LitClassifier
 
 REPO = Path(__file__).resolve().parents[1]
-NOISE = ("litlogger", "LeafSpec", "torch.jit.script", "Total FLOPs: 0", "Epoch 1/1")
+NOISE = ("litlogger", "LeafSpec", "torch.jit.script", "Total FLOPs: 0", "Epoch 1/1", "GPU available",
+         "TPU available", "Loading `train_dataloader`", "v_num", "log_every_n_steps",
+         "Restoring states", "Test metric")
 SMALL = ["--model.name", "wrn-10-1", "--data.batch_size", "16", "--data.val_size", "15",
          "--data.num_workers", "0", "--data.download", "false", "--trainer.accelerator", "cpu"]
 
@@ -74,6 +76,7 @@ def test_a_test_ends_with_its_summary(fitted, tmp_path):
                  "--ckpt_path", run / "checkpoints" / "best.ckpt", "--trainer.logger", "false")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "test accuracy" in result.stdout and "of 15 images in" in result.stdout, result.stdout
+    assert "Test metric" not in result.stdout  # Lightning's table of unrounded numbers
     assert f"checkpoint:   {run / 'checkpoints' / 'best.ckpt'}" in result.stdout
 
 
@@ -126,9 +129,23 @@ def test_a_cpu_run_of_days_is_announced_with_its_estimate():
     days = L.Trainer(accelerator="cpu", max_epochs=5000, logger=False)
     warning = slow_cpu_warning(days, model, datamodule)
     assert warning is not None and "would take about" in warning and "days" in warning
-    assert "5000 epochs of 45,000 images" in warning and "configs/quick.yaml" in warning
+    assert "5000 epochs of 45,000 images" in warning
     minutes = L.Trainer(accelerator="cpu", max_epochs=8, logger=False)
     assert slow_cpu_warning(minutes, model, CIFARData(root="unused", subset=1000, val_size=1000)) is None
+
+
+@pytest.mark.slow
+def test_a_recipe_of_days_on_a_cpu_stops_before_training_with_a_command_that_keeps_the_data(tmp_path):
+    tree = make_image_tree(tmp_path / "data", classes=3, per_class=4)
+    run = tmp_path / "run"
+    result = wrn("fit", "--config", "configs/wrn-28-10.yaml", "--data.root", tree,
+                 "--trainer.default_root_dir", run, "--trainer.accelerator", "cpu")
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert result.returncode == 2 and len(errors) == 1, result.stderr[-3000:]
+    assert "would take about" in errors[0] and "days" in errors[0]
+    assert f"wrn fit --config configs/quick.yaml --data.root {tree}" in errors[0]
+    assert "--allow_slow true" in errors[0]
+    assert not (run / "metrics.json").exists() and not (run / "checkpoints").exists()
 
 
 def test_the_fit_summary_reads_test_accuracies_from_the_record(tmp_path):

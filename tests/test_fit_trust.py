@@ -66,13 +66,22 @@ def start_held(tmp_path: Path, tree: Path, run: Path, hook: str, condition: str,
     env = shim(tmp_path, HOLD_AT.format(hook=hook, condition=condition, marker=str(marker)))
     process = subprocess.Popen([sys.executable, "-m", "wrn", *fit_args(tree, run, *extra)], cwd=REPO,
                                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    wait_for(marker.exists, f"the run to hold in {hook}", process)
+    try:
+        wait_for(marker.exists, f"the run to hold in {hook}", process)
+    except BaseException:
+        process.kill()
+        process.wait()
+        raise
     return process
 
 
 def sigterm(process: subprocess.Popen) -> tuple[int, str]:
     process.send_signal(signal.SIGTERM)
-    _, stderr = process.communicate(timeout=120)
+    try:
+        _, stderr = process.communicate(timeout=120)
+    finally:
+        process.kill()  # never left behind, whatever happened
+        process.wait()
     return process.returncode, stderr
 
 

@@ -106,3 +106,12 @@ def test_a_bad_path_is_one_value_error_naming_it(tmp_path, kind):
     if kind == "other architecture":
         assert "stem.weight is torch.Size([1]) in the checkpoint but torch.Size([16, 3, 3, 3])" \
             in message
+
+
+def test_the_python_api_is_discoverable():
+    assert {"create_model", "list_models", "load_model", "published", "data", "models"} <= set(dir(wrn))
+    assert "cifar10" in wrn.data.DATASETS and wrn.models.create_model is wrn.create_model
+    assert "wrn-28-10" in wrn.list_models("wrn-28*")
+    assert wrn.published("wrn-28-10").params_m == 36.5  # the figure its paper printed
+    with pytest.raises(AttributeError, match="no attribute 'nothing'"):
+        wrn.nothing

@@ -17,12 +17,14 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from tests import helpers
 from tests.helpers import make_image_tree
-from tests.test_faults import HOLD_SHIM
+from tests.test_fit_trust import HOLD_AT
 from tests.test_sweep import TINY_RUN, attempts, logs, sweep
 from wrn.errors import one_line_error
 from wrn.files import atomic_write_json, read_jsonl
 from wrn.rundir import read_metrics
-from wrn.sweep.budget import (START_SECONDS, Budget, Estimator, SpeedBook, device_key,
+from wrn.report.text import duration
+from wrn.sweep.budget import (START_SECONDS, Budget, Estimator, Speed, SpeedBook, _fit_costs,
+                              device_key, model_cost,
                               parse_duration)
 from wrn.sweep.cli import BUDGET_EXIT, _exit_code
 from wrn.sweep.executors import LocalExecutor
@@ -199,13 +201,13 @@ def test_estimates_use_the_sweeps_own_records_and_the_epochs_left(tmp_path, tree
     out = tmp_path / "out"
     estimator = Estimator(SpeedBook((), out), "cpu")
     first, second = plan.runs
-    assert estimator(first).seconds is None and "no record of wrn-10-1 on cpu" in estimator(first).basis
+    assert estimator(first).seconds is None and "nothing recorded on cpu yet" in estimator(first).basis
     speed_record(run_dir_of(out, first.run_id), epochs=3, status="running")  # stopped at epoch 3
     estimator.refresh()
     per_epoch = (40 + 20 / 3) / RATE
     assert estimator(first).seconds == pytest.approx(START_SECONDS + 1 * per_epoch)
     assert estimator(second).seconds == pytest.approx(START_SECONDS + 4 * per_epoch)
-    assert "4 epochs x 40 images at 2 img/s (1 record)" in estimator(second).basis
+    assert "4 epochs x 40 images at 2 img/s (1 record(s) of this model)" in estimator(second).basis
     gpu = Estimator(SpeedBook((), out), "NVIDIA H100 80GB HBM3")
     assert gpu(second).seconds == estimator(second).seconds  # the run's config says cpu
 
@@ -220,11 +222,14 @@ def test_dry_run_with_a_budget_prints_each_estimate_and_the_total(tmp_path, tree
                  "--speeds", tmp_path / "speeds") == 0
     printed = capsys.readouterr().out
     lines = {line.split()[0]: line for line in printed.splitlines() if line.startswith("wrn-")}
-    one, two, unknown = (lines[run.run_id] for run in make_plan(load_spec(spec), []).runs)
+    one, two, scaled = (lines[run.run_id] for run in make_plan(load_spec(spec), []).runs)
     assert " 0m43s " in one and "1 epoch x 40 images at 2 img/s" in one
     assert " 1m07s " in two  # 20 s + 2 x 23.3 s
-    assert " ? " in unknown and "no record of wrn-16-1 on cpu" in unknown
-    assert "estimated total: 1m50s, runs one after another, plus 1 run(s) with no estimate" in printed
+    # WRN-16-1 was never recorded: its speed is WRN-10-1's scaled by their multiply-adds.
+    macs = {name: model_cost(name)[0] for name in ("wrn-10-1", "wrn-16-1")}
+    seconds = START_SECONDS + (40 + 20 / 3) * macs["wrn-16-1"] / macs["wrn-10-1"] / RATE
+    assert f" {duration(seconds)} " in scaled and "scaled by cost from 1 `wrn fit` record(s)" in scaled
+    assert f"estimated total: {duration(43.33 + 66.67 + seconds)}, runs one after another\n" in printed
     assert "time budget 9m00s" in printed and not out.exists()
 
 
@@ -238,8 +243,9 @@ def test_the_budget_stops_a_real_run_resumably_and_the_next_invocation_finishes_
     plan = make_plan(load_spec(spec), [])
     out = tmp_path / "out"
     shim, held = tmp_path / "shim", tmp_path / "held"
-    shim.mkdir()
-    (shim / "sitecustomize.py").write_text(HOLD_SHIM.format(epoch=1, marker=str(held)))
+    shim.mkdir()  # holds at epoch 1 until a SIGTERM: the budget ends while the run trains
+    (shim / "sitecustomize.py").write_text(HOLD_AT.format(
+        hook="on_train_epoch_start", condition="self.current_epoch >= 1", marker=str(held)))
     monkeypatch.setenv("PYTHONPATH", f"{shim}:{Path(__file__).resolve().parents[1]}")
     budget = Budget(3600, clock=lambda: 0.0 if not held.exists() else 1e9)  # ends at the hold
     status = states(plan, out)
@@ -248,6 +254,9 @@ def test_the_budget_stops_a_real_run_resumably_and_the_next_invocation_finishes_
         Estimator(SpeedBook((), out), "cpu"))
     short, long = (run_dir_of(out, run.run_id) for run in plan.runs)
     assert (outcome.finished, outcome.failed, outcome.left, outcome.budget_ended) == (1, 0, 1, True)
+    assert _exit_code(outcome) == BUDGET_EXIT
+    record = read_metrics(long)  # written by the run itself, stopped gracefully by the SIGTERM
+    assert record["status"] == "interrupted" and "interrupted by SIGTERM" in record["error"], record
     assert states(plan, out)[plan.runs[1].run_id].state == INTERRUPTED
     assert (long / "checkpoints" / "last.ckpt").is_file()
     assert results_problem(out / RESULTS_FILE) is None
@@ -271,4 +280,29 @@ def test_the_h100_budget_spec_dry_runs_on_a_cpu_without_training(tmp_path, capsy
     assert sweep("run", spec, "--out", out, "--dry-run", "--time-budget", "9m") == 0
     printed = capsys.readouterr().out
     assert "12 runs (12 new)" in printed and "plus 12 run(s) with no estimate" in printed
+    # With the committed CPU records, every point has an estimate, scaled by its cost.
+    speeds = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
+    assert sweep("run", spec, "--out", out, "--dry-run", "--time-budget", "9m", "--speeds", speeds) == 0
+    printed = capsys.readouterr().out
+    assert "run(s) with no estimate" not in printed and printed.count("scaled by cost from") == 12
     assert not out.exists()
+
+
+def test_an_h200_takes_the_h100_records_as_its_first_guess():
+    speeds = SpeedBook((Path(__file__).resolve().parents[1] / "benchmarks" / "results",))
+    h100, how = speeds.rate("wrn-16-8", {}, 1, "NVIDIA H100 80GB HBM3")
+    assert how == "2 record(s) of this model" and 6000 < h100 < 7600  # the end-to-end records
+    h200, how = speeds.rate("wrn-16-8", {}, 1, "NVIDIA H200")
+    assert h200 == h100 and "NVIDIA H100 80GB HBM3 records as a first guess for NVIDIA H200" in how
+    assert speeds.rate("wrn-16-8", {}, 1, "NVIDIA B200") is None
+
+
+def test_the_cost_model_fits_compute_and_launches_per_device():
+    # Seconds per image = a x MACs + c x units / (batch x copies): two models of very different
+    # depth and width, made exact by construction, give back a and c.
+    a, c = 2e-12, 3e-6
+    speeds = [Speed(name, copies, "gpu", 1 / (a * macs + c * units / (128 * copies)))
+              for name, copies in (("wrn-28-10", 1), ("resnet-1202", 1), ("wrn-16-1", 4))
+              for macs, units in [model_cost(name)]]
+    assert _fit_costs(speeds) == pytest.approx((a, c), rel=1e-6)
+

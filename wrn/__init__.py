@@ -2,15 +2,23 @@
 
 __version__ = "0.1.0"
 
-# The Python API, imported on first use so that `import wrn` (and `wrn --help`) stays fast.
+# The Python API and the subpackages, imported on first use so that `import wrn` (and
+# `wrn --help`) stays fast.
 _API = {"create_model": "wrn.models", "list_models": "wrn.models", "model_config": "wrn.models",
-        "load_model": "wrn.load"}
-__all__ = sorted(_API)
+        "published": "wrn.models", "load_model": "wrn.load"}
+_SUBPACKAGES = ("models", "data", "report", "sweep", "rundir", "complexity")
+__all__ = sorted([*_API, *_SUBPACKAGES])
 
 
 def __getattr__(name: str):
-    if name in _API:
-        import importlib
+    import importlib
 
+    if name in _API:
         return getattr(importlib.import_module(_API[name]), name)
+    if name in _SUBPACKAGES:
+        return importlib.import_module(f"wrn.{name}")
     raise AttributeError(f"module 'wrn' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -24,19 +24,26 @@ KNOWN_WARNINGS = (
      FutureWarning),
     # fvcore scripts its focal-loss helpers with torch.jit when imported (wrn never scripts).
     (r"`torch\.jit\.script` is deprecated", r"torch\.jit\._script", FutureWarning),
+    # Epoch metrics reach every logger whatever log_every_n_steps (LitClassifier logs on_epoch).
+    (r"The number of training batches \(\d+\) is smaller than the logging interval",
+     r"lightning\.pytorch\.loops\.fit_loop", Warning),
 )
-# Where Lightning's rank-zero messages are logged (the one of whichever package imported last).
+# Where Lightning's rank-zero messages are logged (the one of whichever package imported last),
+# and those of its messages that the end-of-run summary says better, or that say nothing.
 LIGHTNING_INFO_LOGGERS = ("lightning.fabric.utilities.rank_zero", "lightning.pytorch.utilities.rank_zero")
-LITLOGGER_TIP = "💡 Tip: For seamless cloud logging"
+QUIET_PREFIXES = ("💡 Tip: For seamless cloud logging", "GPU available:", "TPU available:",
+                  "HPU available:", "Loading `train_dataloader` to estimate",
+                  "Restoring states from the checkpoint path", "Loaded model weights from the checkpoint",
+                  "`Trainer.fit` stopped:")
 
 SLOW_RUN_HOURS = 12.0  # a CPU run estimated longer than this is announced before it starts
 ESTIMATE_FROM_IMAGES = 1_000_000  # epochs x images below this never pay for the speed probe
 PROBE_BATCH = 4  # images per timed training step of the speed probe (a few seconds for WRN-28-10)
 
 
-class _DropLitLoggerTip(logging.Filter):
+class _DropKnownNoise(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith(LITLOGGER_TIP)
+        return not str(record.msg).startswith(QUIET_PREFIXES)
 
 
 def quiet_known_noise() -> None:
@@ -45,9 +52,9 @@ def quiet_known_noise() -> None:
     for message, module, category in KNOWN_WARNINGS:
         warnings.filterwarnings("ignore", message=message, category=category, module=module)
     for name in LIGHTNING_INFO_LOGGERS:
-        tip_logger = logging.getLogger(name)
-        if not any(isinstance(f, _DropLitLoggerTip) for f in tip_logger.filters):
-            tip_logger.addFilter(_DropLitLoggerTip())
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _DropKnownNoise) for f in logger.filters):
+            logger.addFilter(_DropKnownNoise())
 
 
 def _one_based(epoch: int, max_epochs: int | None) -> str:
@@ -57,7 +64,12 @@ def _one_based(epoch: int, max_epochs: int | None) -> str:
 
 
 class RichEpochBar(RichProgressBar):
-    """Lightning's rich bar, epochs counted from 1 up to max_epochs."""
+    """Lightning's rich bar, epochs counted from 1 up to max_epochs, without the logger's version."""
+
+    def get_metrics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict:
+        metrics = super().get_metrics(trainer, pl_module)
+        metrics.pop("v_num", None)
+        return metrics
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         super().on_train_epoch_start(trainer, pl_module)
@@ -127,9 +139,8 @@ def slow_cpu_warning(trainer: L.Trainer, model: L.LightningModule, datamodule) -
     if hours < SLOW_RUN_HOURS:
         return None
     how_long = f"{hours / 24:.1f} days" if hours >= 48 else f"{hours:.0f} hours"
-    return (f"warning: no GPU: {model.spec.name} for {epochs} epochs of {images // epochs:,} images "
-            f"would take about {how_long} on this CPU ({rate:.3g} training images/s measured "
-            f"just now); for a run of minutes try `wrn fit --config configs/quick.yaml`")
+    return (f"no GPU: {model.spec.name} for {epochs} epochs of {images // epochs:,} images would "
+            f"take about {how_long} on this CPU ({rate:.3g} training images/s measured just now)")
 
 
 def _percent(value) -> str:

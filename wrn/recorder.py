@@ -65,6 +65,7 @@ class RunRecorder(L.Callback):
 
     def __init__(self):
         self.best_val_acc: dict[str, float] = {}  # per view suffix
+        self.best_epoch: dict[str, int] = {}  # per view suffix: the epoch of best_val_acc
         self.wall_seconds = 0.0  # fit time summed over resumed sessions
         self.train_seconds = 0.0  # training-loop time only, for images/s
         self.train_images = 0  # images of all copies together
@@ -75,11 +76,13 @@ class RunRecorder(L.Callback):
         self._open = False  # between the fit's start and its record's last word
 
     def state_dict(self) -> dict:
-        return {"best_val_acc": self.best_val_acc, "wall_seconds": self._elapsed_wall(),
-                "train_seconds": self.train_seconds, "train_images": self.train_images}
+        return {"best_val_acc": self.best_val_acc, "best_epoch": self.best_epoch,
+                "wall_seconds": self._elapsed_wall(), "train_seconds": self.train_seconds,
+                "train_images": self.train_images}
 
     def load_state_dict(self, state: dict) -> None:
         self.best_val_acc = dict(state.get("best_val_acc") or {})
+        self.best_epoch = dict(state.get("best_epoch") or {})
         self.wall_seconds = state.get("wall_seconds", 0.0)
         self.train_seconds = state.get("train_seconds", 0.0)
         self.train_images = state.get("train_images", 0)
@@ -139,8 +142,35 @@ class RunRecorder(L.Callback):
             return
         for view in self.views:
             val_acc = view.metric(trainer.callback_metrics, "val_acc")
-            if val_acc is not None:
-                self.best_val_acc[view.suffix] = max(val_acc, self.best_val_acc.get(view.suffix, 0.0))
+            if val_acc is not None and val_acc > self.best_val_acc.get(view.suffix, -1.0):
+                self.best_val_acc[view.suffix] = val_acc
+                self.best_epoch[view.suffix] = trainer.current_epoch
+                if view.suffix and trainer.is_global_zero:  # a fused copy: its own best weights
+                    self._save_copy(trainer, pl_module, view)
+
+    def _save_copy(self, trainer: L.Trainer, pl_module: L.LightningModule, view: RecordView) -> None:
+        """Copy i's network as the checkpoint its separate run would have as its best.ckpt."""
+        from wrn.models.fused import unfuse
+
+        single = unfuse(getattr(pl_module.net, "_orig_mod", pl_module.net))[int(view.suffix[2:])]
+        checkpoint = {"epoch": trainer.current_epoch, "global_step": trainer.global_step,
+                      "state_dict": {f"net.{k}": v for k, v in single.state_dict().items()},
+                      "hyper_parameters": {**pl_module.hparams, "copies": 1, "seed": view.seed}}
+        pl_module.on_save_checkpoint(checkpoint)
+        rundir.save_checkpoint(checkpoint, rundir.best_checkpoint(view.folder))
+
+    def best_is_final(self, trainer: L.Trainer) -> bool:
+        """Whether every record's best epoch is the last one: its best weights are the final ones."""
+        return all(self.best_epoch.get(v.suffix) == trainer.current_epoch - 1 for v in self.views)
+
+    def restore_copy_bests(self, pl_module: L.LightningModule) -> None:
+        """A fused network whose copy i holds copy i's own best weights (each copy's best epoch)."""
+        from wrn.load import network_from_checkpoint
+        from wrn.models.fused import fuse
+
+        singles = [network_from_checkpoint(rundir.best_checkpoint(v.folder))[0] for v in self.views]
+        net = getattr(pl_module.net, "_orig_mod", pl_module.net)
+        net.load_state_dict(fuse(singles).state_dict())
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._close_train_timer(trainer)

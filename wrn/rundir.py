@@ -30,7 +30,7 @@ from wrn.files import (append_jsonl, atomic_file, atomic_write_json, atomic_writ
 
 CONFIG, METRICS, EPOCHS, EVALUATION = "config.yaml", "metrics.json", "epochs.jsonl", "evaluation.json"
 CHECKPOINTS, LAST, PREVIOUS_LAST, BEST = "checkpoints", "last.ckpt", "previous-last.ckpt", "best.ckpt"
-EVAL, LOCK = "eval", ".lock"
+EVAL, LOCK, COPY_PREFIX = "eval", ".lock", "seed-"
 LOCK_FD_ENV = "WRN_RUN_LOCK_FD"  # the lock a sweep holds for the run it starts, passed down
 
 # A run's status, as metrics.json records it and a resume reads it: running (or killed, when no
@@ -159,9 +159,12 @@ def record_signature(run: Run) -> tuple | None:
 
 
 def find_records(folder: Run, recursive: bool = True) -> Iterator[dict]:
-    """Every readable record under `folder` (*metrics.json), or of its run folders only."""
+    """Every readable run record under `folder` (*metrics.json; a fused run's copies are parts
+    of their run's, not runs), or those of its run folders only."""
     paths = Path(folder).rglob(f"*{METRICS}") if recursive else Path(folder).glob(f"*/{METRICS}")
     for path in sorted(paths):
+        if is_copy_dir(path.parent):
+            continue
         try:
             record = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
@@ -215,7 +218,12 @@ def write_config(folder: Run, text: str) -> None:
 
 def copy_dir(run: Run, seed: int) -> Path:
     """Where the copy of seed `seed` of a fused run keeps its record."""
-    return Path(run) / f"seed-{seed}"
+    return Path(run) / f"{COPY_PREFIX}{seed}"
+
+
+def is_copy_dir(folder: Run) -> bool:
+    name = Path(folder).name
+    return name.startswith(COPY_PREFIX) and name[len(COPY_PREFIX):].isdigit()
 
 
 def new_evaluation_dir(run: Run, command: str) -> Path:
@@ -234,6 +242,10 @@ def write_evaluation(folder: Run, record: dict) -> None:
 
 def checkpoints_dir(run: Run) -> Path:
     return Path(run) / CHECKPOINTS
+
+
+def best_checkpoint(run: Run) -> Path:
+    return checkpoints_dir(run) / BEST
 
 
 def resume_checkpoint(run: Run) -> Path | None:

@@ -3,6 +3,7 @@ run folder and loggers each command writes into, and the config checker a sweep 
 
 from __future__ import annotations
 
+import inspect
 import signal
 import sys
 import time
@@ -30,9 +31,17 @@ class ConfigError(ValueError):
     """A config that does not parse: unknown key, wrong type, unreadable file."""
 
 
-def _int_seed(seed) -> int | None:
+def run_seed(seed) -> int | None:
     """seed_everything as the run seed; None for true (drawn later) and false."""
     return None if isinstance(seed, bool) or seed is None else int(seed)
+
+
+def classes_of(dataset: str) -> int:
+    return DATASETS[dataset].num_classes
+
+
+def shows_progress(enable_progress_bar) -> bool:
+    return enable_progress_bar is not False
 
 
 class WRNCLI(LightningCLI):
@@ -42,6 +51,8 @@ class WRNCLI(LightningCLI):
         parser = super()._prepare_subcommand_parser(klass, subcommand, **kwargs)
         if subcommand == "predict":
             parser.add_lightning_class_args(PredictionWriter, "predictions")
+        if subcommand in ("validate", "test"):
+            parser.set_defaults(verbose=False)  # the summary says it, to one decimal
         return parser
 
     def _parse_ckpt_path(self) -> None:
@@ -55,12 +66,11 @@ class WRNCLI(LightningCLI):
             check_checkpoint_matches(cfg.ckpt_path, cfg.model)
 
     def add_arguments_to_parser(self, parser) -> None:
-        parser.link_arguments("data.dataset", "model.num_classes",
-                              compute_fn=lambda dataset: DATASETS[dataset].num_classes)
+        parser.link_arguments("data.dataset", "model.num_classes", compute_fn=classes_of)
         parser.link_arguments("model.copies", "data.copies")
-        parser.link_arguments("seed_everything", "model.seed", compute_fn=_int_seed)
-        parser.link_arguments("seed_everything", "data.seed", compute_fn=_int_seed)
-        parser.link_arguments("trainer.enable_progress_bar", "data.progress", lambda on: on is not False)
+        parser.link_arguments("seed_everything", "model.seed", compute_fn=run_seed)
+        parser.link_arguments("seed_everything", "data.seed", compute_fn=run_seed)
+        parser.link_arguments("trainer.enable_progress_bar", "data.progress", compute_fn=shows_progress)
         parser.link_arguments("data.augment", "model.crop_size", compute_fn=crop_size)
         parser.link_arguments("data.pad", "model.pad")
         parser.link_arguments("data.pad_mode", "model.pad_mode")
@@ -69,6 +79,9 @@ class WRNCLI(LightningCLI):
                             help="fit: when the data root has a test split, evaluate the final "
                                  "weights (test_acc) and the best-validation checkpoint "
                                  "(test_acc_best) on it once, at the end; other commands ignore it")
+        parser.add_argument("--allow_slow", type=bool, default=False,
+                            help="fit: train even when this CPU would take days; without it such a "
+                                 "run stops before training, with its estimate and a quicker command")
         console.put_package_options_first(parser)
 
     def parse_arguments(self, parser, args) -> None:
@@ -80,8 +93,8 @@ class WRNCLI(LightningCLI):
         subcommand = self.config.get("subcommand")
         cfg = self.config[subcommand] if subcommand else self.config
         self.as_given = {"trainer.logger": cfg.trainer.logger, "ckpt_path": cfg.get("ckpt_path")}
+        self.settings = rundir.run_settings(cfg.as_dict())  # as asked, before this machine's defaults
         self.record_dir = resolve_run_defaults(cfg, subcommand) if subcommand else None
-        self.settings = rundir.run_settings(cfg.as_dict())
         if subcommand == "fit" and not printing:  # a fresh start and a resume alike
             rundir.refuse_other_settings(self.record_dir, self.settings)
         if printing:  # after the links and the defaults above: what the run will use
@@ -91,12 +104,8 @@ class WRNCLI(LightningCLI):
 
     def before_instantiate_classes(self) -> None:
         cfg = self.config[self.subcommand] if self.subcommand else self.config
-        if cfg.model.get("seed") is None and _int_seed(cfg.seed_everything) is not None:
+        if cfg.model.get("seed") is None and run_seed(cfg.seed_everything) is not None:
             cfg.model.seed = cfg.seed_everything  # seed_everything: true, now drawn
-        trainer = cfg.trainer
-        if torch.cuda.is_available() and trainer.accelerator in ("auto", "gpu", "cuda"):
-            trainer.precision = trainer.precision or "bf16-mixed"
-            trainer.benchmark = True if trainer.benchmark is None else trainer.benchmark
         self.save_config_kwargs = {**self.save_config_kwargs, "folder": self.record_dir,
                                    "as_given": self.as_given}
         for callback in self.trainer_defaults.get("callbacks", []):
@@ -120,9 +129,16 @@ class WRNCLI(LightningCLI):
         return trainer
 
     def before_fit(self) -> None:
+        slow = console.slow_cpu_warning(self.trainer, self.model, self.datamodule)
+        cfg = self.config["fit"]
+        if slow and not cfg.allow_slow:
+            default = inspect.signature(CIFARData).parameters["root"].default
+            root = f" --data.root {cfg.data.root}" if cfg.data.root != default else ""
+            raise ValueError(f"{slow}; for a run of minutes: wrn fit --config configs/quick.yaml{root}; "
+                             "to train this anyway, add --allow_slow true")
         if self.trainer.is_global_zero:
             self._lock = rundir.hold_lock(self.trainer.default_root_dir)  # until the process ends
-            console.say(console.slow_cpu_warning(self.trainer, self.model, self.datamodule), sys.stderr)
+            console.say(slow and f"warning: {slow}", sys.stderr)
         recorder = _recorder(self.trainer)
         recorder.test_follows = bool(self.config["fit"].get("test_after_fit")) \
             and self.datamodule.has_test_split()
@@ -143,16 +159,20 @@ class WRNCLI(LightningCLI):
             console.say(console.fit_summary(self.trainer))
 
     def _test_after_fit(self) -> None:
-        """The test split, once, at the end: the final weights, then the best-val checkpoint."""
+        """The test split at the end: the final weights, then the best-validation weights (each
+        copy's own, for a fused run), one pass when they are the final ones."""
         recorder = _recorder(self.trainer)
         self.trainer.test(self.model, datamodule=self.datamodule, verbose=False)
         recorder.record_test(self.trainer, self.model, "test_acc")
-        best = next((cb.best_model_path for cb in self.trainer.checkpoint_callbacks
-                     if cb.monitor and cb.best_model_path and Path(cb.best_model_path).is_file()), None)
-        if best is not None:
-            self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best,
-                              weights_only=True, verbose=False)
-            recorder.record_test(self.trainer, self.model, "test_acc_best")
+        if not recorder.best_is_final(self.trainer):
+            if self.model.copies > 1:
+                recorder.restore_copy_bests(self.model)
+                self.trainer.test(self.model, datamodule=self.datamodule, verbose=False)
+            else:
+                best = next(cb.best_model_path for cb in self.trainer.checkpoint_callbacks if cb.monitor)
+                self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best,
+                                  weights_only=True, verbose=False)
+        recorder.record_test(self.trainer, self.model, "test_acc_best")
 
     def after_validate(self) -> None:
         self._record_evaluation("validate")
@@ -204,6 +224,11 @@ def resolve_run_defaults(cfg, subcommand: str | None) -> Path:
     if subcommand and cfg.get("weights_only") is None:
         cfg.weights_only = True  # checkpoints hold tensors and plain data only
     trainer = cfg.trainer
+    cuda = torch.cuda.is_available() and trainer.accelerator in ("auto", "gpu", "cuda")
+    trainer.precision = trainer.precision or ("bf16-mixed" if cuda else "32-true")
+    trainer.benchmark = cuda if trainer.benchmark is None else trainer.benchmark
+    cfg.model.channels_last = cuda if cfg.model.channels_last is None else cfg.model.channels_last
+    cfg.data.loader = ("gpu" if cuda else "dataloader") if cfg.data.loader == "auto" else cfg.data.loader
     if not trainer.default_root_dir:
         trainer.default_root_dir = str(rundir.default_run_dir(model_spec_from_config(cfg.model).name,
                                                               cfg.seed_everything))

@@ -1,10 +1,18 @@
-"""`--time-budget`: a run starts only when its estimate (from recorded speeds) fits in what is
-left; at the end, runs still going are stopped, resumable, and the next invocation goes on.
+"""`--time-budget`: a run starts only when its estimate fits in what is left; at the end, runs
+still going are stopped, resumable, and the next invocation goes on.
+
+An estimate needs the run's training speed (images/s) on its device: the median of the records
+of the same model there, else a per-device cost model fitted to whatever that device has recorded
+(seconds per image = a x multiply-adds + c x residual units / (batch x copies): thin deep nets
+are launch-bound), from `wrn fit` records or, scaled by the device's fit/step ratio, from the bare
+step speeds of benchmarks/throughput.py. A device never recorded takes another's records as a
+first guess (FALLBACK_DEVICES) or waits for its first recorded epoch.
 """
 
 from __future__ import annotations
 
 import functools
+import json
 import os
 import re
 import statistics
@@ -13,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
+
 from wrn import rundir
 from wrn.data import DATASETS
 from wrn.data.sources import IMAGE_SUFFIXES
@@ -20,6 +30,9 @@ from wrn.sweep.state import RUNS_DIR, run_dir_of
 
 START_SECONDS = 20.0  # process start, imports, data set loading: outside a record's times
 EVAL_COST = 1 / 3  # an evaluated image costs about a third of a trained one (forward only)
+FIT_PER_STEP = 0.5  # `wrn fit` images/s over the bare step's, where the device measured no pair
+DEFAULT_BATCH = 128
+FALLBACK_DEVICES = {"H200": "H100"}  # a device with no record of its own: this one's, as a guess
 DURATION_PART = re.compile(r"(\d+(?:\.\d*)?)([hms])")
 UNIT_SECONDS = {"h": 3600.0, "m": 60.0, "s": 1.0}
 
@@ -38,52 +51,148 @@ def parse_duration(text: str) -> float:
 
 
 def device_key(device: str | None) -> str | None:
-    """'cpu' for any CPU record ('cpu (2 threads)'), the GPU's name for a GPU one ('NVIDIA H100
-    80GB HBM3 x1' -> 'NVIDIA H100 80GB HBM3')."""
+    """'cpu' for any CPU ('cpu (2 threads)', 'CPU AMD EPYC'), a GPU's name without its count."""
     if not device:
         return None
-    if device.startswith("cpu"):
-        return "cpu"
-    return re.sub(r" x\d+$", "", device)
+    return "cpu" if device.lower().startswith("cpu") else re.sub(r" x\d+$", "", device)
+
+
+@functools.lru_cache(maxsize=256)
+def model_cost(model: str, args: str = "{}") -> tuple[int, int]:
+    """(multiply-adds per image, residual units) of a model (its arguments as JSON), analytic."""
+    from wrn.models import resolve_model
+    from wrn.models.resnet import analytic_cost
+
+    config = resolve_model(model, **json.loads(args)).config()
+    return analytic_cost(config).macs, 3 * config.units_per_stage
+
+
+@dataclass(frozen=True)
+class Speed:
+    """One recorded training speed: images/s of all copies of a model on a device."""
+
+    model: str
+    copies: int
+    device: str
+    images_per_sec: float
+    batch: int = DEFAULT_BATCH
+    step: bool = False  # a bare training step (benchmarks/), not `wrn fit`
+    args: str = "{}"  # the model's arguments, as JSON
+
+    @property
+    def x(self) -> tuple[float, float]:
+        """The cost model's inputs: multiply-adds per image, launches per image."""
+        macs, units = model_cost(self.model, self.args)
+        return float(macs), units / (self.batch * self.copies)
+
+
+def speeds_in(data) -> list[Speed]:
+    """The speeds a JSON document records: a run's metrics.json (a `wrn fit` speed), a
+    benchmarks/throughput.py record (bare steps; eager only, as `wrn fit` runs), or a
+    benchmarks/fit_vs_step.py record (both)."""
+    if not isinstance(data, dict) or not device_key(data.get("device")):
+        return []
+    device = device_key(data["device"])
+    if data.get("images_per_sec") and data.get("model"):
+        args = {k: v for k, v in (data.get("model_args") or {}).items() if v is not None}
+        batch = (data.get("settings") or {}).get("data.batch_size") or DEFAULT_BATCH
+        return [Speed(data["model"], int(data.get("copies") or 1), device, float(data["images_per_sec"]),
+                      int(batch), args=json.dumps(args, sort_keys=True))]
+    speeds, eager = [], data.get("compile") in (None, False, "none")
+    for row in (data.get("models") or []) if eager else []:
+        if "images_per_sec_ours" in row:
+            speeds.append(Speed(row["model"], 1, device, row["images_per_sec_ours"], row["batch"], True))
+            speeds += [Speed(row["model"], f["copies"], device, f["images_per_sec_fused"], row["batch"], True)
+                       for f in row.get("fused") or []]
+        elif "fit_images_per_sec" in row:
+            speeds += [Speed(row["name"], 1, device, row["step_images_per_sec"], row["batch_size"], True),
+                       Speed(row["name"], 1, device, row["fit_images_per_sec"], row["batch_size"])]
+    return [speed for speed in speeds if speed.images_per_sec > 0]
+
+
+def read_speeds(folder: Path, recursive: bool = True) -> list[Speed]:
+    paths = Path(folder).rglob("*.json") if recursive else Path(folder).glob(f"*/{rundir.METRICS}")
+    speeds = []
+    for path in sorted(paths):
+        if rundir.is_copy_dir(path.parent):  # a fused run's copy: part of its run's record
+            continue
+        try:
+            speeds += speeds_in(json.loads(path.read_text(encoding="utf-8")))
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # not a record of a speed
+    return speeds
+
+
+def _fit_costs(speeds: list[Speed]) -> tuple[float, float]:
+    """(a, c) >= 0 of seconds per image = a x MACs + c x units / (batch x copies), least squares
+    on relative errors; one term alone where both would not be positive."""
+    x = np.array([speed.x for speed in speeds])
+    t = np.array([1.0 / speed.images_per_sec for speed in speeds])
+    rows, target = x / t[:, None], np.ones(len(t))  # relative errors: each observation weighs 1
+    candidates = []
+    if len(speeds) > 1:
+        both = np.linalg.lstsq(rows, target, rcond=None)[0]
+        if (both > 0).all():
+            candidates.append(both)
+    for column in (0, 1):
+        alone = np.zeros(2)
+        alone[column] = target @ rows[:, column] / max(rows[:, column] @ rows[:, column], 1e-300)
+        candidates.append(alone)
+    return tuple(min(candidates, key=lambda ac: float(((rows @ ac - target) ** 2).sum())))
 
 
 @dataclass
 class SpeedBook:
-    """Recorded training speeds: (model, copies, device key) -> images/s of each record."""
+    """Recorded training speeds: fixed ones (--speeds folders) and the sweep's own run records
+    (re-read on `refresh`, so a run's first epoch calibrates the next estimates)."""
 
-    folders: tuple[Path, ...]  # searched recursively for metrics.json
-    out_dir: Path | None = None  # a sweep's output: OUT/runs/*/metrics.json, re-read on refresh
-    _fixed: dict = field(default_factory=dict)
-    _own: dict = field(default_factory=dict)
+    folders: tuple[Path, ...]
+    out_dir: Path | None = None
+    _fixed: list = field(default_factory=list)
+    _own: list = field(default_factory=list)
 
     def __post_init__(self) -> None:
         for folder in self.folders:
             if not Path(folder).is_dir():
                 raise ValueError(f"--speeds {folder}: no such folder")
-            self._add(self._fixed, rundir.find_records(folder))  # eager-metrics.json too
+            self._fixed += read_speeds(Path(folder))
         self.refresh()
 
     def refresh(self) -> None:
-        """Re-read the sweep's own records (after a run ended: its speed is known now)."""
-        self._own = {}
-        if self.out_dir is not None:
-            self._add(self._own, rundir.find_records(Path(self.out_dir) / RUNS_DIR, recursive=False))
+        self._own = read_speeds(Path(self.out_dir) / RUNS_DIR, recursive=False) if self.out_dir else []
+
+    def rate(self, model: str, args: dict, copies: int, device: str, batch: int = DEFAULT_BATCH
+             ) -> tuple[float, str] | None:
+        """(images/s of all copies, how it was found) of a run on `device`; None when nothing
+        recorded can tell."""
+        speeds = [s for s in self._fixed + self._own if s.device == device]
+        source = ""
+        if not speeds:
+            guess = next((other for key, other in FALLBACK_DEVICES.items() if key in device), None)
+            speeds = [s for s in self._fixed + self._own if guess and guess in s.device]
+            if not speeds:
+                return None
+            source = f"; {speeds[0].device} records as a first guess for {device}"
+        fits = [s for s in speeds if not s.step]
+        same = [s.images_per_sec for s in fits if s.model == model and s.copies == copies]
+        if same:
+            return statistics.median(same), f"{len(same)} record(s) of this model{source}"
+        ratio = self._fit_per_step(speeds)
+        fitted = {(s.model, s.copies) for s in fits}
+        steps = [Speed(s.model, s.copies, s.device, s.images_per_sec * ratio, s.batch, False, s.args)
+                 for s in speeds if s.step and (s.model, s.copies) not in fitted]
+        a, c = _fit_costs(fits + steps)
+        macs, launches = Speed(model, copies, device, 1.0, batch, args=json.dumps(args, sort_keys=True)).x
+        how = [f"{len(fits)} `wrn fit` record(s)"] if fits else []
+        how += [f"{len(steps)} bare-step record(s) x {ratio:.2f} fit/step"] if steps else []
+        return 1.0 / (a * macs + c * launches), f"scaled by cost from {' and '.join(how)}{source}"
 
     @staticmethod
-    def _add(book: dict, records) -> None:
-        for record in records:
-            try:
-                rate = float(record["images_per_sec"])
-            except (ValueError, KeyError, TypeError):
-                continue  # no speed in it (yet): not a source
-            key = (record.get("model"), int(record.get("copies") or 1), device_key(record.get("device")))
-            if rate > 0 and all(key):
-                book.setdefault(key, []).append(rate)
-
-    def rate(self, model: str, copies: int, device: str | None) -> tuple[float, int] | None:
-        """(median images/s, records) of that model, copies and device; None when unrecorded."""
-        rates = [*self._fixed.get((model, copies, device), []), *self._own.get((model, copies, device), [])]
-        return (statistics.median(rates), len(rates)) if rates else None
+    def _fit_per_step(speeds: list[Speed]) -> float:
+        fit = {(s.model, s.copies): s.images_per_sec for s in speeds if not s.step}
+        ratios = [fit[(s.model, s.copies)] / s.images_per_sec for s in speeds
+                  if s.step and (s.model, s.copies) in fit]
+        return statistics.median(ratios) if ratios else FIT_PER_STEP
 
 
 @functools.lru_cache(maxsize=64)
@@ -139,20 +248,20 @@ class Estimate:
     basis: str  # how it was made, or why there is none
 
 
-def estimate(book: SpeedBook, model: str, device: str | None, load: Workload,
-             epochs_done: int = 0) -> Estimate:
+def estimate(book: SpeedBook, model: str, args: dict, device: str | None, load: Workload,
+             epochs_done: int = 0, batch: int = DEFAULT_BATCH) -> Estimate:
     epochs_left = max(0, load.epochs - epochs_done)
     if device is None:
         return Estimate(None, "no estimate: the device is not known here")
-    found = book.rate(model, load.copies, device)
+    found = book.rate(model, args, load.copies, device, batch)
     fused = f" x{load.copies} copies" if load.copies > 1 else ""
     if found is None:
-        return Estimate(None, f"no estimate: no record of {model}{fused} on {device}")
-    rate, records = found
-    seconds = START_SECONDS + load.images(epochs_left) / rate
+        return Estimate(None, f"no estimate: nothing recorded on {device} yet (its first epoch will tell)")
+    rate, how = found
     epochs = f"{epochs_left} epoch{'' if epochs_left == 1 else 's'}"
-    return Estimate(seconds, f"{epochs} x {load.train:,} images{fused} at "
-                             f"{rate:,.0f} img/s ({records} record{'s' if records > 1 else ''})")
+    shown = f"{rate:,.0f}" if rate >= 100 else f"{rate:.2g}"
+    return Estimate(START_SECONDS + load.images(epochs_left) / rate,
+                    f"{epochs} x {load.train:,} images{fused} at {shown} img/s ({how})")
 
 
 @dataclass
@@ -201,9 +310,11 @@ class Estimator:
             except rundir.RecordError:
                 record = {}
             done = int(record.get("epochs") or 0) if record.get("status") != "finished" else 0
-        device = run_device(run.settings, self.sweep_device)
-        return estimate(self.book, run.identity["model"], device,
-                        workload(run.settings, run.data_root), done)
+        device = device_key(run_device(run.settings, self.sweep_device))
+        args = {k: v for k, v in run.identity["model_args"].items() if v is not None}
+        return estimate(self.book, run.identity["model"], args, device,
+                        workload(run.settings, run.data_root), done,
+                        int(run.settings.get("data.batch_size") or DEFAULT_BATCH))
 
     def refresh(self) -> None:
         self.book.refresh()

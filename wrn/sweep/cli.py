@@ -274,8 +274,7 @@ def _run(args, plan: Plan, out: Path, status: dict[str, RunState], budget: Budge
     if args.trials_per_gpu < 1:
         raise ValueError(f"--trials-per-gpu {args.trials_per_gpu} must be >= 1")
     gpus = _gpus(args.gpus, args.executor)
-    estimator = (Estimator(SpeedBook(tuple(Path(d) for d in args.speeds), out), _gpu_name(gpus, args))
-                 if budget is not None else None)
+    estimator = Estimator(SpeedBook(tuple(Path(d) for d in args.speeds), out), _gpu_name(gpus, args))
     if args.dry_run:
         print(f"sweep {plan.spec.path} -> {out} (dry run: nothing runs)")
         print("\n".join(_plan_lines(plan, status, args.max_retries, estimator)))

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import TextIO
+from typing import Callable, TextIO
 
 from wrn.report.text import duration
 from wrn.rundir import FAILED, FINISHED
@@ -28,10 +28,14 @@ class Tally:
     running: dict[str, float] = field(default_factory=dict)  # run id -> time.monotonic() at start
     seconds: list[float] = field(default_factory=list)  # wall time of runs finished now
     started: float = field(default_factory=time.monotonic)
+    estimate: Callable[[], float | None] = lambda: None  # the runs left, from measured speeds
 
     def eta(self) -> float | None:
-        if not self.seconds:
-            return None
+        """From the speeds measured so far (the sweep's own runs included), else from the mean
+        wall time of the runs finished in this invocation."""
+        estimated = self.estimate()
+        if estimated is not None or not self.seconds:
+            return estimated
         remaining = self.left + len(self.running)
         return sum(self.seconds) / len(self.seconds) * remaining / max(1, self.capacity)
 

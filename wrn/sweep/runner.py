@@ -120,6 +120,8 @@ class _Sweep:
         """The first queued run that fits in the budget (the first run without one)."""
         if self.budget is None:
             return self.queue.popleft() if self.queue else None
+        if self.estimator is not None:
+            self.estimator.refresh()  # a run's recorded epochs calibrate the next estimates
         for run in list(self.queue):
             if self.budget.fits(self.estimator(run).seconds if self.estimator else None):
                 self.queue.remove(run)
@@ -159,6 +161,15 @@ class _Sweep:
                                    f"whole time budget ({duration(self.budget.seconds)}); it will "
                                    "not start under this budget")
 
+    def eta(self) -> float | None:
+        """Seconds until every queued and running run ends, from their estimates; None unless
+        all have one."""
+        if self.estimator is None:
+            return None
+        runs = [*self.queue, *(self.plan.runs[self.index[run_id]] for run_id in self.executor.running)]
+        seconds = [self.estimator(run).seconds for run in runs]
+        return None if None in seconds else sum(seconds) / max(1, self.executor.capacity)
+
     def _wait_seconds(self) -> float:
         return WAIT_SECONDS if self.budget is None else max(0.0, min(WAIT_SECONDS, self.budget.left()))
 
@@ -189,6 +200,7 @@ def run_sweep(plan: Plan, out_dir: Path, executor: Executor, progress: PlainProg
     repair_sweep_records(plan, out_dir)
     refresh_results(out_dir, progress.note)
     sweep = _Sweep(plan, out_dir, executor, progress, max_retries, status, budget, estimator)
+    progress.tally.estimate = sweep.eta
     with progress:
         try:
             sweep.run()
