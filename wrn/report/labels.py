@@ -27,12 +27,6 @@ class PointLabel:
     italic: bool = False
 
 
-@dataclass(frozen=True)
-class Placement:
-    crowded: int  # labels left out for want of room
-    capped: int  # labels past MAX_LABELS, not tried
-
-
 def point_boxes(ax, xs: Sequence[float], ys: Sequence[float]) -> np.ndarray:
     radius = MARKER_SIZE / 2 * ax.figure.dpi / 72 + 1
     centres = ax.transData.transform(np.column_stack([xs, ys]))
@@ -47,8 +41,7 @@ def _overlaps(boxes: np.ndarray, others: np.ndarray) -> np.ndarray:
 
 
 def line_boxes(ax, step: float = 8.0) -> np.ndarray:
-    """Small boxes along every drawn line (Pareto steps, paper connectors), so labels can avoid
-    being struck through; long or diagonal segments are cut into short pieces."""
+    """Small boxes along every drawn line (Pareto steps, paper connectors): labels avoid them."""
     boxes = []
     for line in ax.get_lines():
         if line.get_linestyle() in ("None", "", " ") or len(line.get_xydata()) < 2:
@@ -72,13 +65,12 @@ def _annotate(ax, label: PointLabel, dx: float, dy: float, leader: bool = False)
                        arrowprops=arrow if leader else None)
 
 
-def place_labels(ax, labels: Sequence[PointLabel], obstacles: np.ndarray) -> Placement:
-    """The first MAX_LABELS (most important first), each at the nearest free offset inside the
-    axes; one that can only overlap text or markers is left out: overlapping text helps no one."""
+def place_labels(ax, labels: Sequence[PointLabel], obstacles: np.ndarray) -> tuple[int, int]:
+    """The first MAX_LABELS (most important first), each at the nearest free offset inside the axes;
+    one that can only overlap text or markers is left out. Returns (left out, past MAX_LABELS)."""
     renderer = ax.figure.canvas.get_renderer()
     shown = labels[:MAX_LABELS]
-    hard = np.vstack([obstacles.reshape(-1, 4), point_boxes(ax, [lab.x for lab in shown],
-                                                            [lab.y for lab in shown])])
+    hard = np.vstack([obstacles, point_boxes(ax, [lab.x for lab in shown], [lab.y for lab in shown])])
     soft = line_boxes(ax)
     inside = np.array(ax.get_window_extent(renderer).extents)
     offsets = np.array(_OFFSETS, dtype=float)
@@ -101,4 +93,4 @@ def place_labels(ax, labels: Sequence[PointLabel], obstacles: np.ndarray) -> Pla
             continue
         _annotate(ax, label, *_OFFSETS[best], leader=best >= len(_DIRECTIONS))  # past the first ring
         hard = np.vstack([hard, boxes[best]])
-    return Placement(crowded, len(labels) - len(shown))
+    return crowded, len(labels) - len(shown)
