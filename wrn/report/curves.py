@@ -53,7 +53,6 @@ def plot_curves(groups: Sequence[Group], options: PlotOptions) -> Drawing | None
                                    ncols=2, layout="constrained")
     curves, missing = [], []
     for i, group in enumerate(shown):
-        # A colour per config, the line style per family.
         style = dict(color=colors[i % len(colors)], ls=family_style(group.family).linestyle, lw=1.1,
                      alpha=0.85)
         name = display_name(group.model, group.dropout)
@@ -92,8 +91,7 @@ def plot_curves(groups: Sequence[Group], options: PlotOptions) -> Drawing | None
     if len({g.family for g in shown}) > 1:
         title.append("line style marks the family")
     # Under the panels, in columns: beside them it squeezes the panels and collides with the title.
-    fig.legend(list(legend.values()), list(legend), loc="outside lower center",
-               ncol=min(LEGEND_COLUMNS, len(legend)), fontsize=8, title_fontsize=8,
-               title="; ".join(title) or None)
+    fig.legend(list(legend.values()), list(legend), loc="outside lower center", fontsize=8, title_fontsize=8,
+               ncol=min(LEGEND_COLUMNS, len(legend)), title="; ".join(title) or None)
     fig.suptitle(options.title("validation accuracy per epoch"), size=11)
     return Drawing(fig, notes)

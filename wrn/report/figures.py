@@ -41,11 +41,10 @@ class Drawing:
 
 def placement_notes(placements: Sequence[tuple[int, int]]) -> list[str]:
     crowded, capped = map(sum, zip(*placements))
-    notes = [f"{crowded} crowded label{'s' if crowded > 1 else ''} left out"] if crowded else []
-    if capped:
-        notes.append(f"{capped} point label{'s' if capped > 1 else ''} not drawn "
-                     f"(at most {MAX_LABELS} per panel: Pareto front and published models first)")
-    return notes
+    notes = [crowded and f"{crowded} crowded label{'s' if crowded > 1 else ''} left out",
+             capped and f"{capped} point label{'s' if capped > 1 else ''} not drawn (at most {MAX_LABELS} "
+             "per panel: Pareto front and published models first)"]
+    return [note for note in notes if note]
 
 
 def _legend(ax, groups: Sequence[Group], published_drawn: bool) -> None:
@@ -64,10 +63,9 @@ def _scatter(ax, groups, cost, xlabel: str, higher_is_better: bool = False,
     """Mean markers with ±std bars, a colour and marker per family; the Pareto front, drawn and returned."""
     for family in sorted({g.family for g in groups}, key=lambda f: (family_rank(f), f)):
         style, members = family_style(family), [g for g in groups if g.family == family]
-        ax.errorbar([cost(g) for g in members], [g.error_mean for g in members],
-                    yerr=[g.error_std for g in members], fmt=style.marker, color=style.color,
-                    ms=MARKER_SIZE, mec="white", mew=0.6, ecolor=style.color, elinewidth=1.1,
-                    capsize=2.5, label=style.label, zorder=3)
+        ax.errorbar([cost(g) for g in members], [g.error_mean for g in members], fmt=style.marker,
+                    yerr=[g.error_std for g in members], color=style.color, mec="white", mew=0.6, zorder=3,
+                    ms=MARKER_SIZE, ecolor=style.color, elinewidth=1.1, capsize=2.5, label=style.label)
     xs, ys = [cost(g) for g in groups], [g.error_mean for g in groups]
     front = pareto_front([(-x if higher_is_better else x, y) for x, y in zip(xs, ys)])
     if len(front) > 1:
@@ -118,8 +116,7 @@ def freeze_layout(fig, axes) -> None:
         ax.set(xlim=ax.get_xlim(), ylim=ax.get_ylim())
 
 
-def _error_vs_cost(groups, options: PlotOptions, cost, xlabel: str, what: str,
-                   published_x) -> Drawing | None:
+def _error_vs_cost(groups, options: PlotOptions, cost, xlabel: str, what: str, published_x) -> Drawing | None:
     drawn = [g for g in groups if finite(cost(g))]
     if not drawn:
         return None
@@ -182,8 +179,7 @@ def plot_error_vs_time(groups: Sequence[Group], options: PlotOptions) -> Drawing
     panels = [(axes[0], timed, lambda g: g.wall_seconds / scale, f"training wall time ({unit})", False,
                lambda value, _pos=None: f"{value:g}")]
     if fast:
-        panels.append((axes[1], fast, lambda g: g.images_per_sec, "training throughput (images/s)",
-                       True, si))
+        panels.append((axes[1], fast, lambda g: g.images_per_sec, "training throughput (images/s)", True, si))
     fronts = [_scatter(*panel) for panel in panels]
     devices = sorted({r.device for g in timed for r in g.runs if r.device})
     where = (f" on {devices[0]}" if len(devices) == 1

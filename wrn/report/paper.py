@@ -96,8 +96,7 @@ def paper_rank_correlation(ours: Mapping[str | tuple[str, float], float],
     model name (dropout 0) or (model, dropout) to our mean error (%)."""
     keyed = {(k, 0.0) if isinstance(k, str) else (k[0], float(k[1])): v for k, v in ours.items()}
     keyed = {(model.lower(), round(dropout, 9)): v for (model, dropout), v in keyed.items()}
-    pairs = [((r.model, r.dropout), keyed[(r.model, round(r.dropout, 9))], r.error)
-             for r in published_results(dataset)
-             if r.model.startswith("wrn-") and (r.model, round(r.dropout, 9)) in keyed]
+    pairs = [((r.model, r.dropout), keyed[key], r.error) for r in published_results(dataset)
+             if r.model.startswith("wrn-") and (key := (r.model, round(r.dropout, 9))) in keyed]
     return RankCorrelation(spearman([p[1] for p in pairs], [p[2] for p in pairs]),
                            tuple(p[0] for p in pairs), len(pairs))

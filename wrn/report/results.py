@@ -257,8 +257,7 @@ def display_name(model: str, dropout: float = 0.0) -> str:
 
 def aggregate(runs: Sequence[Run]) -> list[Group]:
     """One Group per `config`, sorted by family (baselines first) then parameter count."""
-    return sorted(group_runs(runs),
-                  key=lambda g: (family_rank(g.family), g.params or math.inf, g.config))
+    return sorted(group_runs(runs), key=lambda g: (family_rank(g.family), g.params or math.inf, g.config))
 
 
 def error_split(groups: Sequence[Group]) -> str:

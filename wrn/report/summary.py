@@ -30,8 +30,7 @@ def summarize(runs: Sequence[Run]) -> tuple[list[ConfigSummary], str | None]:
     """(one summary per `config` in the order configs first appear, a note on the split used)."""
     finished = [run for run in runs if run.status == FINISHED]
     groups = {g.config: g for g in group_runs(finished)}
-    summaries = [ConfigSummary(config, members[0].model,
-                               sum(r.status == FINISHED for r in members),
+    summaries = [ConfigSummary(config, members[0].model, sum(r.status == FINISHED for r in members),
                                sum(r.status == "failed" for r in members), groups.get(config))
                  for config, members in by_config(runs).items()]
     return summaries, metric_note(finished)

@@ -38,10 +38,6 @@ def _flops_g(flops: float | None) -> str:
     return DASH if flops is None else f"{flops / 1e9:.{3 if flops / 1e9 < 0.1 else 2}f}"
 
 
-def _runs(about: str) -> str:
-    return f" Runs: {about}." if about else ""
-
-
 def results_table(groups: Sequence[Group], dataset: str, about: str = "") -> TableData:
     split = error_split(groups)
     rows, csv_rows = [], []
@@ -57,7 +53,7 @@ def results_table(groups: Sequence[Group], dataset: str, about: str = "") -> Tab
         caption=(f"{DATASET_NAMES.get(dataset, dataset)} {split} error in %, mean ± sample std over n "
                  "seeds; params in millions; FLOPs in billions of multiply-adds per 32x32 image "
                  "(fvcore); paper: published test error (WRN paper Table 4, sources in "
-                 f"wrn/report/paper.py).{_runs(about)}"),
+                 f"wrn/report/paper.py).{about and f' Runs: {about}.'}"),
         headers=("model", "depth", "k", "dropout", "params (M)", "FLOPs (G)", f"{split} error (%)",
                  "n", "paper test (%)"),
         rows=rows, families=[g.family for g in groups],
@@ -83,15 +79,14 @@ def paper_table(groups: Sequence[Group], dataset: str, about: str = "") -> Table
         families.append(family_of_model(entry.model))
     correlation = paper.paper_rank_correlation({(g.model, g.dropout): g.error_mean for g in groups}, dataset)
     rho = "undefined" if math.isnan(correlation.rho) else f"{correlation.rho:.2f}"
-    not_test = "" if split == "test" else (
-        f" Ours are {split} errors (not every run recorded test_acc), so they do not measure the same "
-        "split as the paper's.")
+    not_test = "" if split == "test" else (f" Ours are {split} errors (not every run recorded test_acc), so "
+                                           "they do not measure the same split as the paper's.")
     return TableData(
         caption=(f"{DATASET_NAMES.get(dataset, dataset)}: our {split} error in % (mean ± sample std "
                  "over n seeds) beside the published test error (WRN paper Table 4 and its baselines, "
                  "sources in wrn/report/paper.py); difference = ours − paper, in percentage points; "
-                 f"params as published, in millions.{not_test}{_runs(about)} Spearman rank correlation "
-                 f"with the paper over the {correlation.n} Wide ResNet "
+                 f"params as published, in millions.{not_test}{about and f' Runs: {about}.'} Spearman "
+                 f"rank correlation with the paper over the {correlation.n} Wide ResNet "
                  f"row{'s' if correlation.n != 1 else ''} both have: {rho}."),
         headers=("model", "dropout", "params (M)", f"ours {split} (%)", "n", "paper test (%)",
                  "difference (pp)"),
@@ -102,8 +97,7 @@ def paper_table(groups: Sequence[Group], dataset: str, about: str = "") -> Table
 
 
 def format_markdown(table: TableData) -> str:
-    lines = [f"Table: {table.caption}", "",
-             "| " + " | ".join(table.headers) + " |",
+    lines = [f"Table: {table.caption}", "", "| " + " | ".join(table.headers) + " |",
              "|---|" + "---:|" * (len(table.headers) - 1)]
     lines += ["| " + " | ".join(cells) + " |" for cells in table.rows]
     return "\n".join(lines) + "\n"
@@ -118,7 +112,6 @@ def _latex(text: str) -> str:
 
 
 def format_latex(table: TableData) -> str:
-    # The headers capitalised, one-letter symbols (k, n) in math mode.
     headers = [f"${h}$" if len(h) == 1 else _latex(h[0].upper() + h[1:]) for h in table.headers]
     lines = [r"% needs \usepackage{booktabs}", r"\begin{table}[t]", r"\centering",
              rf"\caption{{{_latex(table.caption)}}}",
@@ -155,9 +148,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--format", choices=sorted(FORMATTERS), default="markdown")
     parser.add_argument("--dataset", choices=sorted(DATASET_NAMES), default="cifar10",
                         help="which published numbers fill the paper column (default cifar10)")
-    parser.add_argument("--paper", action="store_true",
-                        help="the paper's rows with ours beside them, the difference and the "
-                        "Spearman rank correlation over the Wide ResNet rows")
+    parser.add_argument("--paper", action="store_true", help="the paper's rows with ours beside them, the "
+                        "difference and the Spearman rank correlation over the Wide ResNet rows")
     args = parser.parse_args(argv)
     try:
         results = load_results(args.results)
