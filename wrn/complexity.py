@@ -5,7 +5,6 @@ linear only). The analytic count comes first, so a model too large to build is r
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import logging
 import sys
@@ -94,8 +93,7 @@ def count_model(name: str, image_size: int = IMAGE_SHAPE[1], force: bool = False
     paper = published(spec.name) if not overrides else None
     figures = (paper.params_m, paper.macs_g, paper.counting) if paper else ()
     return Count(spec.name, spec.family, count_params(model), count_weights(model),
-                 fvcore_macs(model, image_size), torch_counter_macs(model, image_size),
-                 model.analytic_macs(image_size), *figures)
+                 fvcore_macs(model, image_size), torch_counter_macs(model, image_size), cost.macs, *figures)
 
 
 def expand_names(names: list[str]) -> list[str]:
@@ -109,11 +107,8 @@ def expand_names(names: list[str]) -> list[str]:
     return expanded
 
 
-TABLE_COLUMNS = ("model", "params M", "paper M", "MACs fvcore G", "MACs torch G",
-                 "MACs analytic G", "paper G")
-
-
 def format_table(counts: list[Count]) -> str:
+    columns = ("model", "params M", "paper M", "MACs fvcore G", "MACs torch G", "MACs analytic G", "paper G")
     rows = []
     for c in counts:
         paper_m, star = c.published_params_m, "*" if c.published_counting == "weights" else ""
@@ -121,7 +116,7 @@ def format_table(counts: list[Count]) -> str:
         rows.append((c.name, f"{c.params / 1e6:.3f}", paper_params, f"{c.flops / 1e9:.3f}",
                      f"{c.torch_macs / 1e9:.3f}", f"{c.analytic_macs / 1e9:.3f}",
                      DASH if c.published_macs_g is None else format(c.published_macs_g, ".3g")))
-    lines = [render_table(TABLE_COLUMNS, rows, ["left"] + ["right"] * (len(TABLE_COLUMNS) - 1)),
+    lines = [render_table(columns, rows, ["left"] + ["right"] * (len(columns) - 1)),
              "MACs: multiply-adds per 3x32x32 image; fvcore counts one multiply-add as one "
              "flop and adds BN/pool terms, torch and analytic count convs + linear only."]
     weights = [f"{c.name} {c.weights / 1e6:.2f}M" for c in counts if c.published_counting == "weights"]
@@ -152,14 +147,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.image_size < 1:
             raise ValueError(f"--image-size {args.image_size} is invalid; valid: a positive number of pixels")
-        announce = functools.partial(print, file=sys.stderr, flush=True)
-        counts = [count_model(name, args.image_size, force=args.force, progress=announce)
+        counts = [count_model(name, args.image_size, force=args.force,
+                              progress=lambda line: print(line, file=sys.stderr, flush=True))
                   for name in expand_names(args.names)]
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    if args.format == "json":
-        print(json.dumps([asdict(c) for c in counts], indent=2))
-    else:
-        print(format_table(counts) if args.format == "table" else format_csv(counts))
+    print(json.dumps([asdict(c) for c in counts], indent=2) if args.format == "json"
+          else format_table(counts) if args.format == "table" else format_csv(counts))
     return 0

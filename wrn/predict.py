@@ -1,6 +1,5 @@
-"""`wrn predict`: class probabilities for the test split or a folder of one's own images, as a CSV.
-Images of any size are resized (shorter side to 32 pixels), centre-cropped and normalised with the
-statistics of the training split the config names, as the training images were."""
+"""`wrn predict`: class probabilities for the test split or a folder of one's own images, as a CSV. Images
+of any size are resized (shorter side to 32 pixels), centre-cropped and normalised as the training split."""
 
 from __future__ import annotations
 
@@ -51,36 +50,28 @@ def load_image(path: Path, size: int = IMAGE_SIZE) -> torch.Tensor:
 
 
 class FolderPredictData(L.LightningDataModule):
-    """Predicts a folder of images with the training data module's statistics and class names:
-    the training split is read (from its cache) only to know them."""
+    """Predicts a folder of images with the statistics and class names of the training `CIFARData`."""
 
     def __init__(self, folder: str | Path, training: L.LightningDataModule):
         super().__init__()
         self.training, self.paths = training, list_images(folder)
         self.image_names = [str(p.relative_to(Path(folder).expanduser())) for p in self.paths]
 
-    # The CSV's class names, and what the evaluation views read, are the training data's.
-    classes = property(lambda self: getattr(self.training, "classes", None))
-    dataset = property(lambda self: getattr(self.training, "dataset", ""))
-    crop_size = property(lambda self: getattr(self.training, "crop_size", IMAGE_SIZE))
-    pad = property(lambda self: self.training.pad)
-    pad_mode = property(lambda self: self.training.pad_mode)
+    # The CSV's class names and the evaluation's "zero" padding are the training data's.
+    classes = property(lambda self: self.training.classes)
+    dataset = property(lambda self: self.training.dataset)
     zero_fill = property(lambda self: self.training.zero_fill)
 
     def setup(self, stage: Optional[str] = None) -> None:
-        if getattr(self.training, "mean", None) is None:
+        if self.training.mean is None:
             self.training.trainer = self.trainer
             self.training.prepare_data()
             self.training.setup("fit")
 
     def predict_dataloader(self) -> DataLoader:
         mean, std = self.training.mean, self.training.std
-
-        def images(paths: list[Path]) -> torch.Tensor:  # a batch of normalised (3, 32, 32) images
-            return torch.stack([normalize(load_image(path), mean, std) for path in paths])
-
-        batch_size = getattr(self.training, "eval_batch_size", None) or 128
-        return DataLoader(self.paths, batch_size=batch_size, shuffle=False, collate_fn=images)
+        return DataLoader(self.paths, batch_size=self.training.eval_batch_size, collate_fn=lambda paths:
+                          torch.stack([normalize(load_image(path), mean, std) for path in paths]))
 
 
 class PredictionWriter(BasePredictionWriter):
@@ -105,30 +96,22 @@ class PredictionWriter(BasePredictionWriter):
 
     def write_on_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule,
                            predictions: Sequence, batch_indices: Sequence) -> None:
-        if not trainer.is_global_zero or not predictions:
+        if not predictions:
             return
-        batches = predictions[0] if isinstance(predictions[0], list) else predictions  # one loader
-        probs = torch.cat([batch.float().cpu() for batch in batches])
+        probs = torch.cat([batch.float().cpu() for batch in predictions])
         if probs.ndim == 3:  # a fused network: (N, copies, classes), the copies' mean
             probs = probs.mean(1)
         path = Path(self.out).expanduser() if self.out else Path(trainer.default_root_dir) / DEFAULT_OUT
-        names = getattr(trainer.datamodule, "image_names", None)  # a folder's; else the test split's indices
-        rows = list(names) if names is not None else [str(i) for i in range(len(probs))]
-        atomic_write_text(path, predictions_csv(probs, rows, class_names(trainer.datamodule, probs.shape[1])))
+        data = trainer.datamodule  # a folder's image names, else the test split's indices
+        rows = getattr(data, "image_names", None) or [str(i) for i in range(len(probs))]
+        atomic_write_text(path, predictions_csv(probs, rows, data.classes or DATASETS[data.dataset].classes))
         self.written = path
 
 
-def class_names(datamodule, count: int) -> list[str]:
-    """The image tree's class folders (labels past them, which a tree with fewer classes than the
-    network never trains, as class<i>), else the dataset's names, else class<i>."""
-    names = list(getattr(datamodule, "classes", None) or [])
-    if not names and getattr(datamodule, "dataset", None) in DATASETS:
-        names = list(DATASETS[datamodule.dataset].classes)
-    return names[:count] + [f"class{i}" for i in range(len(names), count)]
-
-
 def predictions_csv(probs: torch.Tensor, rows: Sequence[str], classes: Sequence[str]) -> str:
-    """image, predicted, p_<class>...: one line per image, probabilities to 6 decimals."""
+    """image, predicted, p_<class>...: one line per image, probabilities to 6 decimals. Columns past
+    `classes` (labels a tree with fewer classes than the network never trains) are named class<i>."""
+    classes = [*classes[:probs.shape[1]], *(f"class{i}" for i in range(len(classes), probs.shape[1]))]
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(["image", "predicted", *(f"p_{name}" for name in classes)])

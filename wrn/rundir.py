@@ -1,15 +1,6 @@
-"""A run folder: what it holds, what state its run is in, and the one safe way to read its files.
-
-    config.yaml    the command's config (evaluations keep theirs in their own folder)
-    metrics.json   status and summary, rewritten atomically every epoch
-    epochs.jsonl   one line per epoch
-    checkpoints/   last.ckpt (every epoch), previous-last.ckpt (the one before), best.ckpt
-    eval/<command>-<time>/   evaluation.json, metrics.csv, config.yaml of each evaluation
-    seed-<s>/      a fused run's copies: their own metrics.json and epochs.jsonl
-    .lock          held (flock) by the process that trains the run
-
-Everyone else asks this module; no other module spells these names.
-"""
+"""A run folder: what it holds (config.yaml, metrics.json, epochs.jsonl, checkpoints/, eval/,
+seed-<s>/, .lock), what state its run is in, and whether it may be written. No other module
+spells these names."""
 
 from __future__ import annotations
 

@@ -3,12 +3,10 @@ on first use, so `from wrn.data import DATASETS` imports neither torch nor Light
 
 import importlib
 
-_HOMES = {  # exported name -> the module that defines it
-    "DATASETS": "datasets", "DataError": "datasets", "DatasetFacts": "datasets", "IMAGE_SIZE": "datasets",
-    "CropFlip": "augment", "eval_views": "augment", "normalize": "augment", "CIFARData": "datamodule",
-    "AugmentedImages": "loaders", "DeviceLoader": "loaders", "StackedLoader": "loaders",
-    "mix_seed": "sampling", "Split": "splits",
-}
+_HOMES = {name: module for module, names in (  # exported name -> the module that defines it
+    ("datasets", "DATASETS DataError DatasetFacts IMAGE_SIZE"), ("augment", "CropFlip eval_views normalize"),
+    ("datamodule", "CIFARData"), ("loaders", "AugmentedImages DeviceLoader StackedLoader"),
+    ("sampling", "mix_seed"), ("splits", "Split")) for name in names.split()}
 __all__ = sorted(_HOMES)
 
 

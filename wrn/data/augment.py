@@ -4,25 +4,22 @@
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
-from typing import Literal, Optional, Sequence, get_args
+from typing import Literal, NamedTuple, Optional, Sequence, get_args
 
 import torch
 from torch import Tensor
 
-from wrn.data.datasets import IMAGE_SIZE
+from wrn.data.datasets import IMAGE_SIZE, check_choice
 
 Augment = Literal["pad-crop-32", "crop-28", "none"]
 PadMode = Literal["reflect", "zero"]
 View = Literal["single", "flip", "multi-crop"]
 AUGMENTS = get_args(Augment)
 PAD_MODES = get_args(PadMode)
-VIEWS = get_args(View)
 
 
-@dataclass(frozen=True)
-class CropFlip:
-    """Training augmentation: pad by `pad` pixels, random `crop` x `crop` crop, optional random h-flip."""
+class CropFlip(NamedTuple):
+    """`random_crop_flip`'s arguments: pad by `pad` pixels, random `crop` x `crop` crop, random h-flip."""
 
     crop: int
     pad: int
@@ -31,7 +28,6 @@ class CropFlip:
 
 
 def crop_size(augment: Augment) -> int:
-    """Pixels per side of the training crop."""
     return 28 if augment == "crop-28" else IMAGE_SIZE
 
 
@@ -44,8 +40,7 @@ def normalize(x_uint8: Tensor, mean: Sequence[float], std: Sequence[float]) -> T
 
 @functools.lru_cache(maxsize=16)  # per-image padding in a Dataset would otherwise rebuild it every call
 def _reflect_index(size: int, pad: int, device: torch.device) -> Tensor:
-    """Source index of every padded position, reflecting without repeating the edge (torch's and
-    numpy's "reflect"): size 4, pad 2 gives 2 1 | 0 1 2 3 | 2 1."""
+    """Source index of each padded position, reflected without repeating the edge (pad 2: 2 1|0 1 2 3|2 1)."""
     if pad >= size:
         raise ValueError(f"reflect padding {pad} needs images larger than {pad} pixels, got {size}")
     index = torch.arange(-pad, size + pad, device=device).abs()
@@ -55,8 +50,7 @@ def _reflect_index(size: int, pad: int, device: torch.device) -> Tensor:
 def pad_images(x: Tensor, pad: int, pad_mode: PadMode, fill: Optional[Sequence[float]] = None) -> Tensor:
     """Pad the last two dims by `pad` pixels; `fill` is the per-channel "zero" value (default 0).
     Index-based: torch's own reflect padding does not take uint8 on every device."""
-    if pad_mode not in PAD_MODES:
-        raise ValueError(f"unknown pad_mode {pad_mode!r}; choose one of {', '.join(PAD_MODES)}")
+    check_choice("pad_mode", pad_mode, PAD_MODES)
     if pad == 0:
         return x
     height, width = x.shape[-2:]
@@ -104,21 +98,17 @@ def random_crop_flip_one(image: Tensor, crop: int, pad: int, pad_mode: PadMode, 
     return out
 
 
-def _crop(x: Tensor, top: int, left: int, size: int) -> Tensor:
-    return x[..., top:top + size, left:left + size]
-
-
 def eval_views(x: Tensor, view: View, crop_size: int, pad: int, pad_mode: PadMode,
                fill: Optional[Sequence[float]] = None) -> list[Tensor]:
     """Test-time views of normalised (N, C, H, W) images, to average softmax over. single: the image,
     centre-cropped to crop_size; flip: [single, mirror]; multi-crop: 4 corner crops and the centre
     crop, each with its mirror, cut from the image padded by `pad` when crop_size == H."""
-    if view not in VIEWS:
-        raise ValueError(f"unknown eval view {view!r}; choose one of {', '.join(VIEWS)}")
+    check_choice("eval view", view, get_args(View))
     size = x.shape[-1]
     if crop_size > size:
         raise ValueError(f"crop_size {crop_size} is larger than the {size}x{size} images")
-    single = _crop(x, (size - crop_size) // 2, (size - crop_size) // 2, crop_size)
+    middle = (size - crop_size) // 2
+    single = x[..., middle:middle + crop_size, middle:middle + crop_size]
     if view == "single":
         return [single]
     if view == "flip":
@@ -126,5 +116,5 @@ def eval_views(x: Tensor, view: View, crop_size: int, pad: int, pad_mode: PadMod
     source = pad_images(x, pad, pad_mode, fill) if crop_size == size else x
     far = source.shape[-1] - crop_size
     corners = ((0, 0), (0, far), (far, 0), (far, far), (far // 2, far // 2))
-    crops = [_crop(source, top, left, crop_size) for top, left in corners]
+    crops = [source[..., top:top + crop_size, left:left + crop_size] for top, left in corners]
     return [view for crop in crops for view in (crop, crop.flip(-1))]

@@ -1,6 +1,5 @@
-"""The decoded-image cache: an image-folder split as .npy arrays beside a JSON sidecar of their shapes
-and checksums, in the user cache or `data.cache_dir` (never in the data folder, often shared or
-read-only), named by a hash of the folder's path and every file's size and mtime."""
+"""The decoded-image cache: an image-folder split as .npy arrays beside a JSON sidecar of their shapes and
+checksums, in the user cache or `data.cache_dir`, never in the data folder (often shared or read-only)."""
 
 from __future__ import annotations
 
@@ -16,7 +15,7 @@ import numpy as np
 
 from wrn.data import sources
 from wrn.data.datasets import DataError
-from wrn.files import SHARED_FILE_MODE, atomic_file, atomic_write_json
+from wrn.files import atomic_file, atomic_write_json
 
 CACHE_VERSION = 2  # bump when the cache layout or decoding changes, so old caches are ignored
 CACHED_ARRAYS = ("images", "labels")  # one .npy file each, beside one JSON sidecar
@@ -41,7 +40,6 @@ class CacheDamaged(Exception):
 
 
 def _load_checked(path: Path, record: dict) -> np.ndarray:
-    """np.load one cached array and verify it against its sidecar record."""
     try:
         array = np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError) as exc:  # missing, truncated or not .npy at all
@@ -55,7 +53,6 @@ def _load_checked(path: Path, record: dict) -> np.ndarray:
 
 
 def _read_sidecar(sidecar: Path) -> dict:
-    """The sidecar's {"images": record, "labels": record}, CacheDamaged when unreadable."""
     try:
         arrays = json.loads(sidecar.read_text(encoding="utf-8"))["arrays"]
         return {name: arrays[name] for name in CACHED_ARRAYS}
@@ -86,7 +83,6 @@ def write_cache(stem: Path, images: np.ndarray, labels: np.ndarray) -> None:
             records[name] = {"file": path.name, "shape": list(array.shape), "dtype": str(array.dtype),
                              "crc32": zlib.crc32(np.ascontiguousarray(array))}
         atomic_write_json(f"{stem}.json", {"version": CACHE_VERSION, "count": len(labels), "arrays": records})
-        os.chmod(f"{stem}.json", SHARED_FILE_MODE)
     except OSError as exc:
         warnings.warn(f"could not write the image cache {stem}.* ({exc}); the images will be decoded again")
 

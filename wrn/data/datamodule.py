@@ -1,5 +1,4 @@
-"""`CIFARData`: a dataset of `DATASETS` as one uint8 array in memory, from an image-folder tree (decoded
-once and cached) or torchvision's files, with a held-out validation split and epoch-seeded loaders."""
+"""`CIFARData`: a dataset as one uint8 array in memory, from an image tree (decoded once) or torchvision."""
 
 from __future__ import annotations
 
@@ -81,27 +80,18 @@ class CIFARData(L.LightningDataModule):
         self.crop_size = crop_size(augment)
         self.mean = self.std = None  # per channel, in [0, 1] units: set by setup
         self.classes: Optional[list[str]] = None
-        self._prepared: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # prepare_data's arrays, for setup
+        self._prepared = {}  # prepare_data's arrays, popped by setup so that no second copy stays alive
         self.train_set = self.val_set = self.test_set = None  # Splits, uint8 on the CPU: made by setup
 
     @property
     def root_path(self) -> Path:
         return Path(self.root).expanduser()
 
-    def _tree_dir(self, split: str) -> Optional[Path]:
-        """root/<split> when root is an image-folder tree, else None."""
-        path = self.root_path / split
-        return path if path.is_dir() else None
-
     def _is_tree(self) -> bool:
-        return self._tree_dir("train") is not None
+        return (self.root_path / "train").is_dir()
 
     def has_test_split(self) -> bool:
-        return self._tree_dir("test") is not None or not self._is_tree()
-
-    def _take_arrays(self, split: Literal["train", "test"]) -> tuple[np.ndarray, np.ndarray]:
-        """prepare_data's arrays, handed over so no second copy stays alive, else read now."""
-        return self._prepared.pop(split, None) or self._read_arrays(split)
+        return (self.root_path / "test").is_dir() or not self._is_tree()
 
     def _read_arrays(self, split: Literal["train", "test"]) -> tuple[np.ndarray, np.ndarray]:
         """uint8 NCHW images and int64 labels of one split, train already cut to `subset`."""
@@ -113,10 +103,10 @@ class CIFARData(L.LightningDataModule):
             raise DataError(f"{root} holds class folders but no train/ folder; "
                             f"expected {root}/train/<class>/*.jpg")
         if self._is_tree():
-            split_dir = self._tree_dir(split)
-            if split_dir is None:
+            split_dir = root / split
+            if not split_dir.is_dir():
                 raise DataError(f"{root} has no {split} split: the {split} stage needs "
-                                f"{root / split}/<class>/ images")
+                                f"{split_dir}/<class>/ images")
             classes = None if split == "train" else (self.classes or list_image_tree(root / "train")[2])
             cache_dir = Path(self.cache_dir).expanduser() if self.cache_dir else default_cache_dir()
             images, labels, self.classes = load_tree_split(split_dir, cache_dir, classes, per_class,
@@ -140,7 +130,7 @@ class CIFARData(L.LightningDataModule):
 
     def setup(self, stage: Optional[str] = None) -> None:
         if self.train_set is None:
-            images, labels = self._take_arrays("train")
+            images, labels = self._prepared.pop("train", None) or self._read_arrays("train")
             if self.val_size >= len(labels):
                 raise DataError(f"val_size={self.val_size} must be smaller than the {len(labels)} training "
                                 f"images in {self.root_path}; lower --data.val_size")
@@ -154,7 +144,7 @@ class CIFARData(L.LightningDataModule):
             self.mean, self.std = channel_stats(self.train_set.images)
         wants_test = stage in ("test", "predict") or (self.val_size == 0 and self.has_test_split())
         if wants_test and self.test_set is None:
-            self.test_set = to_split(*self._take_arrays("test"))
+            self.test_set = to_split(*(self._prepared.pop("test", None) or self._read_arrays("test")))
 
     @property
     def zero_fill(self) -> Optional[tuple[float, ...]]:
@@ -163,10 +153,8 @@ class CIFARData(L.LightningDataModule):
 
     @property
     def train_augmentation(self) -> Optional[CropFlip]:
-        if self.augment == "none":
-            return None
         pad = self.pad if self.augment == "pad-crop-32" else 0  # crop-28 crops inside the image
-        return CropFlip(self.crop_size, pad, self.pad_mode, flip=True)
+        return None if self.augment == "none" else CropFlip(self.crop_size, pad, self.pad_mode, flip=True)
 
     def train_dataloader(self):
         if self.train_set is None:
@@ -189,8 +177,7 @@ class CIFARData(L.LightningDataModule):
             self.setup("test")
         return self._make_loader(self.test_set, train=False)
 
-    def predict_dataloader(self):
-        return self.test_dataloader()
+    predict_dataloader = test_dataloader
 
     def _make_loader(self, split: Split, train: bool, seed_offset: int = 0):
         augmentation = self.train_augmentation if train else None

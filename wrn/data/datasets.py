@@ -30,7 +30,6 @@ class DatasetFacts:
     labels_attribute: str = "targets"  # attribute of the torchvision dataset that holds the labels
 
     def torchvision_split(self, train: bool) -> dict:
-        """The keyword arguments that pick the train or test split in torchvision's constructor."""
         return {"train": train} if self.split_names is None else {"split": self.split_names[not train]}
 
 
@@ -45,6 +44,5 @@ DatasetName = Literal[tuple(DATASETS)]  # the `data.dataset` choices, from the t
 
 
 def check_choice(name: str, value: str, choices: Sequence[str]) -> None:
-    """DataError naming the option, the bad value and the valid ones."""
     if value not in choices:
         raise DataError(f"unknown {name} {value!r}; choose one of {', '.join(choices)}")

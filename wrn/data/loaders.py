@@ -1,9 +1,7 @@
-"""Epoch-seeded loaders of normalised float32 (N, 3, H, W) images and int64 labels: a CPU DataLoader,
-a device-resident one, and the stack of S training loaders that feeds a fused copies=S network."""
+"""Epoch-seeded loaders of normalised float32 images and int64 labels: on the CPU, on a device, stacked."""
 
 from __future__ import annotations
 
-import math
 from typing import Iterator, Optional, Sequence
 
 import torch
@@ -11,7 +9,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from wrn.data.augment import CropFlip, normalize, random_crop_flip, random_crop_flip_one
-from wrn.data.sampling import EpochCounter, EpochShuffle, StackedEpochs, mix_seed
+from wrn.data.sampling import EpochShuffle, mix_seed
 from wrn.data.splits import Split
 
 
@@ -31,9 +29,8 @@ class AugmentedImages(Dataset):
         index, seed = key if isinstance(key, tuple) else (key, None)
         image = self.split.images[index]
         if self.augmentation is not None:
-            a = self.augmentation
             generator = torch.Generator().manual_seed(seed) if seed is not None else None
-            image = random_crop_flip_one(image, a.crop, a.pad, a.pad_mode, a.flip, generator)
+            image = random_crop_flip_one(image, *self.augmentation, generator)
         return normalize(image, self.mean, self.std), self.split.labels[index]
 
 
@@ -58,10 +55,9 @@ def cpu_loader(split: Split, mean: Sequence[float], std: Sequence[float], augmen
 
 
 class DeviceLoader:
-    """Batches straight from a uint8 split held on one device, sharded by rank, cropped, flipped and
-    normalised there."""
+    """Batches from a uint8 split on one device, sharded by rank, cropped, flipped and normalised there."""
 
-    batch_sampler = None  # Lightning probes dataloader.batch_sampler next to .sampler
+    batch_sampler = None  # Lightning probes it next to .sampler, the loader itself: it takes set_epoch
 
     def __init__(self, split: Split, batch_size: int, mean: Sequence[float], std: Sequence[float],
                  augmentation: Optional[CropFlip] = None, shuffle: bool = False, drop_last: bool = False,
@@ -72,11 +68,14 @@ class DeviceLoader:
         self.batch_size, self.augmentation = batch_size, augmentation
         self.shuffle, self.drop_last = shuffle, drop_last
         self.seed, self.rank, self.world_size = seed, rank, world_size
-        self.sampler = EpochCounter()
+        self.sampler, self.epoch = self, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
 
     def _share(self, count: int, parts: int) -> int:
         """count / parts, rounded down when the tail is dropped, else up."""
-        return count // parts if self.drop_last else math.ceil(count / parts)
+        return count // parts if self.drop_last else -(-count // parts)
 
     def __len__(self) -> int:
         return self._share(self._share(len(self.labels), self.world_size), self.batch_size)
@@ -92,27 +91,28 @@ class DeviceLoader:
         return order[self.rank::self.world_size]
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
-        epoch, self.sampler.epoch = self.sampler.epoch, self.sampler.epoch + 1  # outside Lightning: the next
+        epoch, self.epoch = self.epoch, self.epoch + 1  # outside Lightning: the next
         indices = self.shard(epoch).to(self.device)
         generator = torch.Generator(device=self.device).manual_seed(mix_seed(self.seed, epoch, self.rank, 1))
         for batch in range(len(self)):
             chosen = indices[batch * self.batch_size:(batch + 1) * self.batch_size]
             images = self.images[chosen]
             if self.augmentation is not None:
-                a = self.augmentation
-                images = random_crop_flip(images, a.crop, a.pad, a.pad_mode, a.flip, generator)
+                images = random_crop_flip(images, *self.augmentation, generator)
             yield normalize(images, self.mean, self.std), self.labels[chosen]
 
 
 class StackedLoader:
-    """S training loaders in step: yields images (N, 3S, H, W), copy i in channels [3i, 3i+3),
-    and labels (N, S), the input layout of a copies=S network."""
+    """S training loaders in step, as a copies=S network takes them: images (N, 3S, H, W), labels (N, S)."""
 
-    batch_sampler = None
+    batch_sampler = None  # as DeviceLoader's
 
     def __init__(self, loaders: Sequence):
-        self.loaders = list(loaders)
-        self.sampler = StackedEpochs(self.loaders)
+        self.loaders, self.sampler = list(loaders), self
+
+    def set_epoch(self, epoch: int) -> None:
+        for loader in self.loaders:
+            loader.sampler.set_epoch(epoch)
 
     def __len__(self) -> int:
         return min(len(loader) for loader in self.loaders)

@@ -15,24 +15,15 @@ def mix_seed(*numbers: int) -> int:
     return int(np.random.SeedSequence([n % 2**64 for n in numbers]).generate_state(1, np.uint64)[0] >> 1)
 
 
-class EpochCounter:
-    """A loader's `sampler` that only keeps the epoch Lightning sets."""
+class EpochShuffle(Sampler):
+    """The CPU loader's training order, as DeviceLoader's; outside Lightning each pass takes the next
+    epoch's. Yields (index, augmentation seed) keys: crops and flips do not depend on the workers."""
 
-    def __init__(self) -> None:
-        self.epoch = 0
+    def __init__(self, count: int, seed: int):
+        self.count, self.seed, self.epoch = count, seed, 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
-
-
-class EpochShuffle(EpochCounter, Sampler):
-    """The CPU loader's training order, seeded by (seed, epoch) as DeviceLoader's is; outside
-    Lightning each pass takes the next epoch's. Yields (index, augmentation seed) keys, so crops and
-    flips do not depend on which worker loads a sample, nor on how many there are."""
-
-    def __init__(self, count: int, seed: int):
-        super().__init__()
-        self.count, self.seed = count, seed
 
     def __len__(self) -> int:
         return self.count
@@ -43,15 +34,3 @@ class EpochShuffle(EpochCounter, Sampler):
         order = torch.randperm(self.count, generator=generator)
         seeds = torch.randint(0, 2**62, (self.count,), generator=generator)
         return zip(order.tolist(), seeds.tolist())
-
-
-class StackedEpochs:
-    """Forwards Lightning's per-epoch `set_epoch` to every stacked loader's sampler."""
-
-    def __init__(self, loaders):
-        self.samplers = [getattr(loader, "sampler", None) for loader in loaders]
-
-    def set_epoch(self, epoch: int) -> None:
-        for sampler in self.samplers:
-            if hasattr(sampler, "set_epoch"):
-                sampler.set_epoch(epoch)

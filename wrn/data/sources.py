@@ -36,10 +36,9 @@ def list_image_tree(split_dir: Path, classes: Optional[list[str]] = None,
     paths, labels = [], []
     for label, name in enumerate(classes or found):
         folder = split_dir / name
-        files = image_files(folder) if folder.is_dir() else []
+        files = image_files(folder)[:per_class] if folder.is_dir() else []
         if not files and classes is None:
             raise DataError(f"class folder {folder} holds no {'/'.join(IMAGE_SUFFIXES)} images")
-        files = files[:per_class]
         paths += [str(folder / f) for f in files]
         labels += [label] * len(files)
     return paths, np.asarray(labels, dtype=np.int64), classes or found
@@ -68,8 +67,7 @@ def decode_image(path: str) -> np.ndarray:
 
 
 def _decode_chunk(paths: Sequence[str]) -> np.ndarray:
-    """uint8 (N, 3, 32, 32): transposed here, in the workers, so loading the cache needs no slow
-    strided transpose of the whole set."""
+    """uint8 (N, 3, 32, 32), transposed in the workers so that loading the cache needs no slow transpose."""
     return np.ascontiguousarray(np.stack([decode_image(p) for p in paths]).transpose(0, 3, 1, 2))
 
 
@@ -88,30 +86,20 @@ def _chunk_mapper(workers: int) -> Iterator[Callable]:
         pool.shutdown(cancel_futures=True)  # a corrupt image stops the decode at once
 
 
-@contextmanager
-def _progress_bar(total: int, enabled: bool) -> Iterator[Callable[[int], None]]:
-    """advance(n) of a rich "decoding images" bar on stderr; a no-op when `enabled` is false."""
-    if not enabled:
-        yield lambda n: None
-        return
+def decode_images(paths: Sequence[str], progress: bool = True) -> np.ndarray:
     from rich.console import Console
     from rich.progress import Progress
-    # No refresh thread: the decoding pool forks, and forking beside a running thread is unsafe.
-    with Progress(console=Console(stderr=True), transient=True, auto_refresh=False) as progress:
-        task = progress.add_task("decoding images", total=total)
-        yield lambda n: progress.update(task, advance=n, refresh=True)
-
-
-def decode_images(paths: Sequence[str], progress: bool = True) -> np.ndarray:
-    """Decode all images into uint8 (N, 3, 32, 32), with a progress bar when `progress` is true."""
     chunks = [paths[i:i + DECODE_CHUNK] for i in range(0, len(paths), DECODE_CHUNK)]
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     workers = 1 if len(paths) < SERIAL_DECODE_BELOW else min(cpus, len(chunks))
     parts = [np.empty((0, 3, IMAGE_SIZE, IMAGE_SIZE), np.uint8)]  # so that no images concatenate
-    with _progress_bar(len(paths), progress) as advance, _chunk_mapper(workers) as mapper:
+    # No refresh thread: the decoding pool forks, and forking beside a running thread is unsafe.
+    bar = Progress(console=Console(stderr=True), transient=True, auto_refresh=False, disable=not progress)
+    with bar, _chunk_mapper(workers) as mapper:
+        task = bar.add_task("decoding images", total=len(paths))
         for part in mapper(_decode_chunk, chunks):
             parts.append(part)
-            advance(len(part))
+            bar.update(task, advance=len(part), refresh=True)
     return np.concatenate(parts)
 
 

@@ -31,8 +31,7 @@ def split_indices(count: int, val_size: int, seed: int) -> tuple[np.ndarray, np.
 
 
 def channel_stats(images: Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Exact per-channel mean and std in [0, 1] units of uint8 (N, C, H, W) images, from a
-    256-bin histogram so no float copy of the whole set is made."""
+    """Exact per-channel mean and std, in [0, 1] units, of uint8 (N, C, H, W) images: no float copy made."""
     values = torch.arange(256, dtype=torch.float64) / 255.0
     means, stds = [], []
     for channel in range(images.shape[1]):

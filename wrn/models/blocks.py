@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from wrn.models.config import Activation, BNPlacement, Order, Shortcut, StrideOn
+from wrn.models.config import Activation, NetConfig, Order, Shortcut, StrideOn
 
 
 def conv(in_ch: int, out_ch: int, kernel: int, stride: int = 1, copies: int = 1) -> nn.Conv2d:
@@ -21,16 +21,10 @@ def make_activation(kind: Activation, channels: int) -> nn.Module:
     return nn.PReLU(channels) if kind == "prelu" else nn.ReLU(inplace=True)
 
 
-def conv_macs(in_ch: int, out_ch: int, kernel: int, out_hw: tuple[int, int]) -> int:
-    """Multiply-adds of one bias-free conv for one image (the analytic cross-check of fvcore)."""
-    return kernel * kernel * in_ch * out_ch * out_hw[0] * out_hw[1]
-
-
 def conv_plan(in_ch: int, out_ch: int, stride: int, kernels: tuple[int, ...], expansion: int,
               stride_on: StrideOn) -> list[tuple[int, int, int, int]]:
-    """(in, out, kernel, stride) of each conv of a unit: in_ch -> inner -> ... -> out_ch with
-    inner = out_ch // expansion. stride_on="3x3" strides on the first 3x3 conv (so 1x1 convs never
-    discard pixels), "first" on the first conv, as He et al.'s released pre-activation code does."""
+    """(in, out, kernel, stride) of each conv of a unit, in_ch -> out_ch // expansion -> ... -> out_ch,
+    striding on the first 3x3 conv (stride_on="3x3": 1x1 convs never discard pixels) or the first conv."""
     inner = out_ch // expansion
     widths = [in_ch] + [inner] * (len(kernels) - 1) + [out_ch]
     at = kernels.index(3) if stride_on == "3x3" and 3 in kernels else 0
@@ -38,7 +32,6 @@ def conv_plan(in_ch: int, out_ch: int, stride: int, kernels: tuple[int, ...], ex
 
 
 def shortcut_kind(kind: Shortcut, in_ch: int, out_ch: int, stride: int) -> str | None:
-    """What the shortcut option makes of this unit: "pad", "projection", "identity" or None."""
     reshapes = stride != 1 or in_ch != out_ch
     if kind == "none":
         return None
@@ -70,27 +63,25 @@ class PadIdentity(nn.Module):
 
 
 class ResidualUnit(nn.Module):
-    """`conv_plan`'s convs with BN-act around them, and a shortcut; the switches are `NetConfig`'s."""
+    """`conv_plan`'s convs with BN-act around them, and a shortcut, as `config`'s switches say."""
 
-    def __init__(self, in_ch: int, out_ch: int, stride: int, *, kernels: tuple[int, ...],
-                 expansion: int, order: Order, shortcut: Shortcut, activation: Activation,
-                 bn_placement: BNPlacement, stride_on: StrideOn, dropout: float, copies: int):
+    def __init__(self, in_ch: int, out_ch: int, stride: int, config: NetConfig):
         super().__init__()
-        self.order, self.bn_placement = order, bn_placement
-        plan = conv_plan(in_ch, out_ch, stride, tuple(kernels), expansion, stride_on)
+        order, copies = config.order, config.copies
+        self.order, self.bn_placement = order, config.bn_placement
+        plan = conv_plan(in_ch, out_ch, stride, config.kernels, config.expansion, config.stride_on)
         self.convs = nn.ModuleList(conv(i, o, k, s, copies) for i, o, k, s in plan)
         bn_widths = norm_widths(plan, order)
         self.bns = nn.ModuleList(nn.BatchNorm2d(w * copies) for w in bn_widths)
-        self.acts = nn.ModuleList(make_activation(activation, w * copies) for w in bn_widths)
-        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
-        kind = shortcut_kind(shortcut, in_ch, out_ch, stride)
+        self.acts = nn.ModuleList(make_activation(config.activation, w * copies) for w in bn_widths)
+        self.dropout = nn.Dropout(config.dropout) if config.dropout > 0 else nn.Identity()
+        kind = shortcut_kind(config.shortcut, in_ch, out_ch, stride)
         self.projects = kind == "projection"
         self.shortcut = PadIdentity(in_ch, out_ch, stride, copies) if kind == "pad" else None
         if kind == "identity":
             self.shortcut = nn.Identity()
         elif self.projects:
-            # Post-activation projections get their own BN (He 2015); pre-activation ones are fed
-            # the already normalised input (WRN), so a bare conv suffices.
+            # Post-activation projections get their own BN (He 2015); WRN's pre-activation ones need none.
             proj = conv(in_ch, out_ch, 1, stride, copies)
             self.shortcut = nn.Sequential(proj, nn.BatchNorm2d(out_ch * copies)) if order == "post" else proj
 

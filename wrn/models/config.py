@@ -4,8 +4,8 @@ LightningModule's `Arch` read it from here, so a new switch is one field, its us
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
-from typing import Annotated, Literal, Optional, Union, get_args, get_origin, get_type_hints
+from dataclasses import dataclass
+from typing import Annotated, Literal, Union, get_args, get_origin, get_type_hints
 
 Order = Literal["pre", "post"]
 Shortcut = Literal["A", "B", "C", "none"]
@@ -41,7 +41,7 @@ def choices(kind: object) -> tuple:
     """The values a Literal (or Optional[Literal]) allows; () for an open type such as str."""
     if get_origin(kind) is Literal:
         return get_args(kind)
-    if get_origin(kind) in (Union, Optional):
+    if get_origin(kind) is Union:
         return tuple(v for arg in get_args(kind) for v in choices(arg))
     return ()
 
@@ -65,9 +65,8 @@ class NetConfig:
     activation: Annotated[Activation, Help("relu, or prelu with one slope per channel")] = "relu"
     bn_placement: Annotated[BNPlacement, Help("post-activation only: BN before or after the "
                                               "addition")] = "before_add"
-    stride_on: Annotated[StrideOn, Help("where a down-sampling unit strides: its first conv (He "
-                                        "et al.'s released pre-act code) or its first 3x3 conv"
-                                        )] = "3x3"
+    stride_on: Annotated[StrideOn, Help("where a down-sampling unit strides: its first conv (He et al.'s "
+                                        "released pre-act code) or its first 3x3 conv")] = "3x3"
 
     def __post_init__(self) -> None:
         # Plain tuples, whatever sequence came in (a config read back from YAML or JSON).
@@ -91,11 +90,5 @@ class NetConfig:
             raise ValueError(f"kernels={self.kernels!r} is invalid; valid: sizes 1 and 3")
 
     def switches(self) -> dict:
-        """The design switches, by name: what every unit receives as keyword arguments."""
+        """The design switches and their values, by name."""
         return {name: getattr(self, name) for name in switch_hints(type(self))}
-
-
-def options() -> tuple[str, ...]:
-    """NetConfig fields a name does not fix: overrides every family accepts."""
-    structural = {"stage_widths", "units_per_stage", "kernels", "expansion"}
-    return tuple(f.name for f in fields(NetConfig) if f.name not in structural)

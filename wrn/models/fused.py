@@ -1,10 +1,7 @@
 """S independent networks trained as one: single models fused into a copies=S net (grouped convs), and back.
-
-Trained on S stacked batches with the *sum* of the per-copy losses, it computes exactly what S separate
-runs do: copy i's parameters only touch copy i's images, and SGD (momentum, weight decay) is elementwise;
-anything that mixes copies (clipping by the global norm) breaks this. Copy i is rows [i*r, (i+1)*r) of
-every parameter and buffer.
-"""
+Copy i is rows [i*r, (i+1)*r) of every parameter and buffer and only ever sees copy i's images. Trained on S
+stacked batches with the *sum* of the per-copy losses, it computes exactly what S separate runs do, as SGD
+(momentum, weight decay) is elementwise; what mixes copies (clipping by the global norm) breaks this."""
 
 from __future__ import annotations
 
@@ -33,17 +30,14 @@ def _copy_rows(fused: CifarResNet, singles: Sequence[CifarResNet], into_fused: b
             if single_state.keys() != fused_state.keys():
                 raise ValueError(f"model {i} has different parameters than the fused network")
             for key, whole in fused_state.items():
-                part, block = single_state[key], whole
+                part = single_state[key]
                 # BN's num_batches_tracked (0-dim) is one counter for all copies; it only matters
                 # for momentum=None, which these nets do not use.
-                if whole.dim():
-                    rows = whole.shape[0] // len(singles)
-                    block = whole[i * rows:(i + 1) * rows]
+                block = whole.chunk(len(singles))[i] if whole.dim() else whole
                 if block.numel() != part.numel():
                     raise ValueError(f"{key}: model {i} has shape {tuple(part.shape)}, the fused "
                                      f"network {tuple(whole.shape)} for {len(singles)} copies")
-                # The fused head is a grouped 1x1 conv (rows, C, 1, 1), the single one a Linear
-                # (rows, C): same numbers, same order.
+                # The fused head is a grouped 1x1 conv, (rows, C, 1, 1); the single one a Linear, (rows, C).
                 source, target = (part, block) if into_fused else (block, part)
                 target.copy_(source.reshape(target.shape))
 

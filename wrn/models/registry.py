@@ -6,26 +6,23 @@ from __future__ import annotations
 import fnmatch
 import inspect
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Callable, Literal, Mapping, Sequence
 
-from torch import nn
-
-from wrn.models.config import NetConfig, options, switch_hints
+from wrn.models.config import NetConfig, switch_hints
 from wrn.models.resnet import CifarResNet, preact_resnet_config, resnet_v1_config
 from wrn.models.wide_resnet import wide_resnet_config
 
 
 @dataclass(frozen=True)
 class Published:
-    """A figure as printed: params in millions, FLOPs in G multiply-adds. counting="weights": the
-    paper counts conv + linear weights only (He et al. 2016's ResNet-1001: 10.2M of 10.33M)."""
+    """A model's figures as its paper prints them: parameters in millions, G multiply-adds."""
 
     params_m: float
     digits: int  # decimals printed in the paper: 36.5M -> 1, 0.27M -> 2
     source: str
     macs_g: float | None = None  # fvcore multiply-adds at 3x32x32, G
-    counting: Literal["all", "weights"] = "all"
+    counting: Literal["all", "weights"] = "all"  # weights: conv + linear only (ResNet-1001: 10.2M of 10.33M)
 
 
 @dataclass(frozen=True)
@@ -38,10 +35,12 @@ class Family:
         return re.sub(r"\(\?P<(\w+)>[^)]*\)", lambda m: str(args[m.group(1)]), self.pattern)
 
     def arguments(self) -> list[str]:
-        """Every argument a name of this family accepts as an override, in signature order."""
+        """Every argument a name of this family accepts as an override: its own, in signature order,
+        then the `NetConfig` fields a name does not fix."""
         named = [p.name for p in inspect.signature(self.configure).parameters.values()
                  if p.kind is not inspect.Parameter.VAR_KEYWORD]
-        return named + [o for o in options() if o not in named]
+        structural = {"stage_widths", "units_per_stage", "kernels", "expansion"}
+        return named + [f.name for f in fields(NetConfig) if f.name not in structural and f.name not in named]
 
 
 FAMILIES = {
@@ -92,8 +91,7 @@ def resolve_model(name: str, **overrides: Any) -> ModelSpec:
     if not isinstance(name, str):
         raise ValueError(f"model name {name!r} is invalid; valid forms: {NAME_FORMS}")
     family, args = _parse_name(name.strip().lower())
-    args = {**FAMILIES[family].defaults, **args,
-            **{k: v for k, v in overrides.items() if v is not None}}
+    args = {**FAMILIES[family].defaults, **args, **{k: v for k, v in overrides.items() if v is not None}}
     accepted = FAMILIES[family].arguments()
     unknown = sorted(set(args) - set(accepted))
     if unknown:
@@ -111,8 +109,7 @@ def build_model(config: NetConfig) -> CifarResNet:
     return CifarResNet(config)
 
 
-def model_config(net: nn.Module) -> NetConfig:
-    """The configuration `net` was built from."""
+def model_config(net: CifarResNet) -> NetConfig:
     config = getattr(net, "config", None)
     if not isinstance(config, NetConfig):
         raise ValueError(f"{type(net).__name__} keeps no NetConfig; build it with create_model")
@@ -120,8 +117,7 @@ def model_config(net: nn.Module) -> NetConfig:
 
 
 def list_models(filter: str | Sequence[str] = "") -> list[str]:
-    """The named models, in registration order; `filter` keeps the names matching a shell-style
-    pattern (or any of several), as timm's list_models does: list_models("wrn-28*")."""
+    """The named models in registration order, or those matching a shell-style pattern (or any of several)."""
     patterns = [p for p in ([filter] if isinstance(filter, str) else filter) if p]
     return [n for n in _NAMED if not patterns or any(fnmatch.fnmatchcase(n, p) for p in patterns)]
 
@@ -131,8 +127,7 @@ def published(name: str) -> Published | None:
 
 
 def design_switches() -> dict[str, tuple[object, str]]:
-    """name -> (type, help) of every design switch, `NetConfig`'s and the families' (WRN's block,
-    pre-act's unit): the LightningModule's `Arch`."""
+    """name -> (type, help) of every design switch, `NetConfig`'s and the families': the module's `Arch`."""
     owners = [NetConfig] + [family.configure for family in FAMILIES.values()]
     return {name: hint for owner in owners for name, hint in switch_hints(owner).items()}
 
@@ -151,8 +146,7 @@ _MACS_G = {"wrn-28-10": 5.25, "resnet-110": 0.256, "resnet-1202": 2.86}  # fvcor
 
 
 def _register_table(source: str, printed: dict[str, str], **options: Any) -> None:
-    """Name the models of one paper table, each with its parameter count in millions as printed
-    there ("0.27" keeps two digits)."""
+    """Name the models of one paper table, each with its parameter count in millions as printed."""
     for name, params_m in printed.items():
         register_model(name, Published(float(params_m), len(params_m.partition(".")[2]), source,
                                        _MACS_G.get(name), **options))

@@ -3,15 +3,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Annotated, Iterator, Optional
+from typing import Annotated, Iterator, NamedTuple, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from wrn.models.blocks import (ResidualUnit, conv, conv_macs, conv_plan, make_activation, norm_widths,
-                               shortcut_kind)
+from wrn.models.blocks import ResidualUnit, conv, conv_plan, make_activation, norm_widths, shortcut_kind
 from wrn.models.config import Help, NetConfig, Order, Shortcut, StrideOn, Unit, check_choice, choices
 
 STEM_WIDTH = 16  # channels of the first 3x3 conv in every CIFAR network of both papers
@@ -41,9 +39,7 @@ class CifarResNet(nn.Module):
         self.stem = conv(3, STEM_WIDTH, 3, copies=copies)
         self.stem_bn = nn.BatchNorm2d(STEM_WIDTH * copies) if order == "post" else None
         self.stem_act = make_activation(act, STEM_WIDTH * copies) if order == "post" else None
-        arguments = dict(kernels=config.kernels, expansion=config.expansion, dropout=config.dropout,
-                         copies=copies, **config.switches())
-        self.units = nn.Sequential(*(ResidualUnit(i, o, s, **arguments) for i, o, s in unit_plan(config)))
+        self.units = nn.Sequential(*(ResidualUnit(i, o, s, config) for i, o, s in unit_plan(config)))
         width = config.stage_widths[-1]
         self.final_bn = nn.BatchNorm2d(width * copies) if order == "pre" else None
         self.final_act = make_activation(act, width * copies) if order == "pre" else None
@@ -72,10 +68,7 @@ class CifarResNet(nn.Module):
         return analytic_cost(self.config, image_size).macs
 
 
-@dataclass(frozen=True)
-class Cost:
-    """Parameters, conv + linear multiply-adds and the largest activation (elements) of a network."""
-
+class Cost(NamedTuple):
     params: int
     macs: int
     activation: int
@@ -85,21 +78,21 @@ def analytic_cost(config: NetConfig, image_size: int = 32) -> Cost:
     """Parameters (all copies), conv + linear multiply-adds and the largest activation for one
     image of one copy, without building anything. torch.utils.flop_counter should match the
     multiply-adds exactly; fvcore adds BN and pooling terms."""
-    hw = (image_size, image_size)
+    side = image_size  # of the square feature maps, after each conv's stride
     per_channel = 3 if config.activation == "prelu" else 2  # BN weight and bias (+ PReLU slope)
     params = 27 * STEM_WIDTH + (per_channel * STEM_WIDTH if config.order == "post" else 0)
-    macs, largest = conv_macs(3, STEM_WIDTH, 3, hw), STEM_WIDTH * hw[0] * hw[1]
+    macs, largest = 27 * STEM_WIDTH * side * side, STEM_WIDTH * side * side
     for in_ch, out_ch, stride in unit_plan(config):
         plan = conv_plan(in_ch, out_ch, stride, config.kernels, config.expansion, config.stride_on)
         for i, o, k, s in plan:
-            hw = (-(-hw[0] // s), -(-hw[1] // s))
+            side = -(-side // s)
             params += k * k * i * o
-            macs += conv_macs(i, o, k, hw)
-            largest = max(largest, o * hw[0] * hw[1])
+            macs += k * k * i * o * side * side
+            largest = max(largest, o * side * side)
         params += per_channel * sum(norm_widths(plan, config.order))
         if shortcut_kind(config.shortcut, in_ch, out_ch, stride) == "projection":
             params += in_ch * out_ch + (2 * out_ch if config.order == "post" else 0)
-            macs += conv_macs(in_ch, out_ch, 1, hw)
+            macs += in_ch * out_ch * side * side
     width = config.stage_widths[-1]
     params += (per_channel * width if config.order == "pre" else 0) + (width + 1) * config.num_classes
     return Cost(params * config.copies, macs + width * config.num_classes, largest)
@@ -115,9 +108,8 @@ def units_per_stage(depth: int, layers_per_unit: int, name: str, forms: str,
 
 
 def resnet_v1_config(depth: int, shortcut: Shortcut = "A", order: Order = "post", **options) -> NetConfig:
-    """He et al. 2015 CIFAR ResNet: post-activation basic units, widths 16/32/64, d = 6n+2,
-    zero-padded identity shortcuts (A); shortcut="none" gives the plain net. `options`: any
-    other `NetConfig` field."""
+    """He et al. 2015 CIFAR ResNet: post-activation basic units, widths 16/32/64, d = 6n+2, zero-padded
+    identity shortcuts (A); shortcut="none" gives the plain net. `options`: other `NetConfig` fields."""
     n = units_per_stage(depth, 2, "ResNet v1", "depth = 6n+2 (20, 32, 44, 56, 110, 1202)")
     return NetConfig((16, 32, 64), n, (3, 3), 1, shortcut=shortcut, order=order, **options)
 
@@ -127,9 +119,8 @@ def preact_resnet_config(depth: int,
                              "pre-act ResNet only: basic (two 3x3) or bottleneck (1x1-3x3-1x1) "
                              "units; default: bottleneck from 164 layers up")] = None,
                          stride_on: StrideOn = "first", **options) -> NetConfig:
-    """He et al. 2016 pre-activation ResNet: bottleneck units (inner widths 16/32/64, outputs 4x
-    that) or basic ones, by default what the paper used at that depth, striding on their first conv
-    as the paper's released code does."""
+    """He et al. 2016 pre-activation ResNet: bottleneck units (inner widths 16/32/64, outputs 4x that)
+    or basic ones, striding on their first conv as the paper's released code does."""
     unit = unit or ("bottleneck" if depth >= 164 else "basic")
     check_choice("unit", unit, choices(Unit))
     if unit == "bottleneck":

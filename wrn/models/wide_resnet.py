@@ -1,9 +1,7 @@
-"""Wide Residual Networks (Zagoruyko & Komodakis 2016), WRN-d-k with the paper's block types.
-
-Depth d counts the stem conv, the classifier and m convs per unit, as the paper's tables do: m = l
-for Table 3's pure 3x3 blocks B(3), B(3,3), ... (so WRN-40-2 keeps 36 3x3 convs and 2.2M parameters
-for every l), m = 2 for Table 2's mixed blocks; n = (d - 4) / (3m) units per group, 6n + 4 for B(3,3).
-"""
+"""Wide Residual Networks (Zagoruyko & Komodakis 2016), WRN-d-k with the paper's block types. Depth d
+counts the stem conv, the classifier and m convs per unit, as the paper's tables do: m = l for Table 3's
+pure 3x3 blocks B(3), B(3,3), ... (so WRN-40-2 keeps 36 3x3 convs and 2.2M parameters for every l), m = 2
+for Table 2's mixed blocks; n = (d - 4) / (3m) units per group, 6n + 4 for B(3,3)."""
 
 from __future__ import annotations
 
@@ -13,9 +11,8 @@ from typing import Annotated, Literal
 from wrn.models.config import Help, NetConfig
 from wrn.models.resnet import CifarResNet, units_per_stage
 
-TABLE2_BLOCKS = ((1, 3, 1), (3, 1), (1, 3), (3, 1, 1), (3, 3), (3, 1, 3))
-DEEPENED_BLOCKS = tuple((3,) * n for n in range(1, 5))  # Table 3: B(3) ... B(3,3,3,3)
-BLOCKS = tuple(dict.fromkeys(TABLE2_BLOCKS + DEEPENED_BLOCKS))
+# Table 2's blocks, then Table 3's deepened B(3) ... B(3,3,3,3) (B(3,3) is in both)
+BLOCKS = ((1, 3, 1), (3, 1), (1, 3), (3, 1, 1), (3, 3), (3, 1, 3), (3,), (3, 3, 3), (3, 3, 3, 3))
 
 
 def block_name(kernels: tuple[int, ...]) -> str:
@@ -38,13 +35,6 @@ def parse_block(block: str | tuple[int, ...]) -> tuple[int, ...]:
     return kernels
 
 
-def units_per_group(depth: int, kernels: tuple[int, ...]) -> int:
-    m = len(kernels) if set(kernels) == {3} else 2  # convs counted per unit
-    examples = ", ".join(str(3 * m * i + 4) for i in (1, 2, 3, 4, 6))
-    return units_per_stage(depth, m, f"WRN block {block_name(kernels)}",
-                           f"depth = {3 * m}n+4 ({examples}, ...)", other_layers=4)
-
-
 def wide_resnet_config(depth: int, widen_factor: int,
                        block: Annotated[BlockName, Help(
                            "WRN block type: B(3,3) (default), B(3,1,3), B(1,3,1), B(1,3), B(3,1), "
@@ -55,9 +45,11 @@ def wide_resnet_config(depth: int, widen_factor: int,
     if not isinstance(widen_factor, int) or widen_factor <= 0:
         raise ValueError(f"widen_factor={widen_factor!r} is invalid; valid: an integer k >= 1")
     kernels = parse_block(block)
-    n = units_per_group(depth, kernels)
-    widths = (16 * widen_factor, 32 * widen_factor, 64 * widen_factor)
-    return NetConfig(widths, n, kernels, 1, **options)
+    m = len(kernels) if set(kernels) == {3} else 2  # convs counted per unit
+    examples = ", ".join(str(3 * m * i + 4) for i in (1, 2, 3, 4, 6))
+    n = units_per_stage(depth, m, f"WRN block {block_name(kernels)}",
+                        f"depth = {3 * m}n+4 ({examples}, ...)", other_layers=4)
+    return NetConfig(tuple(w * widen_factor for w in (16, 32, 64)), n, kernels, 1, **options)
 
 
 class WideResNet(CifarResNet):

@@ -13,9 +13,8 @@ import numpy as np
 from matplotlib import ticker
 
 from wrn.report.figures import Drawing, PlotOptions
-from wrn.report.results import Group, Run
-from wrn.report.names import display_name
-from wrn.report.styles import FAMILY_LINESTYLES, new_figure
+from wrn.report.results import Group, Run, display_name
+from wrn.report.styles import family_style, new_figure
 from wrn.rundir import read_epochs
 
 LEGEND_COLUMNS = 4  # legend columns under the curve panels
@@ -50,13 +49,12 @@ def plot_curves(groups: Sequence[Group], options: PlotOptions) -> Drawing | None
               f"{MAX_CURVES} with the lowest error are)"] if len(shown) < len(groups) else [])
     colors = matplotlib.colormaps["tab10" if len(shown) <= 10 else "tab20"].colors
     names = Counter(display_name(g.model, g.dropout) for g in shown)
-    legend_rows = math.ceil(len(shown) / LEGEND_COLUMNS)
-    fig, (full, zoom) = new_figure(width=10.0, height=4.8 + 0.2 * legend_rows, ncols=2)
-    fig.set_layout_engine("constrained")
+    fig, (full, zoom) = new_figure(width=10.0, height=4.8 + 0.2 * math.ceil(len(shown) / LEGEND_COLUMNS),
+                                   ncols=2, layout="constrained")
     curves, missing = [], []
     for i, group in enumerate(shown):
-        # A colour per config; the line style says the family, as the marker does elsewhere.
-        color, linestyle = colors[i % len(colors)], FAMILY_LINESTYLES.get(group.family, (0, (1, 2)))
+        style = dict(color=colors[i % len(colors)], ls=family_style(group.family).linestyle, lw=1.1,
+                     alpha=0.85)
         name = display_name(group.model, group.dropout)
         label = (name if names[name] == 1 else f"{name} [{group.config}]") + (
             f" (n={group.n})" if group.n > 1 else "")
@@ -67,9 +65,8 @@ def plot_curves(groups: Sequence[Group], options: PlotOptions) -> Drawing | None
                                f"{run.run_dir}; curve skipped")
                 continue
             curves.append(curve)
-            for ax in (full, zoom):
-                ax.plot(*curve, color=color, ls=linestyle, lw=1.1, alpha=0.85,
-                        label=label if ax is full else None)
+            full.plot(*curve, **style, label=label)
+            zoom.plot(*curve, **style)
     for message in missing[:3]:
         warn(message)
     if len(missing) > 3:
@@ -94,8 +91,7 @@ def plot_curves(groups: Sequence[Group], options: PlotOptions) -> Drawing | None
     if len({g.family for g in shown}) > 1:
         title.append("line style marks the family")
     # Under the panels, in columns: beside them it squeezes the panels and collides with the title.
-    fig.legend(list(legend.values()), list(legend), loc="outside lower center",
-               ncol=min(LEGEND_COLUMNS, len(legend)), fontsize=8, title_fontsize=8,
-               title="; ".join(title) or None)
+    fig.legend(list(legend.values()), list(legend), loc="outside lower center", fontsize=8, title_fontsize=8,
+               ncol=min(LEGEND_COLUMNS, len(legend)), title="; ".join(title) or None)
     fig.suptitle(options.title("validation accuracy per epoch"), size=11)
     return Drawing(fig, notes)

@@ -6,14 +6,15 @@ from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 import numpy as np
+from matplotlib import ticker
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from wrn.report import paper
-from wrn.report.labels import MAX_LABELS, Placement, PointLabel, place_labels, point_boxes
-from wrn.report.results import Group, error_label, error_split, family_rank, finite, pareto_front
-from wrn.report.names import DATASET_NAMES, display_name, family_of_model
-from wrn.report.styles import MARKER_SIZE, family_style, log_x, new_figure
+from wrn.report.labels import MAX_LABELS, PointLabel, place_labels, point_boxes
+from wrn.report.results import (DATASET_NAMES, Group, display_name, error_label, error_split, family_of_model,
+                                family_rank, finite, pareto_front)
+from wrn.report.styles import MARKER_SIZE, family_style, new_figure
 from wrn.report.text import si
 
 
@@ -38,14 +39,12 @@ class Drawing:
     notes: list[str] = field(default_factory=list)  # for the command to print, not drawn
 
 
-def placement_notes(placements: Sequence[Placement]) -> list[str]:
-    crowded = sum(p.crowded for p in placements)
-    capped = sum(p.capped for p in placements)
-    notes = [f"{crowded} crowded label{'s' if crowded > 1 else ''} left out"] if crowded else []
-    if capped:
-        notes.append(f"{capped} point label{'s' if capped > 1 else ''} not drawn "
-                     f"(at most {MAX_LABELS} per panel: Pareto front and published models first)")
-    return notes
+def placement_notes(placements: Sequence[tuple[int, int]]) -> list[str]:
+    crowded, capped = map(sum, zip(*placements))
+    notes = [crowded and f"{crowded} crowded label{'s' if crowded > 1 else ''} left out",
+             capped and f"{capped} point label{'s' if capped > 1 else ''} not drawn (at most {MAX_LABELS} "
+             "per panel: Pareto front and published models first)"]
+    return [note for note in notes if note]
 
 
 def _legend(ax, groups: Sequence[Group], published_drawn: bool) -> None:
@@ -60,14 +59,13 @@ def _legend(ax, groups: Sequence[Group], published_drawn: bool) -> None:
 
 
 def _scatter(ax, groups, cost, xlabel: str, higher_is_better: bool = False,
-             formatter: Callable = si) -> None:
-    """Mean markers with ±std bars, one colour and marker per family, and the Pareto front."""
+             formatter: Callable = si) -> list[int]:
+    """Mean markers with ±std bars, a colour and marker per family; the Pareto front, drawn and returned."""
     for family in sorted({g.family for g in groups}, key=lambda f: (family_rank(f), f)):
         style, members = family_style(family), [g for g in groups if g.family == family]
-        ax.errorbar([cost(g) for g in members], [g.error_mean for g in members],
-                    yerr=[g.error_std for g in members], fmt=style.marker, color=style.color,
-                    ms=MARKER_SIZE, mec="white", mew=0.6, ecolor=style.color, elinewidth=1.1,
-                    capsize=2.5, label=style.label, zorder=3)
+        ax.errorbar([cost(g) for g in members], [g.error_mean for g in members], fmt=style.marker,
+                    yerr=[g.error_std for g in members], color=style.color, mec="white", mew=0.6, zorder=3,
+                    ms=MARKER_SIZE, ecolor=style.color, elinewidth=1.1, capsize=2.5, label=style.label)
     xs, ys = [cost(g) for g in groups], [g.error_mean for g in groups]
     front = pareto_front([(-x if higher_is_better else x, y) for x, y in zip(xs, ys)])
     if len(front) > 1:
@@ -76,26 +74,29 @@ def _scatter(ax, groups, cost, xlabel: str, higher_is_better: bool = False,
         step_x = [x for i, j in zip(front, front[1:]) for x in (xs[i], xs[j])] + [xs[front[-1]]]
         step_y = [y for i in front[:-1] for y in (ys[i], ys[i])] + [ys[front[-1]]]
         ax.plot(step_x, step_y, color="0.35", ls=(0, (4, 2)), lw=1.1, zorder=2, label="Pareto front")
-    log_x(ax, formatter)
+    # Log x labelled at 1-2-5 steps: plain '2M' reads faster than '2x10^6'.
+    ax.set_xscale("log")
+    ax.xaxis.set_major_locator(ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(ticker.FuncFormatter(formatter))
+    ax.xaxis.set_minor_formatter(ticker.NullFormatter())
     ax.margins(x=0.1, y=0.12)
     ax.set(xlabel=xlabel, ylabel=error_label(groups))
+    return front
 
 
-def _label_points(ax, groups, cost, higher_is_better: bool = False,
-                  extra_labels: Sequence[PointLabel] = (), extra_points=()) -> Placement:
+def _label_points(ax, groups, cost, front: list[int], extra_labels: Sequence[PointLabel] = (),
+                  extra_points=()) -> tuple[int, int]:
     """Name the points once the layout is final: the Pareto front, then published models, then
     the rest, as later labels are the ones left out where it is crowded."""
     xs = np.array([cost(g) for g in groups], dtype=float)
     ys = np.array([g.error_mean for g in groups])
-    first = pareto_front(list(zip(-xs if higher_is_better else xs, ys)))
-    on_front = set(first)
-    first += [i for i, g in enumerate(groups) if i not in on_front and any(
-        paper.published_error(g.model, dataset, g.dropout) is not None for dataset in DATASET_NAMES)]
+    published = {i for i, g in enumerate(groups) if any(
+        paper.published_error(g.model, dataset, g.dropout) is not None for dataset in DATASET_NAMES)}
+    first = front + sorted(published - set(front))
+    rest = sorted(set(range(len(groups))) - set(first))
     named = [PointLabel(x, y, display_name(g.model, g.dropout), family_style(g.family).color)
              for x, y, g in zip(xs, ys, groups)]
-    seen = set(first)
-    rest = [label for i, label in enumerate(named) if i not in seen]
-    labels = [*(named[i] for i in first), *extra_labels, *rest]
+    labels = [*(named[i] for i in first), *extra_labels, *(named[i] for i in rest)]
     stds = np.array([g.error_std for g in groups])
     low, high = (ax.transData.transform(np.column_stack([xs, ys + side * stds])) for side in (-1, 1))
     bars = np.column_stack([low[:, 0] - 3, low[:, 1], low[:, 0] + 3, high[:, 1]])  # over the ±std bars
@@ -115,13 +116,12 @@ def freeze_layout(fig, axes) -> None:
         ax.set(xlim=ax.get_xlim(), ylim=ax.get_ylim())
 
 
-def _error_vs_cost(groups, options: PlotOptions, cost, xlabel: str, what: str,
-                   published_x) -> Drawing | None:
+def _error_vs_cost(groups, options: PlotOptions, cost, xlabel: str, what: str, published_x) -> Drawing | None:
     drawn = [g for g in groups if finite(cost(g))]
     if not drawn:
         return None
     fig, (ax,) = new_figure()
-    _scatter(ax, drawn, cost, xlabel)
+    front = _scatter(ax, drawn, cost, xlabel)
     paper_labels, paper_points, notes = [], [], []
     if options.with_paper:
         # Hollow published points, dotted to our matching configuration, else labelled '(paper)'.
@@ -142,15 +142,14 @@ def _error_vs_cost(groups, options: PlotOptions, cost, xlabel: str, what: str,
                 name = display_name(entry.model, entry.dropout) + " (paper)"
                 paper_labels.append(PointLabel(x, entry.error, name, style.color, italic=True))
         if not paper_points:
-            notes.append(f"no published {options.dataset_name} model has a known {xlabel}; "
-                         "none drawn")
+            notes.append(f"no published {options.dataset_name} model has a known {xlabel}; none drawn")
     split = error_split(drawn)
     if paper_points and split != "test":  # say so: two splits share this axis
         ax.set_ylabel(f"error (%): ours {split}, published test")
     ax.set_title(options.title(f"{split} error vs {what}"))
     _legend(ax, drawn, bool(paper_points))
     freeze_layout(fig, [ax])
-    placement = _label_points(ax, drawn, cost, extra_labels=paper_labels, extra_points=paper_points)
+    placement = _label_points(ax, drawn, cost, front, extra_labels=paper_labels, extra_points=paper_points)
     return Drawing(fig, notes + placement_notes([placement]))
 
 
@@ -180,10 +179,8 @@ def plot_error_vs_time(groups: Sequence[Group], options: PlotOptions) -> Drawing
     panels = [(axes[0], timed, lambda g: g.wall_seconds / scale, f"training wall time ({unit})", False,
                lambda value, _pos=None: f"{value:g}")]
     if fast:
-        panels.append((axes[1], fast, lambda g: g.images_per_sec, "training throughput (images/s)",
-                       True, si))
-    for ax, members, cost, xlabel, higher_is_better, formatter in panels:
-        _scatter(ax, members, cost, xlabel, higher_is_better, formatter)
+        panels.append((axes[1], fast, lambda g: g.images_per_sec, "training throughput (images/s)", True, si))
+    fronts = [_scatter(*panel) for panel in panels]
     devices = sorted({r.device for g in timed for r in g.runs if r.device})
     where = (f" on {devices[0]}" if len(devices) == 1
              else " (mixed devices: times not comparable)" if devices else "")
@@ -191,6 +188,6 @@ def plot_error_vs_time(groups: Sequence[Group], options: PlotOptions) -> Drawing
     axes[-1].yaxis.set_tick_params(labelleft=True)
     _legend(axes[0], timed, False)
     freeze_layout(fig, axes)
-    placements = [_label_points(ax, members, cost, higher_is_better)
-                  for ax, members, cost, _, higher_is_better, _ in panels]
+    placements = [_label_points(ax, members, cost, front)
+                  for (ax, members, cost, *_), front in zip(panels, fronts)]
     return Drawing(fig, placement_notes(placements))

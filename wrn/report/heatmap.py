@@ -28,8 +28,7 @@ def plot_heatmap(groups: Sequence[Group], options: PlotOptions) -> Drawing | Non
     cmap = matplotlib.colormaps["viridis_r"].with_extremes(bad="#f2f2f2")
     fig, axes = new_figure(width=max(2.4 + 0.85 * sum(columns) + 0.3 * len(columns), 5.0),
                            height=max(2.0 + 0.62 * len(depths), 3.6), ncols=len(panels),
-                           gridspec_kw={"width_ratios": columns})
-    fig.set_layout_engine("constrained")
+                           layout="constrained", gridspec_kw={"width_ratios": columns})
     shared = False
     for ax, (dropout, panel) in zip(axes, panels.items()):
         # Rows: all depths, aligned across panels; columns: this panel's own widths.
@@ -58,12 +57,11 @@ def plot_heatmap(groups: Sequence[Group], options: PlotOptions) -> Drawing | Non
         ax.set_yticks(np.arange(len(depths) + 1) - 0.5, minor=True)
         ax.grid(False)
         ax.grid(which="minor", color="white", linewidth=2)
-        ax.tick_params(which="both", length=0)
+        ax.tick_params(which="both", length=0, labelleft=ax is axes[0])
         ax.spines[:].set_visible(False)
         ax.set_xlabel("widen factor k")
         shared |= any(n > 1 for _, n in cells.values())
         ax.set_title(f"dropout {dropout:g}" if len(panels) > 1 else "", fontsize=10)
-        ax.tick_params(axis="y", labelleft=ax is axes[0])
     axes[0].set_ylabel("depth d")
     fig.colorbar(image, ax=list(axes), label=f"mean {error_label(wide)}", shrink=0.9)
     notes = ["* best of several configs"] if shared else []

@@ -15,7 +15,7 @@ LABEL_SIZE = 7.5
 # Offsets in points, nearest first; the first that overlaps nothing wins. Past the first ring a
 # thin leader line ties the label to its point.
 _DIRECTIONS = ((5, 4), (5, -4), (-5, 4), (-5, -4), (0, 7), (0, -7), (7, 0), (-7, 0))
-_OFFSETS = [(dx * r, dy * r) for r in (1.0, 1.8, 2.7, 3.6, 4.5) for dx, dy in _DIRECTIONS]
+_OFFSETS = np.array([(dx * r, dy * r) for r in (1.0, 1.8, 2.7, 3.6, 4.5) for dx, dy in _DIRECTIONS])
 
 
 @dataclass(frozen=True)
@@ -25,12 +25,6 @@ class PointLabel:
     text: str
     color: str
     italic: bool = False
-
-
-@dataclass(frozen=True)
-class Placement:
-    crowded: int  # labels left out for want of room
-    capped: int  # labels past MAX_LABELS, not tried
 
 
 def point_boxes(ax, xs: Sequence[float], ys: Sequence[float]) -> np.ndarray:
@@ -47,8 +41,7 @@ def _overlaps(boxes: np.ndarray, others: np.ndarray) -> np.ndarray:
 
 
 def line_boxes(ax, step: float = 8.0) -> np.ndarray:
-    """Small boxes along every drawn line (Pareto steps, paper connectors), so labels can avoid
-    being struck through; long or diagonal segments are cut into short pieces."""
+    """Small boxes along every drawn line (Pareto steps, paper connectors): labels avoid them."""
     boxes = []
     for line in ax.get_lines():
         if line.get_linestyle() in ("None", "", " ") or len(line.get_xydata()) < 2:
@@ -64,32 +57,29 @@ def line_boxes(ax, step: float = 8.0) -> np.ndarray:
 
 def _annotate(ax, label: PointLabel, dx: float, dy: float, leader: bool = False):
     arrow = dict(arrowstyle="-", color=label.color, lw=0.6, alpha=0.6, shrinkA=1, shrinkB=4)
-    return ax.annotate(label.text, (label.x, label.y), xytext=(dx, dy), textcoords="offset points",
-                       fontsize=LABEL_SIZE, color=label.color, zorder=5,
-                       style="italic" if label.italic else "normal",
+    return ax.annotate(label.text, (label.x, label.y), xytext=(dx, dy), textcoords="offset points", zorder=5,
+                       fontsize=LABEL_SIZE, color=label.color, style="italic" if label.italic else "normal",
                        ha="left" if dx > 0 else "right" if dx < 0 else "center",
                        va="bottom" if dy > 0 else "top" if dy < 0 else "center",
                        arrowprops=arrow if leader else None)
 
 
-def place_labels(ax, labels: Sequence[PointLabel], obstacles: np.ndarray) -> Placement:
-    """The first MAX_LABELS (most important first), each at the nearest free offset inside the
-    axes; one that can only overlap text or markers is left out: overlapping text helps no one."""
+def place_labels(ax, labels: Sequence[PointLabel], obstacles: np.ndarray) -> tuple[int, int]:
+    """The first MAX_LABELS (most important first), each at the nearest free offset inside the axes;
+    one that can only overlap text or markers is left out. Returns (left out, past MAX_LABELS)."""
     renderer = ax.figure.canvas.get_renderer()
     shown = labels[:MAX_LABELS]
-    hard = np.vstack([obstacles.reshape(-1, 4), point_boxes(ax, [lab.x for lab in shown],
-                                                            [lab.y for lab in shown])])
+    hard = np.vstack([obstacles, point_boxes(ax, [lab.x for lab in shown], [lab.y for lab in shown])])
     soft = line_boxes(ax)
     inside = np.array(ax.get_window_extent(renderer).extents)
-    offsets = np.array(_OFFSETS, dtype=float)
     crowded = 0
     for label in shown:
         probe = _annotate(ax, label, *_OFFSETS[0])  # text layout is the slow part: measured once
         size = np.array([probe.get_window_extent(renderer).size])
         probe.remove()
-        anchor = ax.transData.transform((label.x, label.y)) + offsets * ax.figure.dpi / 72
+        anchor = ax.transData.transform((label.x, label.y)) + _OFFSETS * ax.figure.dpi / 72
         # Lower left corners, aligned as _annotate aligns the text; 2 pixels of air around each box.
-        corner = anchor - size * (1 - np.sign(offsets)) / 2
+        corner = anchor - size * (1 - np.sign(_OFFSETS)) / 2
         boxes = np.hstack([corner - 2, corner + size + 2])
         areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
         # Outside the axes costs ten times a hard obstacle (markers, bars, legend, labels); soft
@@ -101,4 +91,4 @@ def place_labels(ax, labels: Sequence[PointLabel], obstacles: np.ndarray) -> Pla
             continue
         _annotate(ax, label, *_OFFSETS[best], leader=best >= len(_DIRECTIONS))  # past the first ring
         hard = np.vstack([hard, boxes[best]])
-    return Placement(crowded, len(labels) - len(shown))
+    return crowded, len(labels) - len(shown)

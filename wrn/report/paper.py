@@ -26,7 +26,6 @@ class PublishedResult:
 
 def _entries(model: str, dropout: float, c10: float, c100: float | None, params_m: float,
              source: str = WRN_PAPER) -> tuple[PublishedResult, ...]:
-    """One model's CIFAR-10 and, where typed in, CIFAR-100 entries."""
     return tuple(PublishedResult(model, dropout, dataset, error, params_m * 1e6, source)
                  for dataset, error in (("cifar10", c10), ("cifar100", c100)) if error is not None)
 
@@ -67,14 +66,10 @@ def published_error(model: str, dataset: str = "cifar10", dropout: float = 0.0) 
 
 def average_ranks(values: Sequence[float]) -> np.ndarray:
     """1-based ranks, ties sharing the mean of the ranks they span: [10, 20, 20, 5] -> [2, 3.5, 3.5, 1]."""
-    array = np.asarray(values, dtype=float)
-    order = np.argsort(array, kind="stable")
-    ordered = array[order]
-    starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
-    ends = np.r_[starts[1:], len(array)]
-    ranks = np.empty(len(array))
-    ranks[order] = np.repeat((starts + ends + 1) / 2, ends - starts)  # positions s..e-1 -> ranks s+1..e
-    return ranks
+    ordered = np.sort(np.asarray(values, dtype=float))
+    below = np.searchsorted(ordered, values, side="left")  # how many are smaller
+    at_most = np.searchsorted(ordered, values, side="right")  # how many are not larger
+    return (below + at_most + 1) / 2  # the mean of ranks below + 1 .. at_most
 
 
 def spearman(x: Sequence[float], y: Sequence[float]) -> float:
@@ -101,8 +96,7 @@ def paper_rank_correlation(ours: Mapping[str | tuple[str, float], float],
     model name (dropout 0) or (model, dropout) to our mean error (%)."""
     keyed = {(k, 0.0) if isinstance(k, str) else (k[0], float(k[1])): v for k, v in ours.items()}
     keyed = {(model.lower(), round(dropout, 9)): v for (model, dropout), v in keyed.items()}
-    pairs = [((r.model, r.dropout), keyed[(r.model, round(r.dropout, 9))], r.error)
-             for r in published_results(dataset)
-             if r.model.startswith("wrn-") and (r.model, round(r.dropout, 9)) in keyed]
+    pairs = [((r.model, r.dropout), keyed[key], r.error) for r in published_results(dataset)
+             if r.model.startswith("wrn-") and (key := (r.model, round(r.dropout, 9))) in keyed]
     return RankCorrelation(spearman([p[1] for p in pairs], [p[2] for p in pairs]),
                            tuple(p[0] for p in pairs), len(pairs))

@@ -1,5 +1,4 @@
-"""`wrn plot`: the figures of a sweep's results.csv. What could not be drawn (crowded or capped
-labels, curves past the cap) is printed, not drawn."""
+"""`wrn plot`: the figures of a sweep's results.csv; what could not be drawn is printed instead."""
 
 from __future__ import annotations
 
@@ -14,9 +13,8 @@ from matplotlib.figure import Figure
 from wrn.report.curves import plot_curves, warn
 from wrn.report.figures import PlotOptions, plot_error_vs_flops, plot_error_vs_params, plot_error_vs_time
 from wrn.report.heatmap import plot_heatmap
-from wrn.report.results import ResultsError, aggregate, load_results, result_notes
+from wrn.report.results import DATASET_NAMES, ResultsError, aggregate, load_results
 from wrn.report.runinfo import describe_runs
-from wrn.report.names import DATASET_NAMES
 from wrn.report.styles import STYLE
 from wrn.files import atomic_file
 
@@ -70,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         results = load_results(args.results)
-        for message in result_notes(results):
+        for message in results.notes:
             print(f"note: {message}", file=sys.stderr)
         options = PlotOptions(args.dataset, args.paper, describe_runs(results.runs))
         groups = aggregate(results.runs)
@@ -90,7 +88,3 @@ def main(argv: list[str] | None = None) -> int:
     for path in written:
         print(path)
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

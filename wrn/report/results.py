@@ -1,5 +1,6 @@
 """results.csv: its one schema, reader (every number checked) and writer, the mean ± std of each
-configuration over its seeds, and the Pareto front. An empty cell is a value the run did not record."""
+configuration over its seeds, the Pareto front, and the display names of models and datasets (no
+plotting library needed: tables use them too). An empty cell is a value the run did not record."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from wrn.data import DATASETS  # the table alone: importing it loads neither torch nor Lightning
 from wrn.files import atomic_write_text
 
 RESULTS_FILE = "results.csv"
@@ -28,6 +30,16 @@ AMOUNTS = ("params", "flops", "epochs", "wall_seconds", "images_per_sec")  # fin
 # The accuracy an error comes from, and the words that name its split on every axis and column.
 SPLIT_OF_METRIC = {"test_acc": "test", "best_val_acc": "best validation"}
 FINISHED = "finished"
+write_results = atomic_write_text  # whole: a reader or a kill never sees half a file
+# Baselines first and WRN last, as in the WRN paper's tables; also the legend order.
+FAMILY_ORDER = ("plain", "resnet", "preact-resnet", "wrn")
+DATASET_NAMES = {name: facts.title for name, facts in DATASETS.items()}
+_MODEL_PREFIXES = (  # longest first: "preact-resnet-" also ends in "resnet-"
+    ("preact-resnet-", "preact-resnet", "pre-act ResNet-"),
+    ("resnet-", "resnet", "ResNet-"),
+    ("wrn-", "wrn", "WRN-"),
+    ("plain-", "plain", "plain-"),
+)
 
 
 class ResultsError(ValueError):
@@ -36,8 +48,6 @@ class ResultsError(ValueError):
 
 @dataclass(frozen=True)
 class Run:
-    """One row of results.csv, numbers parsed and checked; None where the cell was empty."""
-
     config: str
     status: str
     model: str
@@ -57,7 +67,7 @@ class Run:
     images_per_sec: float | None
     device: str
     run_dir: Path | None
-    error: str = ""
+    error: str
 
 
 def _number(value: Any, column: str, where: str) -> float | None:
@@ -76,22 +86,17 @@ def _number(value: Any, column: str, where: str) -> float | None:
     return number
 
 
-def _text(value: Any) -> str:
-    return "" if value is None else str(value).strip()
-
-
-def parse_run(row: Mapping[str, Any], where: str, base: Path | None = None) -> Run:
+def parse_run(row: Mapping[str, Any], where: str, base: Path) -> Run:
     """A results row (CSV text or record values) as a Run, run_dir taken relative to `base`."""
     numbers = {c: _number(row.get(c), c, where) for c in (*ACCURACIES, *AMOUNTS, "dropout")}
     whole = {c: None if (n := _number(row.get(c), c, where)) is None else int(n)
              for c in ("depth", "widen_factor")}
-    texts = {c: _text(row.get(c))
+    texts = {c: "" if (v := row.get(c)) is None else str(v).strip()
              for c in ("config", "status", "model", "family", "seed", "device", "error", "run_dir")}
     numbers["dropout"] = numbers["dropout"] or 0.0
     texts["config"] = texts["config"] or f"{texts['model']} dropout={numbers['dropout']:g}"
     run_dir = texts.pop("run_dir")
-    return Run(**texts, **whole, **numbers,
-               run_dir=base / run_dir if run_dir and base is not None else None)
+    return Run(**texts, **whole, **numbers, run_dir=base / run_dir if run_dir else None)
 
 
 def read_runs(path: str | Path) -> list[Run]:
@@ -115,25 +120,19 @@ def read_runs(path: str | Path) -> list[Run]:
 @dataclass(frozen=True)
 class Results:
     runs: tuple[Run, ...]  # finished runs only
-    skipped: dict[str, int]  # status -> rows left out (failed, running)
+    notes: list[str]  # for a reader of the figures or tables: rows left out, the split used
 
 
 def load_results(path: str | Path) -> Results:
-    """The finished runs of a results.csv; ResultsError when there is nothing to show."""
     runs = read_runs(path)
     statuses = Counter(run.status for run in runs)
     finished = tuple(run for run in runs if run.status == FINISHED)
     if not finished:
         seen = ", ".join(f"{n} {s or 'blank'}" for s, n in statuses.items()) or "no rows"
         raise ResultsError(f"{path}: no finished runs ({seen})")
-    return Results(finished, {s: n for s, n in statuses.items() if s != FINISHED})
-
-
-def result_notes(results: Results) -> list[str]:
-    """What a reader of the figures or tables should be told: rows left out, the split used."""
-    left_out = ", ".join(f"{n} {status}" for status, n in sorted(results.skipped.items()))
-    notes = [left_out and f"only finished runs are used; left out {left_out}", metric_note(results.runs)]
-    return [note for note in notes if note]
+    left_out = ", ".join(f"{n} {status}" for status, n in sorted(statuses.items()) if status != FINISHED)
+    notes = [left_out and f"only finished runs are used; left out {left_out}", metric_note(finished)]
+    return Results(finished, [note for note in notes if note])
 
 
 def csv_cell(value: Any) -> str:
@@ -158,9 +157,6 @@ def results_text(rows: Iterable[Mapping[str, Any]], extra_columns: Sequence[str]
     return csv_text(columns, ([csv_cell(row.get(column)) for column in columns] for row in rows))
 
 
-write_results = atomic_write_text  # whole: a reader or a kill never sees half a file
-
-
 def results_problem(path: Path, expected: str | None = None) -> str | None:
     """Why results.csv cannot be trusted (missing, damaged, outdated, not `expected`), or None."""
     if not path.is_file():
@@ -177,16 +173,6 @@ def results_problem(path: Path, expected: str | None = None) -> str | None:
     if ragged is not None or not text.endswith("\n"):
         return f"corrupt (truncated at line {ragged or len(rows)})"
     return "stale" if expected is not None and text != expected else None
-
-
-def error_metric(runs: Sequence[Run]) -> str:
-    """test_acc when every run has it, else best_val_acc for all: never test beside validation."""
-    for metric in SPLIT_OF_METRIC:
-        if all(getattr(run, metric) is not None for run in runs):
-            return metric
-    lacking = next(run for run in runs if run.best_val_acc is None)
-    raise ResultsError(f"run {lacking.config!r} seed {lacking.seed or '?'} has no best_val_acc, "
-                       "and not every run has test_acc")
 
 
 def metric_note(runs: Sequence[Run]) -> str | None:
@@ -223,7 +209,6 @@ def _mean(values: Iterable[float | None]) -> float | None:
 
 
 def stats(values: Sequence[float]) -> tuple[float, float]:
-    """(mean, sample std with ddof=1; 0 for one value)."""
     array = np.asarray(values, dtype=float)
     return float(array.mean()), float(array.std(ddof=1)) if len(array) > 1 else 0.0
 
@@ -236,8 +221,13 @@ def by_config(runs: Iterable[Run]) -> dict[str, list[Run]]:
 
 
 def group_runs(runs: Sequence[Run]) -> list[Group]:
-    """One Group per `config`, in first-appearance order; one metric for all (see `error_metric`)."""
-    metric = error_metric(runs)
+    """One Group per `config`, in first-appearance order. The errors come from test_acc when every run
+    has it, else from best_val_acc for all: never test beside validation."""
+    metric = next((m for m in SPLIT_OF_METRIC if all(getattr(r, m) is not None for r in runs)), None)
+    if metric is None:
+        lacking = next(run for run in runs if run.best_val_acc is None)
+        raise ResultsError(f"run {lacking.config!r} seed {lacking.seed or '?'} has no best_val_acc, "
+                           "and not every run has test_acc")
     groups = []
     for config, members in by_config(runs).items():
         mean, std = stats([100.0 * (1.0 - getattr(r, metric)) for r in members])
@@ -250,22 +240,27 @@ def group_runs(runs: Sequence[Run]) -> list[Group]:
     return groups
 
 
-# Baselines first and WRN last, as in the WRN paper's tables; also the legend order.
-FAMILY_ORDER = ("plain", "resnet", "preact-resnet", "wrn")
-
-
 def family_rank(family: str) -> int:
     return FAMILY_ORDER.index(family) if family in FAMILY_ORDER else len(FAMILY_ORDER)
 
 
+def family_of_model(model: str) -> str:
+    return next((family for prefix, family, _ in _MODEL_PREFIXES if model.lower().startswith(prefix)), "")
+
+
+def display_name(model: str, dropout: float = 0.0) -> str:
+    """`wrn-28-10` -> `WRN-28-10`, `preact-resnet-164` -> `pre-act ResNet-164`; '+drop' if dropout."""
+    name = next((shown + model[len(prefix):] for prefix, _, shown in _MODEL_PREFIXES
+                 if model.lower().startswith(prefix)), model)
+    return name + ("+drop" if dropout > 0 else "")
+
+
 def aggregate(runs: Sequence[Run]) -> list[Group]:
     """One Group per `config`, sorted by family (baselines first) then parameter count."""
-    return sorted(group_runs(runs),
-                  key=lambda g: (family_rank(g.family), g.params or math.inf, g.config))
+    return sorted(group_runs(runs), key=lambda g: (family_rank(g.family), g.params or math.inf, g.config))
 
 
 def error_split(groups: Sequence[Group]) -> str:
-    """The split every error of these groups comes from: "test" or "best validation"."""
     return SPLIT_OF_METRIC[groups[0].metric] if groups else "test"
 
 

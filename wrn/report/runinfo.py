@@ -12,8 +12,7 @@ MAX_CONFIGS_READ = 50  # config.yaml files read: the first run of each configura
 
 def _span(values: Iterable[int], unit: str) -> str:
     values = sorted(set(values))
-    amount = f"{values[0]:,}" if len(values) == 1 else f"{values[0]:,}–{values[-1]:,}"
-    return f"{amount} {unit}"
+    return f"{values[0]:,} {unit}" if len(values) == 1 else f"{values[0]:,}–{values[-1]:,} {unit}"
 
 
 def describe_runs(runs: Sequence[Run]) -> str:

@@ -29,9 +29,8 @@ def runs_of_records(rows: Sequence[Mapping[str, Any]], base: Path) -> list[Run]:
 def summarize(runs: Sequence[Run]) -> tuple[list[ConfigSummary], str | None]:
     """(one summary per `config` in the order configs first appear, a note on the split used)."""
     finished = [run for run in runs if run.status == FINISHED]
-    groups = {g.config: g for g in group_runs(finished)} if finished else {}
-    summaries = [ConfigSummary(config, members[0].model,
-                               sum(r.status == FINISHED for r in members),
+    groups = {g.config: g for g in group_runs(finished)}
+    summaries = [ConfigSummary(config, members[0].model, sum(r.status == FINISHED for r in members),
                                sum(r.status == "failed" for r in members), groups.get(config))
                  for config, members in by_config(runs).items()]
     return summaries, metric_note(finished)
@@ -65,8 +64,7 @@ def summary_records(summaries: Sequence[ConfigSummary]) -> list[dict]:
 
 def summary_csv(summaries: Sequence[ConfigSummary]) -> str:
     records = summary_records(summaries)
-    rows = ([csv_cell(v) for v in r.values()] for r in records)
-    return csv_text(list(records[0]), rows) if records else ""
+    return csv_text(list(records[0]), ([csv_cell(v) for v in r.values()] for r in records)) if records else ""
 
 
 FORMATS = {"table": summary_table, "csv": summary_csv,

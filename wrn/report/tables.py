@@ -11,20 +11,19 @@ from pathlib import Path
 from typing import Sequence
 
 from wrn.report import paper
-from wrn.report.names import DATASET_NAMES, display_name, family_of_model
-from wrn.report.results import (Group, ResultsError, aggregate, csv_text, error_split, load_results,
-                                result_notes)
+from wrn.report.results import (DATASET_NAMES, Group, ResultsError, aggregate, csv_cell, csv_text,
+                                display_name, error_split, family_of_model, load_results)
 from wrn.report.runinfo import describe_runs
 from wrn.report.text import DASH, plus_minus, render_table
 
 
 @dataclass(frozen=True)
 class TableData:
-    """One table, whatever the format: readable cells, and unrounded values for CSV."""
+    """One table, whatever the format: readable cells (the first names the row, the others are
+    numbers, right-aligned), and unrounded values for CSV."""
 
     caption: str
     headers: tuple[str, ...]
-    right: tuple[bool, ...]  # right-aligned (numeric) columns
     rows: list[list[str]]
     families: list[str]  # per row: a rule goes between families in LaTeX
     csv_headers: tuple[str, ...]
@@ -37,10 +36,6 @@ def _params_m(params: float | None) -> str:
 
 def _flops_g(flops: float | None) -> str:
     return DASH if flops is None else f"{flops / 1e9:.{3 if flops / 1e9 < 0.1 else 2}f}"
-
-
-def _runs(about: str) -> str:
-    return f" Runs: {about}." if about else ""
 
 
 def results_table(groups: Sequence[Group], dataset: str, about: str = "") -> TableData:
@@ -58,10 +53,10 @@ def results_table(groups: Sequence[Group], dataset: str, about: str = "") -> Tab
         caption=(f"{DATASET_NAMES.get(dataset, dataset)} {split} error in %, mean ± sample std over n "
                  "seeds; params in millions; FLOPs in billions of multiply-adds per 32x32 image "
                  "(fvcore); paper: published test error (WRN paper Table 4, sources in "
-                 f"wrn/report/paper.py).{_runs(about)}"),
+                 f"wrn/report/paper.py).{about and f' Runs: {about}.'}"),
         headers=("model", "depth", "k", "dropout", "params (M)", "FLOPs (G)", f"{split} error (%)",
                  "n", "paper test (%)"),
-        right=(False, *[True] * 8), rows=rows, families=[g.family for g in groups],
+        rows=rows, families=[g.family for g in groups],
         csv_headers=("model", "config", "family", "depth", "widen_factor", "dropout", "params",
                      "flops", "metric", "error_mean", "error_std", "n", "paper_error"),
         csv_rows=csv_rows)
@@ -82,49 +77,45 @@ def paper_table(groups: Sequence[Group], dataset: str, about: str = "") -> Table
         csv_rows.append([entry.model, entry.dropout, entry.params, g and g.metric,
                          g and g.error_mean, g and g.error_std, g and g.n, entry.error, difference])
         families.append(family_of_model(entry.model))
-    correlation = paper.paper_rank_correlation(
-        {(g.model, g.dropout): g.error_mean for g in groups}, dataset)
+    correlation = paper.paper_rank_correlation({(g.model, g.dropout): g.error_mean for g in groups}, dataset)
     rho = "undefined" if math.isnan(correlation.rho) else f"{correlation.rho:.2f}"
-    not_test = "" if split == "test" else (
-        f" Ours are {split} errors (not every run recorded test_acc), so they do not measure the same "
-        "split as the paper's.")
+    not_test = "" if split == "test" else (f" Ours are {split} errors (not every run recorded test_acc), so "
+                                           "they do not measure the same split as the paper's.")
     return TableData(
         caption=(f"{DATASET_NAMES.get(dataset, dataset)}: our {split} error in % (mean ± sample std "
                  "over n seeds) beside the published test error (WRN paper Table 4 and its baselines, "
                  "sources in wrn/report/paper.py); difference = ours − paper, in percentage points; "
-                 f"params as published, in millions.{not_test}{_runs(about)} Spearman rank correlation "
-                 f"with the paper over the {correlation.n} Wide ResNet "
+                 f"params as published, in millions.{not_test}{about and f' Runs: {about}.'} Spearman "
+                 f"rank correlation with the paper over the {correlation.n} Wide ResNet "
                  f"row{'s' if correlation.n != 1 else ''} both have: {rho}."),
         headers=("model", "dropout", "params (M)", f"ours {split} (%)", "n", "paper test (%)",
                  "difference (pp)"),
-        right=(False, *[True] * 6), rows=rows, families=families,
+        rows=rows, families=families,
         csv_headers=("model", "dropout", "paper_params", "metric", "error_mean", "error_std", "n",
                      "paper_error", "difference"),
         csv_rows=csv_rows)
 
 
 def format_markdown(table: TableData) -> str:
-    lines = [f"Table: {table.caption}", "",
-             "| " + " | ".join(table.headers) + " |",
-             "|" + "|".join("---:" if right else "---" for right in table.right) + "|"]
+    lines = [f"Table: {table.caption}", "", "| " + " | ".join(table.headers) + " |",
+             "|---|" + "---:|" * (len(table.headers) - 1)]
     lines += ["| " + " | ".join(cells) + " |" for cells in table.rows]
     return "\n".join(lines) + "\n"
 
 
 def _latex(text: str) -> str:
-    for char, escaped in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("_", r"\_"),
-                          ("#", r"\#"), ("$", r"\$"), ("{", r"\{"), ("}", r"\}")):
-        text = text.replace(char, escaped)
-    return (text.replace(" ± ", r" $\pm$ ").replace("±", r"$\pm$").replace(DASH, "--")
-            .replace("−", "--"))
+    for old, new in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("_", r"\_"), ("#", r"\#"),
+                     ("$", r"\$"), ("{", r"\{"), ("}", r"\}"), (" ± ", r" $\pm$ "), ("±", r"$\pm$"),
+                     (DASH, "--"), ("−", "--")):
+        text = text.replace(old, new)
+    return text
 
 
 def format_latex(table: TableData) -> str:
-    # The headers capitalised, one-letter symbols (k, n) in math mode.
     headers = [f"${h}$" if len(h) == 1 else _latex(h[0].upper() + h[1:]) for h in table.headers]
     lines = [r"% needs \usepackage{booktabs}", r"\begin{table}[t]", r"\centering",
              rf"\caption{{{_latex(table.caption)}}}",
-             r"\begin{tabular}{" + "".join("r" if right else "l" for right in table.right) + "}",
+             r"\begin{tabular}{l" + "r" * (len(table.headers) - 1) + "}",
              r"\toprule", " & ".join(headers) + r" \\", r"\midrule"]
     for previous, family, cells in zip([None, *table.families], table.families, table.rows):
         if previous is not None and previous != family:
@@ -134,26 +125,20 @@ def format_latex(table: TableData) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _raw(value) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, float):  # counts arrive as floats from the CSV: write 36479194, not 36479194.0
-        return str(int(value)) if value.is_integer() else repr(value)
-    return str(value)
-
-
 def format_csv(table: TableData) -> str:
-    """Unrounded numbers for other programs; the rounding is the other formats' business."""
-    return csv_text(table.csv_headers, ([_raw(v) for v in row] for row in table.csv_rows))
+    """Unrounded numbers for other programs; the rounding is the other formats' business. Counts
+    arrive as floats from the CSV: written 36479194, not 36479194.0."""
+    rows = ([str(int(v)) if isinstance(v, float) and v.is_integer() else csv_cell(v) for v in row]
+            for row in table.csv_rows)
+    return csv_text(table.csv_headers, rows)
 
 
 def format_text(table: TableData) -> str:
-    align = ["right" if right else "left" for right in table.right]
+    align = ["left"] + ["right"] * (len(table.headers) - 1)
     return f"{table.caption}\n\n{render_table(table.headers, table.rows, align)}\n"
 
 
-FORMATTERS = {"markdown": format_markdown, "latex": format_latex, "csv": format_csv,
-              "text": format_text}
+FORMATTERS = {"markdown": format_markdown, "latex": format_latex, "csv": format_csv, "text": format_text}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -163,9 +148,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--format", choices=sorted(FORMATTERS), default="markdown")
     parser.add_argument("--dataset", choices=sorted(DATASET_NAMES), default="cifar10",
                         help="which published numbers fill the paper column (default cifar10)")
-    parser.add_argument("--paper", action="store_true",
-                        help="the paper's rows with ours beside them, the difference and the "
-                        "Spearman rank correlation over the Wide ResNet rows")
+    parser.add_argument("--paper", action="store_true", help="the paper's rows with ours beside them, the "
+                        "difference and the Spearman rank correlation over the Wide ResNet rows")
     args = parser.parse_args(argv)
     try:
         results = load_results(args.results)
@@ -173,13 +157,8 @@ def main(argv: list[str] | None = None) -> int:
     except ResultsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    for message in result_notes(results):
+    for message in results.notes:
         print(f"note: {message}", file=sys.stderr)
-    about = describe_runs(results.runs)
-    table = (paper_table if args.paper else results_table)(groups, args.dataset, about)
+    table = (paper_table if args.paper else results_table)(groups, args.dataset, describe_runs(results.runs))
     sys.stdout.write(FORMATTERS[args.format](table))
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,9 +1,5 @@
-"""Progress across a sweep's runs: a rich live view on a terminal, one plain line per event otherwise.
-
-Counts: done (finished, this invocation or before), running, failed (after its last attempt),
-left (still to start, retries included), skipped (invalid points). ETA = mean wall time of the runs
-finished in this invocation x (left + running) / runs at once.
-"""
+"""Progress across a sweep's runs: a rich live view on a terminal, one plain line per event
+otherwise."""
 
 from __future__ import annotations
 

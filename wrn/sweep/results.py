@@ -1,7 +1,5 @@
-"""A sweep's results.csv, rebuilt from its run folders: a row per run with a record, in plan
-order; a fused run gives a row per seed, from its copies' own records, so mean ± std counts every
-seed. A damaged file is reported and rebuilt: the run folders hold everything it says.
-"""
+"""A sweep's results.csv, rebuilt from its run folders: a row per run (per seed of a fused run),
+in plan order; a damaged file is reported and rebuilt."""
 
 from __future__ import annotations
 

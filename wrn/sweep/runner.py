@@ -1,10 +1,5 @@
-"""The sweep's main loop: what each run needs (finished: skipped; interrupted: resumed; failed:
-retried, resuming from its checkpoint when it has one; new: started), the executor fed as slots
-free up, every ending recorded. A run gets 1 + max_retries attempts per invocation, max_retries
-when it had already failed before. With a time budget a run starts only when its estimate fits in
-what is left; at the budget's end the runs still going are stopped, resumable, and the rest wait
-for the next invocation.
-"""
+"""The sweep's main loop: finished runs skipped, interrupted ones resumed, failed ones retried
+(max_retries per invocation), new ones started, as slots free up and the time budget allows."""
 
 from __future__ import annotations
 

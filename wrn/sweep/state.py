@@ -1,12 +1,5 @@
-"""What a sweep adds to each run folder (OUT/runs/<run_id>/), and how an attempt's ending is recorded.
-
-    point.yaml   the point's overrides: the run's last --config, written before each launch
-    sweep.json   run id, config label, swept values and settings: what results.csv needs
-    log.txt      the `wrn fit` process's output, appended by every attempt
-
-Everything else in the folder is the run's own (wrn.rundir). The run folders are the source of
-truth: results.csv is rebuilt from them at any time.
-"""
+"""What a sweep adds to each run folder (point.yaml, sweep.json, log.txt) and how an attempt's
+ending is recorded; the rest of the folder is the run's own (wrn.rundir)."""
 
 from __future__ import annotations
 
