@@ -16,11 +16,11 @@ from wrn.report.results import ResultsError, aggregate, load_results, pareto_fro
 
 COLUMNS = [
     "run_id", "config", "status", "error", "model", "family", "depth", "widen_factor",
-    "dropout", "seed", "params", "flops", "best_val_acc", "final_val_acc", "test_acc",
+    "dropout", "seed", "params", "macs", "best_val_acc", "final_val_acc", "test_acc",
     "epochs", "wall_seconds", "images_per_sec", "device", "run_dir",
     "model.depth", "model.widen_factor", "seed_everything",
 ]
-# (model, family, depth, k, dropout, params, flops, test accuracies of seeds 0, 1, 2)
+# (model, family, depth, k, dropout, params, macs, test accuracies of seeds 0, 1, 2)
 CONFIGS = [
     ("wrn-16-4", "wrn", 16, 4, 0.0, 2_748_890, 0.78e9, (0.9462, 0.9441, 0.9470)),
     ("wrn-16-8", "wrn", 16, 8, 0.0, 10_961_370, 3.09e9, (0.9519, 0.9502, 0.9531)),
@@ -49,14 +49,14 @@ def write_epochs(run_dir, model: str, seed: int, final_acc: float, truncate: boo
     (run_dir / "epochs.jsonl").write_text(text)
 
 
-def finished_row(model, family, depth, k, dropout, params, flops, seed, acc, run_dir) -> dict:
+def finished_row(model, family, depth, k, dropout, params, macs, seed, acc, run_dir) -> dict:
     return {
         "run_id": f"{model}-d{dropout:g}-s{seed}", "config": config_label(model, dropout),
         "status": "finished", "error": "", "model": model, "family": family, "depth": depth,
-        "widen_factor": k, "dropout": dropout, "seed": seed, "params": params, "flops": flops,
+        "widen_factor": k, "dropout": dropout, "seed": seed, "params": params, "macs": macs,
         "best_val_acc": acc + 0.002, "final_val_acc": acc + 0.001, "test_acc": acc,
         "epochs": EPOCHS, "wall_seconds": params / 1e4 * (1 + 0.05 * seed),
-        "images_per_sec": 5e10 / flops, "device": "NVIDIA H100", "run_dir": run_dir,
+        "images_per_sec": 5e10 / macs, "device": "NVIDIA H100", "run_dir": run_dir,
         "model.depth": depth, "model.widen_factor": k, "seed_everything": seed,
     }
 
@@ -66,12 +66,12 @@ def sweep(tmp_path):
     """results.csv with 5 WRN configs and ResNet-110 x 3 seeds, plus a failed run whose error
     message spans lines; one run lacks its epochs log and one log ends in a truncated line."""
     rows = []
-    for model, family, depth, k, dropout, params, flops, accs in CONFIGS:
+    for model, family, depth, k, dropout, params, macs, accs in CONFIGS:
         for seed, acc in enumerate(accs):
             run_dir = f"runs/{model}-d{dropout:g}-s{seed}"
             if (model, seed) != ("wrn-16-8", 2):
                 write_epochs(tmp_path / run_dir, model, seed, acc, truncate=(model, seed) == ("wrn-16-4", 1))
-            rows.append(finished_row(model, family, depth, k, dropout, params, flops, seed, acc, run_dir))
+            rows.append(finished_row(model, family, depth, k, dropout, params, macs, seed, acc, run_dir))
     rows.append({"run_id": "wrn-40-10-s0", "config": "wrn-40-10 dropout=0", "status": "failed",
                  "error": "CUDA out of memory,\ntried to allocate 2.00 GiB", "model": "wrn-40-10",
                  "family": "wrn", "depth": 40, "widen_factor": 10, "dropout": 0.0, "seed": 0})
@@ -241,7 +241,7 @@ def only_failed(sweep, tmp_path):
 
 @pytest.mark.parametrize("cli", [plots.main, tables.main], ids=["plot", "table"])
 @pytest.mark.parametrize("make_bad, words", [
-    (lambda sweep, tmp: drop_column(sweep, tmp, "flops"), "missing required column(s): flops"),
+    (lambda sweep, tmp: drop_column(sweep, tmp, "macs"), "missing required column(s): macs"),
     (only_failed, "no finished runs (1 failed)"),
     (lambda sweep, tmp: tmp / "nowhere.csv", "results file not found"),
 ], ids=["missing-column", "no-finished", "missing-file"])

@@ -25,7 +25,7 @@ def result_row(model: str, seed: int, acc: float, family: str = "wrn", test: boo
     params = 1e5 * k * k * depth / 10
     return {"run_id": f"{model}-{seed}", "config": extra.pop("config", model), "status": "finished",
             "model": model, "family": family, "depth": depth, "widen_factor": k, "dropout": 0.0,
-            "seed": seed, "params": params, "flops": params * 150, "best_val_acc": acc,
+            "seed": seed, "params": params, "macs": params * 150, "best_val_acc": acc,
             "test_acc": acc - 0.01 if test else None, "epochs": 6, "wall_seconds": params / 1e4,
             "images_per_sec": 1e9 / params, "device": "cpu", **extra}
 
@@ -72,14 +72,14 @@ def test_plot_prints_the_notes(tmp_path, capsys):
 def test_published_legend_entry_only_with_published_points(tmp_path):
     unpublished = [result_row("wrn-10-1", 0, 0.6), result_row("wrn-10-2", 0, 0.65)]
     options = PlotOptions(with_paper=True)
-    flops = figures.plot_error_vs_flops(groups_of(tmp_path, unpublished), options)
-    ax = flops.figure.axes[0]
+    macs = figures.plot_error_vs_macs(groups_of(tmp_path, unpublished), options)
+    ax = macs.figure.axes[0]
     assert not any("published" in text for text in legend_texts(ax))
     assert not [line for line in ax.get_lines() if line.get_markerfacecolor() == "none"]
-    assert any("no published CIFAR-10 model has a known" in note for note in flops.notes)
+    assert any("no published CIFAR-10 model has a known" in note for note in macs.notes)
     published = [*unpublished, result_row("wrn-28-10", 0, 0.96)]
-    flops = figures.plot_error_vs_flops(groups_of(tmp_path, published), options)
-    ax = flops.figure.axes[0]
+    macs = figures.plot_error_vs_macs(groups_of(tmp_path, published), options)
+    ax = macs.figure.axes[0]
     assert "published test error (hollow)" in legend_texts(ax)
     assert [line for line in ax.get_lines() if line.get_markerfacecolor() == "none"]
 

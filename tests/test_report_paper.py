@@ -71,7 +71,7 @@ OURS = {  # model -> test accuracies of the seeds
 def results(tmp_path):
     rows = [{"run_id": f"{m}-{s}", "config": m, "status": "finished", "model": m,
              "family": "resnet" if m.startswith("resnet") else "wrn", "depth": 16, "widen_factor": 1,
-             "dropout": 0.0, "seed": s, "params": 1e6, "flops": 1e9, "best_val_acc": acc + 0.001,
+             "dropout": 0.0, "seed": s, "params": 1e6, "macs": 1e9, "best_val_acc": acc + 0.001,
              "test_acc": acc, "epochs": 12} for m, accs in OURS.items() for s, acc in enumerate(accs)]
     path = tmp_path / "results.csv"
     path.write_text(results_text(rows))

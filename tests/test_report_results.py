@@ -20,7 +20,7 @@ def row(config: str, seed: int, acc: float, test: float | None = None, **extra) 
     model = config.split()[0]
     return {"run_id": f"{model}-s{seed}", "config": config, "status": "finished", "model": model,
             "family": "wrn", "depth": 16, "widen_factor": int(model.split("-")[-1]), "dropout": 0.0,
-            "seed": seed, "params": 1e5 * int(model.split("-")[-1]), "flops": 1e7,
+            "seed": seed, "params": 1e5 * int(model.split("-")[-1]), "macs": 1e7,
             "best_val_acc": acc, "final_val_acc": acc, "test_acc": test,
             "test_acc_best": None if test is None else test - 0.01, "epochs": 2, **extra}
 

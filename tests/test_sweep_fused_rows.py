@@ -11,7 +11,7 @@ from wrn.sweep.state import RUNS_DIR, write_run_files
 
 def _record(seed, best, status="finished", **extra):
     return {"status": status, "error": None, "model": "wrn-10-1", "family": "wrn", "depth": 10,
-            "widen_factor": 1, "dropout": 0.0, "params": 77850, "flops": 12_000_000,
+            "widen_factor": 1, "dropout": 0.0, "params": 77850, "macs": 12_000_000,
             "best_val_acc": best, "final_val_acc": best, "test_acc": best - 0.01,
             "test_acc_best": best - 0.02, "epochs": 2, "max_epochs": 2, "seed": seed,
             "wall_seconds": 10.0, "images_per_sec": 100.0, "device": "cpu", **extra}

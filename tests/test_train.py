@@ -38,7 +38,7 @@ def test_real_cifar_training_beats_chance_by_far(tmp_path):
     record = read_metrics(run)
     assert record["status"] == "finished" and record["epochs"] == 4
     assert record["best_val_acc"] >= 0.30, record
-    assert record["model"] == "wrn-10-2" and record["params"] > 0 and record["flops"] > 0
+    assert record["model"] == "wrn-10-2" and record["params"] > 0 and record["macs"] > 0
     assert record["images_per_sec"] > 0 and record["wall_seconds"] > 0 and record["seed"] == 0
     lines, problems = read_jsonl(run / "epochs.jsonl")
     assert [line["epoch"] for line in lines] == [0, 1, 2, 3] and not problems

@@ -18,8 +18,8 @@ COMMAND_HELP = {  # one line per command, in the order `wrn --help` lists them
     "predict": "write class probabilities for the test split or a folder of images to a CSV",
     "count": "parameters and multiply-adds of named models (wrn count wrn-28-10 resnet-110)",
     "sweep": "run, inspect and summarize depth x width grids (run | status | summarize)",
-    "plot": "error against parameters, FLOPs and time from a sweep's results.csv",
-    "table": "paper-style tables (markdown, latex, csv) from a sweep's results.csv",
+    "plot": "error against parameters, MACs and training time from results.csv files",
+    "table": "paper-style tables (markdown, latex, csv) from results.csv files",
 }
 
 

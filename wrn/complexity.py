@@ -62,7 +62,7 @@ class Count:
     family: str
     params: int
     weights: int
-    flops: int  # fvcore multiply-adds per 32x32 image
+    macs: int  # fvcore multiply-adds per 32x32 image
     torch_macs: int
     analytic_macs: int
     published_params_m: float | None = None
@@ -113,7 +113,7 @@ def format_table(counts: list[Count]) -> str:
     for c in counts:
         paper_m, star = c.published_params_m, "*" if c.published_counting == "weights" else ""
         paper_params = DASH if paper_m is None else f"{paper_m:.{2 if paper_m < 1 else 1}f}{star}"
-        rows.append((c.name, f"{c.params / 1e6:.3f}", paper_params, f"{c.flops / 1e9:.3f}",
+        rows.append((c.name, f"{c.params / 1e6:.3f}", paper_params, f"{c.macs / 1e9:.3f}",
                      f"{c.torch_macs / 1e9:.3f}", f"{c.analytic_macs / 1e9:.3f}",
                      DASH if c.published_macs_g is None else format(c.published_macs_g, ".3g")))
     lines = [render_table(columns, rows, ["left"] + ["right"] * (len(columns) - 1)),

@@ -147,7 +147,7 @@ class LitClassifier(L.LightningModule):
             for stage in stages})
         self.register_buffer("_nonfinite_steps", torch.zeros((), dtype=torch.long), persistent=False)
         self._nonfinite_host = HostMirror()  # the count, on its way to the host
-        # For the FLOPs of Lightning's model summary; none for a compiled network, which would
+        # For the FLOPs (2 per multiply-add) of Lightning's model summary; none for a compiled network, which would
         # compile a graph for batch size 1.
         self.example_input_array = None if compile else torch.zeros(1, 3 * copies, 32, 32)
 

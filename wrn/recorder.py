@@ -105,7 +105,7 @@ class RunRecorder(L.Callback):
         if not trainer.is_global_zero:
             return
         if trainer.logger is not None:
-            trainer.logger.log_hyperparams({k: self.record[k] for k in ("params", "flops")})
+            trainer.logger.log_hyperparams({k: self.record[k] for k in ("params", "macs")})
         self._open = True
         self._write_all(trainer, trainer.current_epoch, rundir.RUNNING, None)
 
@@ -251,10 +251,10 @@ class RunRecorder(L.Callback):
         # holds `copies` equal networks side by side, each costing a copies-th of the whole.
         net, copies = pl_module.net, pl_module.copies
         training = net.training
-        flops = complexity.fvcore_macs(net) // copies
+        macs = complexity.fvcore_macs(net) // copies
         net.train(training)
         return {**rundir.run_identity(pl_module.spec, seed, trainer.max_epochs),
-                "params": complexity.count_params(net) // copies, "flops": flops,
+                "params": complexity.count_params(net) // copies, "macs": macs,
                 "device": device_name(trainer), "settings": self.settings}
 
     def _elapsed_wall(self) -> float:

@@ -28,11 +28,11 @@ LOCK_FD_ENV = "WRN_RUN_LOCK_FD"  # the lock a sweep holds for the run it starts,
 # live process holds the folder: resumed), finished (skipped), interrupted (SIGTERM or Ctrl-C:
 # resumed, no retry used), failed (retried); a folder without a record is new.
 NEW, RUNNING, FINISHED, FAILED, INTERRUPTED = "new", "running", "finished", "failed", "interrupted"
-# Accuracies are fractions; flops are fvcore multiply-adds per 32x32 image; test_acc and
+# Accuracies are fractions; macs are fvcore multiply-adds per 32x32 image; test_acc and
 # test_acc_best: the final and the best-validation weights on the test split.
 METRIC_KEYS = (
     "status", "error", "model", "family", "depth", "widen_factor", "dropout", "model_args",
-    "params", "flops", "best_val_acc", "final_val_acc", "test_acc", "test_acc_best", "epochs",
+    "params", "macs", "best_val_acc", "final_val_acc", "test_acc", "test_acc_best", "epochs",
     "max_epochs", "global_step", "wall_seconds", "images_per_sec", "device", "seed",
 )
 

@@ -1,4 +1,4 @@
-"""Error against parameters, FLOPs and training cost, with the Pareto front and labelled points."""
+"""Error against parameters, multiply-adds (MACs) and training cost, with the Pareto front and labelled points."""
 
 from __future__ import annotations
 
@@ -158,12 +158,12 @@ def plot_error_vs_params(groups: Sequence[Group], options: PlotOptions) -> Drawi
                           published_x=lambda entry: entry.params)
 
 
-def plot_error_vs_flops(groups: Sequence[Group], options: PlotOptions) -> Drawing | None:
-    # Papers give no fvcore FLOPs; an architecture's FLOPs do not depend on the run, so a
-    # published model is placed at the FLOPs this sweep measured for it (skipped if unmeasured).
-    flops = {g.model: g.flops for g in groups if finite(g.flops)}
-    return _error_vs_cost(groups, options, lambda g: g.flops, "multiply-adds (fvcore FLOPs)",
-                          "compute per image", published_x=lambda entry: flops.get(entry.model))
+def plot_error_vs_macs(groups: Sequence[Group], options: PlotOptions) -> Drawing | None:
+    # Papers give no fvcore counts; an architecture's MACs do not depend on the run, so a
+    # published model is placed at the MACs this sweep measured for it (skipped if unmeasured).
+    macs = {g.model: g.macs for g in groups if finite(g.macs)}
+    return _error_vs_cost(groups, options, lambda g: g.macs, "multiply-adds per image (MACs, fvcore)",
+                          "compute per image", published_x=lambda entry: macs.get(entry.model))
 
 
 def plot_error_vs_time(groups: Sequence[Group], options: PlotOptions) -> Drawing | None:

@@ -11,7 +11,7 @@ import matplotlib
 from matplotlib.figure import Figure
 
 from wrn.report.curves import plot_curves, warn
-from wrn.report.figures import PlotOptions, plot_error_vs_flops, plot_error_vs_params, plot_error_vs_time
+from wrn.report.figures import PlotOptions, plot_error_vs_macs, plot_error_vs_params, plot_error_vs_time
 from wrn.report.heatmap import plot_heatmap
 from wrn.report.results import DATASET_NAMES, ResultsError, aggregate, load_results
 from wrn.report.runinfo import describe_runs
@@ -23,7 +23,7 @@ FORMATS = ("png", "svg", "pdf")
 # (file stem, figure function: groups, PlotOptions -> Drawing or None when empty, why it can be empty)
 FIGURES = (
     ("error_vs_params", plot_error_vs_params, "no finished run has params"),
-    ("error_vs_flops", plot_error_vs_flops, "no finished run has flops"),
+    ("error_vs_macs", plot_error_vs_macs, "no finished run has macs"),
     ("heatmap", plot_heatmap, "no finished Wide ResNet runs"),
     ("error_vs_time", plot_error_vs_time, "no finished run has wall_seconds"),
     ("curves", plot_curves, "no run has a readable epochs.jsonl"),
@@ -52,7 +52,7 @@ def _formats(text: str) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="wrn plot", description="Plot a sweep's results.csv: error vs parameters, FLOPs and "
+        prog="wrn plot", description="Plot a sweep's results.csv: error vs parameters, MACs and "
         "training time, a WRN depth x width heatmap, and validation curves.")
     parser.add_argument("results", type=Path, metavar="RESULTS.csv")
     parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="folder for the figures")

@@ -21,12 +21,12 @@ from wrn.files import atomic_write_text
 RESULTS_FILE = "results.csv"
 # A run's fields, then one column per swept key.
 RESULT_COLUMNS = ("run_id", "config", "status", "error", "model", "family", "depth", "widen_factor",
-                  "dropout", "seed", "params", "flops", "best_val_acc", "final_val_acc", "test_acc",
+                  "dropout", "seed", "params", "macs", "best_val_acc", "final_val_acc", "test_acc",
                   "test_acc_best", "epochs", "wall_seconds", "images_per_sec", "device", "run_dir")
 REQUIRED_COLUMNS = ("config", "status", "model", "family", "depth", "widen_factor", "dropout",
-                    "params", "flops", "best_val_acc")
+                    "params", "macs", "best_val_acc")
 ACCURACIES = ("best_val_acc", "final_val_acc", "test_acc", "test_acc_best")  # fractions in [0, 1]
-AMOUNTS = ("params", "flops", "epochs", "wall_seconds", "images_per_sec")  # finite, >= 0
+AMOUNTS = ("params", "macs", "epochs", "wall_seconds", "images_per_sec")  # finite, >= 0
 # The accuracy an error comes from, and the words that name its split on every axis and column.
 SPLIT_OF_METRIC = {"test_acc": "test", "best_val_acc": "best validation"}
 FINISHED = "finished"
@@ -57,7 +57,7 @@ class Run:
     dropout: float
     seed: str
     params: float | None
-    flops: float | None
+    macs: float | None  # fvcore multiply-adds per 32x32 image
     best_val_acc: float | None
     final_val_acc: float | None
     test_acc: float | None  # final weights on the test split
@@ -193,7 +193,7 @@ class Group:
     widen_factor: int | None
     dropout: float
     params: float | None
-    flops: float | None
+    macs: float | None  # fvcore multiply-adds per 32x32 image
     metric: str  # "test_acc" or "best_val_acc": which accuracy the error comes from
     error_mean: float
     error_std: float
@@ -234,7 +234,7 @@ def group_runs(runs: Sequence[Run]) -> list[Group]:
         first = members[0]
         groups.append(Group(
             config, first.model, first.family, first.depth, first.widen_factor, first.dropout,
-            _mean(r.params for r in members), _mean(r.flops for r in members), metric, mean, std,
+            _mean(r.params for r in members), _mean(r.macs for r in members), metric, mean, std,
             len(members), _mean(r.wall_seconds for r in members),
             _mean(r.images_per_sec for r in members), tuple(members)))
     return groups

@@ -41,7 +41,7 @@ def summary_table(summaries: Sequence[ConfigSummary]) -> str:
     split = error_split([s.group for s in summaries if s.group])
     header = ["config", "model", "n", "failed", f"{split} error %", "params", "MACs", "wall/run"]
     body = [[s.config, s.model, s.finished, s.failed,
-             *([plus_minus(g.error_mean, g.error_std, 2), si(g.params), si(g.flops),
+             *([plus_minus(g.error_mean, g.error_std, 2), si(g.params), si(g.macs),
                 duration(g.wall_seconds)] if (g := s.group) else [DASH] * 4)] for s in summaries]
     return render_table(header, body, ["left"] * 2 + ["right"] * 6)
 
@@ -52,7 +52,7 @@ def summary_records(summaries: Sequence[ConfigSummary]) -> list[dict]:
     for s in summaries:
         g = s.group
         record = {"config": s.config, "model": s.model, "finished": s.finished, "failed": s.failed,
-                  "params": g and g.params, "flops": g and g.flops,
+                  "params": g and g.params, "macs": g and g.macs,
                   "wall_seconds": g and g.wall_seconds, "error_metric": g and g.metric}
         for metric in ACCURACIES:
             values = [v for v in (getattr(r, metric) for r in g.runs) if v is not None] if g else []

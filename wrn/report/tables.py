@@ -34,8 +34,8 @@ def _params_m(params: float | None) -> str:
     return DASH if params is None else f"{params / 1e6:.{2 if params / 1e6 < 1 else 1}f}"
 
 
-def _flops_g(flops: float | None) -> str:
-    return DASH if flops is None else f"{flops / 1e9:.{3 if flops / 1e9 < 0.1 else 2}f}"
+def _macs_g(macs: float | None) -> str:
+    return DASH if macs is None else f"{macs / 1e9:.{3 if macs / 1e9 < 0.1 else 2}f}"
 
 
 def results_table(groups: Sequence[Group], dataset: str, about: str = "") -> TableData:
@@ -45,20 +45,20 @@ def results_table(groups: Sequence[Group], dataset: str, about: str = "") -> Tab
         published = paper.published_error(g.model, dataset, g.dropout)
         rows.append([display_name(g.model), DASH if g.depth is None else str(g.depth),
                      DASH if g.widen_factor is None else str(g.widen_factor), f"{g.dropout:g}",
-                     _params_m(g.params), _flops_g(g.flops), plus_minus(g.error_mean, g.error_std, g.n),
+                     _params_m(g.params), _macs_g(g.macs), plus_minus(g.error_mean, g.error_std, g.n),
                      str(g.n), DASH if published is None else f"{published:.2f}"])
         csv_rows.append([display_name(g.model), g.config, g.family, g.depth, g.widen_factor, g.dropout,
-                         g.params, g.flops, g.metric, g.error_mean, g.error_std, g.n, published])
+                         g.params, g.macs, g.metric, g.error_mean, g.error_std, g.n, published])
     return TableData(
         caption=(f"{DATASET_NAMES.get(dataset, dataset)} {split} error in %, mean ± sample std over n "
-                 "seeds; params in millions; FLOPs in billions of multiply-adds per 32x32 image "
+                 "seeds; params in millions; MACs in billions of multiply-adds per 32x32 image "
                  "(fvcore); paper: published test error (WRN paper Table 4, sources in "
                  f"wrn/report/paper.py).{about and f' Runs: {about}.'}"),
-        headers=("model", "depth", "k", "dropout", "params (M)", "FLOPs (G)", f"{split} error (%)",
+        headers=("model", "depth", "k", "dropout", "params (M)", "MACs (G)", f"{split} error (%)",
                  "n", "paper test (%)"),
         rows=rows, families=[g.family for g in groups],
         csv_headers=("model", "config", "family", "depth", "widen_factor", "dropout", "params",
-                     "flops", "metric", "error_mean", "error_std", "n", "paper_error"),
+                     "macs", "metric", "error_mean", "error_std", "n", "paper_error"),
         csv_rows=csv_rows)
 
 
