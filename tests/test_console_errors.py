@@ -114,6 +114,7 @@ def test_yaml_nested_past_the_recursion_limit_is_one_value_error():
         yaml_node_count("[" * 100_000 + "]" * 100_000, "deep.yaml")
 
 
+@pytest.mark.slow
 def test_an_alias_bomb_config_is_refused_in_one_short_line(tmp_path):
     bomb = tmp_path / "bomb.yaml"
     bomb.write_text(ALIAS_BOMB)
@@ -123,6 +124,7 @@ def test_an_alias_bomb_config_is_refused_in_one_short_line(tmp_path):
         assert len(result.stderr) < 2 * MAX_MESSAGE
 
 
+@pytest.mark.slow
 def test_a_binary_config_is_named(tmp_path):
     binary = tmp_path / "weights.yaml"
     binary.write_bytes(b"\x80\x81\xfe" + bytes(range(256)))
@@ -132,6 +134,7 @@ def test_a_binary_config_is_named(tmp_path):
 
 
 # -- checkpoints and Ctrl-C in a real fit --------------------------------------------------------
+@pytest.mark.slow
 def test_a_folder_or_an_empty_file_as_checkpoint(tmp_path, tree):
     folder = tmp_path / "folder.ckpt"
     folder.mkdir()
@@ -142,6 +145,7 @@ def test_a_folder_or_an_empty_file_as_checkpoint(tmp_path, tree):
     assert_one_line(wrn(*base, "--ckpt_path", empty), str(empty), "checkpoint is empty or truncated")
 
 
+@pytest.mark.slow
 def test_ctrl_c_during_a_fit_exits_130_with_one_line(tmp_path, tree):
     run = tmp_path / "run"
     log = tmp_path / "stderr.txt"
@@ -162,6 +166,7 @@ def test_ctrl_c_during_a_fit_exits_130_with_one_line(tmp_path, tree):
     assert "error: interrupted" in text and "Traceback" not in text, text[-3000:]
 
 
+@pytest.mark.slow
 def test_a_binary_or_alias_bomb_sweep_spec_is_named(tmp_path):
     binary = tmp_path / "spec.yaml"
     binary.write_bytes(b"\xff\xfe\x00grid")

@@ -20,6 +20,7 @@ def wrn(*args: str) -> subprocess.CompletedProcess:
                           text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_help_lists_every_command_with_a_line():
     result = wrn("--help")
     assert result.returncode == 0, result.stderr
@@ -29,6 +30,7 @@ def test_help_lists_every_command_with_a_line():
     assert set(COMMAND_HELP) == {*LIGHTNING_COMMANDS, *OWN_COMMANDS}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("argv", [["--help"], ["-h"], ["--version"], []])
 def test_help_and_version_import_neither_torch_nor_lightning(argv):
     probe = ("import sys\nfrom wrn.cli import main\ntry:\n    main(%r)\nexcept SystemExit:\n    pass\n"
@@ -38,17 +40,20 @@ def test_help_and_version_import_neither_torch_nor_lightning(argv):
     assert "IMPORTED []" in result.stdout, result.stdout + result.stderr
 
 
+@pytest.mark.slow
 def test_bare_wrn_lists_the_commands_and_exits_2():
     result = wrn()
     assert result.returncode == 2
     assert all(command in result.stderr for command in (*LIGHTNING_COMMANDS, *OWN_COMMANDS))
 
 
+@pytest.mark.slow
 def test_version():
     result = wrn("--version")
     assert result.returncode == 0 and result.stdout.strip() == f"wrn {__version__}"
 
 
+@pytest.mark.slow
 def test_fit_help_documents_the_model_and_lists_the_package_options_first():
     result = wrn("fit", "--help")
     assert result.returncode == 0, result.stderr

@@ -21,6 +21,7 @@ def tracked_text_files() -> list[Path]:
     return [f for f in files if f.is_file() and b"\0" not in f.read_bytes()[:8192]]
 
 
+@pytest.mark.slow
 def test_no_tracked_file_names_a_machine_path():
     files = tracked_text_files()
     assert len(files) > 20

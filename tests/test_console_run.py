@@ -46,6 +46,7 @@ def fitted(tmp_path_factory):
     return tree, run, result
 
 
+@pytest.mark.slow
 def test_a_fit_prints_no_known_noise_and_counts_epochs_from_one(fitted):
     _, _, result = fitted
     output = result.stdout + result.stderr
@@ -60,6 +61,7 @@ def test_epochs_are_counted_from_one_in_either_bar():
     assert _one_based(4, -1) == "Epoch 5"  # max_epochs -1: no end
 
 
+@pytest.mark.slow
 def test_a_fit_ends_with_its_summary(fitted):
     _, run, result = fitted
     summary = result.stdout[result.stdout.index("wrn-10-1 finished"):]
@@ -70,6 +72,7 @@ def test_a_fit_ends_with_its_summary(fitted):
     assert "logs:         CSVLogger" in summary
 
 
+@pytest.mark.slow
 def test_a_test_ends_with_its_summary(fitted, tmp_path):
     tree, run, _ = fitted
     result = wrn("test", *SMALL, "--data.root", tree, "--trainer.default_root_dir", tmp_path / "test",
@@ -80,6 +83,7 @@ def test_a_test_ends_with_its_summary(fitted, tmp_path):
     assert f"checkpoint:   {run / 'checkpoints' / 'best.ckpt'}" in result.stdout
 
 
+@pytest.mark.slow
 def test_predict_writes_a_folder_of_any_size_images_to_a_csv(fitted, tmp_path):
     tree, run, _ = fitted
     photos = tmp_path / "photos"
@@ -104,6 +108,7 @@ def test_predict_writes_a_folder_of_any_size_images_to_a_csv(fitted, tmp_path):
         assert row["predicted"] == classes[int(np.argmax(probs))]
 
 
+@pytest.mark.slow
 def test_predict_writes_the_test_split_by_index(fitted, tmp_path):
     tree, run, _ = fitted
     out = tmp_path / "test.csv"
@@ -115,6 +120,7 @@ def test_predict_writes_the_test_split_by_index(fitted, tmp_path):
     assert [r["image"] for r in rows] == [str(i) for i in range(15)]
 
 
+@pytest.mark.slow
 def test_predict_names_a_folder_without_images(fitted, tmp_path):
     tree, run, _ = fitted
     result = wrn("predict", *SMALL, "--data.root", tree, "--trainer.default_root_dir", tmp_path / "p",

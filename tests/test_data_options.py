@@ -69,6 +69,7 @@ def test_the_datasets_table_feeds_the_choices_and_the_torchvision_arguments():
         assert not branches, (module.__name__, branches)
 
 
+@pytest.mark.slow
 def test_the_datasets_table_loads_without_torch():
     # Figures, tables and help read DATASETS; they must not pay for importing torch and Lightning.
     code = "import sys; from wrn.data import DATASETS; print(sorted(DATASETS), 'torch' in sys.modules)"

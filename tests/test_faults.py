@@ -139,6 +139,7 @@ wrn.module.LitClassifier.on_train_epoch_start = on_train_epoch_start
 '''
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("loader,workers", [("dataloader", 0), ("dataloader", 2), ("gpu", 0)])
 def test_fit_sigkilled_mid_run_resumes_to_the_uninterrupted_result(tmp_path, tree, loader, workers):
     # Deterministic on the CPU, same seed. Both loaders make an epoch's data a function of
@@ -188,6 +189,7 @@ def test_fit_sigkilled_mid_run_resumes_to_the_uninterrupted_result(tmp_path, tre
         assert [line[key] for line in lines] == [line[key] for line in expected_lines], key
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="parent-death signal is Linux's")
 def test_sweep_sigkilled_mid_run_keeps_results_whole_and_resumes_only_the_unfinished(tmp_path, tree):
     # A 1-epoch run that finishes, then a 3-epoch run held at the start of its epoch 1 (in flight
@@ -237,6 +239,7 @@ def test_sweep_sigkilled_mid_run_keeps_results_whole_and_resumes_only_the_unfini
     assert epochs == list(range(max_epochs))  # each epoch once, none lost
 
 
+@pytest.mark.slow
 def test_damaged_metrics_json_and_results_csv_are_reported_then_rebuilt(tmp_path, tree, capsys):
     spec = write_spec(tmp_path, tree, points=[{}])
     out = tmp_path / "out"
@@ -358,6 +361,7 @@ def test_failed_figure_write_keeps_the_previous_figure(tmp_path, monkeypatch):
 # ----------------------------------------------------------------------------------- 2. bad input
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args,needles", [
     (["--model.widen_factor", "0"], ["widen_factor=0"]),
     (["--model.widen_factor", "-2"], ["widen_factor=-2"]),
@@ -386,6 +390,7 @@ def _train_without_class_folders(root: Path) -> Path:
     return root / "data"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("make_root,needles", [
     (_empty, ["no cifar10 data in", "--data.root"]),
     (_class_folders_without_train, ["holds class folders but no train/ folder"]),
@@ -397,6 +402,7 @@ def test_data_root_with_the_wrong_content_is_one_line_naming_it(tmp_path, make_r
     assert_one_line_error(result, str(root), *needles)
 
 
+@pytest.mark.slow
 def test_corrupt_image_is_one_line_naming_the_file(tmp_path):
     root = make_image_tree(tmp_path / "data", classes=3, per_class=4)
     bad = root / "train" / "class1" / "0002.png"
@@ -406,6 +412,7 @@ def test_corrupt_image_is_one_line_naming_the_file(tmp_path):
     assert_one_line_error(result, f"cannot read image {bad}")
 
 
+@pytest.mark.slow
 def test_nan_loss_stops_the_run_and_records_failed_with_epoch_and_step(tmp_path, tree):
     run_dir = tmp_path / "run"
     result = fit(tree, run_dir, "--model.optim.lr", "1e20", "--model.nan_check_every", "1",
@@ -416,6 +423,7 @@ def test_nan_loss_stops_the_run_and_records_failed_with_epoch_and_step(tmp_path,
     assert re.search(r"FloatingPointError: .*\(epoch 0, step \d+\)$", record["error"]), record["error"]
 
 
+@pytest.mark.slow
 def test_checkpoint_of_another_architecture_is_one_line_naming_both(tmp_path, tree):
     small = tmp_path / "small"
     assert fit(tree, small, "--trainer.max_epochs", "1").returncode == 0
@@ -425,6 +433,7 @@ def test_checkpoint_of_another_architecture_is_one_line_naming_both(tmp_path, tr
                           "widen_factor: 1 vs 2")
 
 
+@pytest.mark.slow
 def test_wrn_debug_shows_the_traceback(tmp_path, tree):
     result = fit(tree, tmp_path / "run", "--model.widen_factor", "0", env=wrn_env(WRN_DEBUG="1"))
     assert result.returncode == 1 and "Traceback (most recent call last)" in result.stderr
@@ -445,6 +454,7 @@ if any("/runs/{target}-" in arg for arg in sys.argv):  # only the fit process of
 '''
 
 
+@pytest.mark.slow
 def test_out_of_memory_run_is_recorded_failed_and_the_sweep_goes_on(tmp_path, tree):
     # The real sweep and fit processes; a sitecustomize on PYTHONPATH makes the wrn-16-1 run's
     # training step raise the exception a CUDA allocation failure raises, on this CPU machine.
@@ -470,6 +480,7 @@ def test_out_of_memory_run_is_recorded_failed_and_the_sweep_goes_on(tmp_path, tr
 # ----------------------------------------------------------------------------------- 3. safe by default
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("where", ["--ckpt_path FILE", "--ckpt_path last"])
 def test_checkpoint_holding_pickled_code_is_refused_not_run(tmp_path, tree, where):
     marker = tmp_path / "executed"
@@ -485,6 +496,7 @@ def test_checkpoint_holding_pickled_code_is_refused_not_run(tmp_path, tree, wher
     assert not marker.exists()
 
 
+@pytest.mark.slow
 def test_truncated_checkpoint_is_one_line_naming_it(tmp_path, tree):
     checkpoint = tmp_path / "cut.ckpt"
     torch.save({"state_dict": {"w": torch.zeros(1000)}}, checkpoint)
@@ -527,6 +539,7 @@ def test_no_shell_and_no_unsafe_yaml_anywhere():
     assert not shell and not unsafe_yaml, (shell, unsafe_yaml)
 
 
+@pytest.mark.slow
 def test_yaml_with_python_tags_is_refused_not_run(tmp_path, tree):
     marker = tmp_path / "executed"
     tag = f"!!python/object/apply:builtins.open ['{marker}', 'w']"

@@ -47,6 +47,7 @@ torch.save = save
 '''
 
 
+@pytest.mark.slow
 def test_full_disk_while_checkpointing_fails_the_run_in_one_line_and_keeps_whole_files(tmp_path, tree):
     run = tmp_path / "run"
     checkpoints = run / "checkpoints"
@@ -67,6 +68,7 @@ def test_full_disk_while_checkpointing_fails_the_run_in_one_line_and_keeps_whole
     assert [line["epoch"] for line in epochs_of(run)] == [0, 1, 2]
 
 
+@pytest.mark.slow
 def test_unreadable_last_checkpoint_falls_back_to_the_previous_then_starts_over(tmp_path, tree):
     run = tmp_path / "run"
     checkpoints = run / "checkpoints"
@@ -91,6 +93,7 @@ def test_unreadable_last_checkpoint_falls_back_to_the_previous_then_starts_over(
     assert [line["epoch"] for line in epochs_of(run)] == [0, 1, 2]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("make,needles", [
     (lambda tmp: tmp, ["is a directory"]),
     (lambda tmp: (tmp / "empty.ckpt").write_bytes(b"") or tmp / "empty.ckpt", ["checkpoint is empty or truncated"]),
@@ -100,6 +103,7 @@ def test_ckpt_path_that_is_no_checkpoint_is_one_line(tmp_path, tree, make, needl
     assert_one_line_error(fit(tree, tmp_path / "run", "--ckpt_path", path), str(path), *needles)
 
 
+@pytest.mark.slow
 def test_run_folder_that_is_a_file_is_one_line(tmp_path, tree):
     file = tmp_path / "taken"
     file.write_text("not a folder")
@@ -125,6 +129,7 @@ wrn.module.LitClassifier.on_train_epoch_start = on_train_epoch_start
 '''
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signum,code,named", [(signal.SIGTERM, 143, "SIGTERM"), (signal.SIGINT, 130, "SIGINT")])
 def test_signalled_fit_exits_128_plus_the_signal_and_records_it(tmp_path, tree, signum, code, named):
     run, held = tmp_path / "run", tmp_path / "held"

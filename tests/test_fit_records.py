@@ -34,6 +34,7 @@ def files_of(run: Path) -> dict[str, bytes]:
             if p.is_file() and p.relative_to(run).parts[0] != "eval"}
 
 
+@pytest.mark.slow
 def test_fit_ends_on_the_test_split_and_evaluations_never_touch_its_files(tmp_path, tree):
     run = tmp_path / "run"
     # log_every_n_steps (50 by default) is longer than an epoch (2 steps): the epoch's training
@@ -73,6 +74,7 @@ def test_fit_ends_on_the_test_split_and_evaluations_never_touch_its_files(tmp_pa
     assert record["test_acc"] is None and record["test_acc_best"] is None  # switched off
 
 
+@pytest.mark.slow
 def test_fused_run_records_the_test_split_per_copy(tmp_path, tree):
     run = tmp_path / "fused"
     result = wrn("fit", *TINY, "--data.root", tree, "--trainer.max_epochs", 1, "--model.copies", 2,
@@ -93,6 +95,7 @@ sys.modules["tensorboardX"] = None
 '''
 
 
+@pytest.mark.slow
 def test_saved_config_replays_from_another_folder_without_tensorboard(tmp_path, tree):
     first, extra = tmp_path / "machine-a" / "run", tmp_path / "extra-log"
     # A logger added next to the run's own CSV log (as W&B or MLflow would be).
@@ -124,6 +127,7 @@ def test_saved_config_replays_from_another_folder_without_tensorboard(tmp_path, 
     assert not first.exists()
 
 
+@pytest.mark.slow
 def test_print_config_shows_what_the_run_uses():
     result = wrn("fit", "--config", "configs/wrn-16-4.yaml", "--seed_everything", 7, "--print_config")
     assert result.returncode == 0, result.stderr[-2000:]

@@ -263,3 +263,17 @@ def test_the_saved_record_names_its_settings(tmp_path, tree):
     assert "data.root" not in settings and "trainer.default_root_dir" not in settings
     assert json.loads(json.dumps(settings)) == settings
     assert os.environ.get(rundir.LOCK_FD_ENV) is None
+
+
+def test_a_relative_data_root_keeps_meaning_the_same_folder_when_replayed(tmp_path, tree):
+    run = tmp_path / "run"
+    relative = os.path.relpath(tree, REPO)
+    assert fit(relative, run, "--trainer.max_epochs", 1, "--test_after_fit", "false").returncode == 0
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    replay = subprocess.run([sys.executable, "-m", "wrn", "fit", "--config", str(run / "config.yaml"),
+                             "--trainer.default_root_dir", str(tmp_path / "again")], cwd=elsewhere,
+                            capture_output=True, text=True, timeout=600, env=shim_env(tmp_path))
+    assert replay.returncode == 0, replay.stderr[-3000:]
+    assert rundir.read_metrics(tmp_path / "again")["status"] == "finished"
+    assert not (elsewhere / relative).exists()  # nothing "downloaded" beside the new folder

@@ -73,6 +73,7 @@ def test_patterns_count_the_named_models_they_match(capsys):
     assert "no named model matches 'nothing*'" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_the_wrn_command_refuses_in_one_line_and_exit_2():
     done = subprocess.run([sys.executable, "-m", "wrn", "count", "wrn-16-1000"],
                           capture_output=True, text=True, timeout=120)

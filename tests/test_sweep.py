@@ -148,6 +148,7 @@ def test_spec_errors_are_one_line_and_run_nothing(tmp_path, tree, case):
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_spec_error_exits_2_with_one_line_on_the_command_line(tmp_path, tree):
     spec = write_spec(tmp_path, tree, grid={"model.depth": 10})
     done = subprocess.run([sys.executable, "-m", "wrn", "sweep", "run", str(spec), "--out",
@@ -175,6 +176,7 @@ def test_run_states_and_retry_budget(tmp_path):
 # ----------------------------------------------------------------------------- sweeps that run
 
 
+@pytest.mark.slow
 def test_local_sweep_rerun_resume_and_rebuilt_results(tmp_path, tree, capsys):
     spec = write_spec(tmp_path, tree, seeds=[0, 1], grid={"model.depth": [10, 16]})
     out = tmp_path / "out"
@@ -210,6 +212,7 @@ def test_local_sweep_rerun_resume_and_rebuilt_results(tmp_path, tree, capsys):
     assert any(line.startswith("model.depth=10") and " 2 " in line and "±" in line for line in table)
 
 
+@pytest.mark.slow
 def test_ray_sweep_into_a_fresh_directory(tmp_path, tree):
     pytest.importorskip("ray")
     spec = write_spec(tmp_path, tree, seeds=[0, 1], grid={"model.depth": [10, 16]})
@@ -222,6 +225,7 @@ def test_ray_sweep_into_a_fresh_directory(tmp_path, tree):
     assert record_stamps(out) == stamps
 
 
+@pytest.mark.slow
 def test_failed_run_is_recorded_retried_and_the_others_finish(tmp_path, tree, capsys):
     spec = write_spec(tmp_path, tree, points=[{}, {"model.optim.lr": 1.0e20}])
     out = tmp_path / "out"
@@ -244,6 +248,7 @@ def _children(pid: int) -> list[int]:
     return [int(p) for p in path.read_text().split()] if path.exists() else []
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="parent-death signal is Linux's")
 def test_sigkill_of_the_sweep_loses_nothing_and_resumes(tmp_path, tree):
     # The run holds at the start of epoch 1 (tests.test_faults.HOLD_SHIM, only in the killed
@@ -289,6 +294,7 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
+@pytest.mark.slow
 def test_sweep_on_the_real_cifar10_tree(tmp_path):
     root = wrn_data_root()
     spec = write_spec(tmp_path, root, fixed={"data.val_size": 40}, points=[{}])

@@ -62,6 +62,7 @@ def one_line(exc: BaseException) -> str:
 # ----------------------------------------------------------------------------- run identity
 
 
+@pytest.mark.slow
 def test_a_changed_pass_through_setting_is_refused_with_the_difference_named(finished, capsys):
     spec, out = finished
     before = snapshot(out)
@@ -83,6 +84,7 @@ def test_a_changed_pass_through_setting_is_refused_with_the_difference_named(fin
     assert snapshot(out) == before
 
 
+@pytest.mark.slow
 def test_the_settings_of_a_run_are_recorded_and_the_identity_shared(finished):
     _, out = finished
     run_dir = next((out / RUNS_DIR).iterdir())
@@ -96,6 +98,7 @@ def test_the_settings_of_a_run_are_recorded_and_the_identity_shared(finished):
     assert metrics["settings"] == record["settings"]  # the fit's own record: the same settings
 
 
+@pytest.mark.slow
 def test_status_never_writes_and_reads_a_read_only_sweep(finished, capsys, monkeypatch):
     spec, out = finished
     before = snapshot(out)
@@ -147,6 +150,7 @@ def test_a_pass_through_override_of_a_swept_key_is_an_error_naming_it(tmp_path, 
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_a_spec_whose_points_are_all_invalid_exits_2_with_every_reason(tmp_path, tree):
     spec = write_spec(tmp_path, tree, grid={"model.depth": [11, 13]})
     done = subprocess.run([sys.executable, "-m", "wrn", "sweep", "run", str(spec), "--out",
@@ -197,6 +201,7 @@ def test_a_yaml_alias_bomb_is_refused_in_one_line(tmp_path, tree):
     assert len(one_line(info.value)) < 500
 
 
+@pytest.mark.slow
 def test_ctrl_c_while_the_points_are_checked_exits_130_in_one_line(tmp_path, tree):
     spec = write_spec(tmp_path, tree, grid={"model.optim.lr": [i / 1e4 for i in range(1, 5001)]})
     process = subprocess.Popen([sys.executable, "-m", "wrn", "sweep", "run", str(spec), "--out",
@@ -271,6 +276,7 @@ def test_a_ray_address_that_cannot_be_joined_is_named_with_the_reason(tmp_path, 
     assert "ConnectionError: Failed to connect" in other and "GCS port" in other
 
 
+@pytest.mark.slow
 def test_a_damaged_sweep_json_is_named_and_the_next_run_repairs_it(finished, tmp_path, capsys):
     import shutil
 

@@ -27,6 +27,7 @@ def wrn(*args: str, cwd=REPO) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=900)
 
 
+@pytest.mark.slow
 def test_real_cifar_training_beats_chance_by_far(tmp_path):
     root = wrn_data_root()
     run = tmp_path / "run"
@@ -52,6 +53,7 @@ def tree(tmp_path_factory):
     return make_image_tree(tmp_path_factory.mktemp("data"), classes=4, per_class=24, test_per_class=8)
 
 
+@pytest.mark.slow
 def test_resume_continues_the_global_step_and_test_evaluates_the_test_split(tmp_path, tree):
     from tests.test_fit_faults import HOLD_UNTIL_SIGNALLED, shim
 
@@ -86,6 +88,7 @@ def test_resume_continues_the_global_step_and_test_evaluates_the_test_split(tmp_
     assert record["status"] == "finished" and record["global_step"] == 2 * steps_per_epoch
 
 
+@pytest.mark.slow
 def test_print_config_shows_the_linked_recipe():
     result = wrn("fit", "--config", "configs/wrn-28-10.yaml", "--print_config")
     assert result.returncode == 0, result.stderr[-2000:]
@@ -95,6 +98,7 @@ def test_print_config_shows_the_linked_recipe():
                                         "weight_decay": 0.0005, "schedule": "wrn"}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args,message", [
     (["--model.name", "wrm-28-10"], "unknown model 'wrm-28-10'"),
     (["--model.depth", "27"], "depth=27 is invalid for WRN block B(3,3)"),
@@ -122,6 +126,7 @@ def test_schedules_follow_the_papers():
     assert lr_factor(0.15, "onecycle") == pytest.approx(1) and lr_factor(1.0, "onecycle") == 0
 
 
+@pytest.mark.slow
 def test_fused_run_reports_each_seed_as_its_separate_run_would(tmp_path, tree):
     # The device loader (here on the CPU) draws order and crops per copy from seed + i, and each
     # copy is initialised from seed + i, so copy i must retrace the separate run with that seed.

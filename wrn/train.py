@@ -223,6 +223,9 @@ def resolve_run_defaults(cfg, subcommand: str | None) -> Path:
     own record: the run folder for fit, RUN/eval/<command>-<time> for an evaluation."""
     if subcommand and cfg.get("weights_only") is None:
         cfg.weights_only = True  # checkpoints hold tensors and plain data only
+    for key in ("data.root", "data.cache_dir"):  # a saved config's paths mean the same folders
+        if cfg.get(key) and not Path(cfg[key]).expanduser().is_absolute():
+            cfg[key] = str(Path(cfg[key]).resolve())
     trainer = cfg.trainer
     cuda = torch.cuda.is_available() and trainer.accelerator in ("auto", "gpu", "cuda")
     trainer.precision = trainer.precision or ("bf16-mixed" if cuda else "32-true")
