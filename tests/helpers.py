@@ -1,10 +1,13 @@
 """Shared test data: small generated image trees, and the real CIFAR-10 tree from WRN_DATA."""
 
+import contextlib
 import copy
+import io
 import os
 import subprocess
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -76,3 +79,25 @@ def wait_for(condition, what: str, process: subprocess.Popen | None = None,
             tail = log.read_text()[-3000:] if log and log.exists() else ""
             pytest.fail(f"{'process ended' if ended else 'timed out'} waiting for {what}\n{tail}")
         time.sleep(0.02)
+
+
+def wrn_here(*args, env: dict | None = None) -> SimpleNamespace:
+    """`wrn ARGS` in this process (no start-up cost): its exit code and what it printed, shaped
+    like subprocess.run's result. For the errors a command raises before or around its work; a
+    process of its own stays the test of real exit codes, signals and start-up."""
+    from wrn.cli import main
+
+    saved = dict(os.environ)
+    os.environ.pop("WRN_DEBUG", None)
+    os.environ.update(env or {})
+    out, err = io.StringIO(), io.StringIO()
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            main([str(arg) for arg in args])
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    return SimpleNamespace(returncode=code, stdout=out.getvalue(), stderr=err.getvalue())

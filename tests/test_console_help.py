@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import wrn_here
 from wrn import __version__
 from wrn.cli import COMMAND_HELP, LIGHTNING_COMMANDS, OWN_COMMANDS
 
@@ -53,9 +54,8 @@ def test_version():
     assert result.returncode == 0 and result.stdout.strip() == f"wrn {__version__}"
 
 
-@pytest.mark.slow
 def test_fit_help_documents_the_model_and_lists_the_package_options_first():
-    result = wrn("fit", "--help")
+    result = wrn_here("fit", "--help")
     assert result.returncode == 0, result.stderr
     text = result.stdout
     assert text.index("--model.name") < text.index("--data.root") < text.index("--trainer.accelerator")

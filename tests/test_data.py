@@ -112,7 +112,14 @@ def test_no_validation_set_and_no_test_split(tmp_path):
         data.val_dataloader()
 
 
-def test_offline_torchvision_download_points_at_data_root(tmp_path):
+def test_offline_torchvision_download_points_at_data_root(tmp_path, monkeypatch):
+    import errno
+    import socket
+
+    def unreachable(*args, **kwargs):  # offline, whatever this machine's network
+        raise OSError(errno.ENETUNREACH, "Network is unreachable")
+
+    monkeypatch.setattr(socket, "create_connection", unreachable)
     with raises_one_line(r"download failed.*--data\.root"):
         CIFARData(dataset="cifar10", root=str(tmp_path), download=True).setup("fit")
 

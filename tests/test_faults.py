@@ -26,7 +26,7 @@ import torch
 from PIL import Image
 
 from tests import helpers
-from tests.helpers import checkpoint_epoch, make_image_tree, wait_for
+from tests.helpers import checkpoint_epoch, make_image_tree, wait_for, wrn_here
 from wrn.data import CIFARData
 from wrn.files import append_jsonl, read_jsonl
 from wrn.rundir import read_metrics
@@ -83,6 +83,11 @@ def fit_args(tree: Path, run_dir: Path, *extra) -> list[str]:
 
 def fit(tree: Path, run_dir: Path, *extra, env: dict | None = None) -> subprocess.CompletedProcess:
     return wrn(*fit_args(tree, run_dir, *extra), env=env)
+
+
+def fit_here(tree: Path, run_dir: Path, *extra):
+    """`fit` in this process (see tests.helpers.wrn_here)."""
+    return wrn_here(*fit_args(tree, run_dir, *extra))
 
 
 def assert_one_line_error(result: subprocess.CompletedProcess, *needles: str, code: int = 2) -> str:
@@ -149,7 +154,7 @@ def test_fit_sigkilled_mid_run_resumes_to_the_uninterrupted_result(tmp_path, tre
     # (Lightning's checkpoints hold no RNG state). The uninterrupted run loads in-process; the
     # killed and resumed runs with `workers` worker processes.
     settings = ["--trainer.max_epochs", 5, "--trainer.deterministic", "true", "--seed_everything", 3,
-                "--data.loader", loader]
+                "--data.loader", loader, "--model.dropout", 0.3]  # dropout: its masks resume too
     whole = tmp_path / "whole"
     done = fit(tree, whole, *settings, "--data.num_workers", 0)
     settings += ["--data.num_workers", workers]
@@ -370,7 +375,7 @@ def test_failed_figure_write_keeps_the_previous_figure(tmp_path, monkeypatch):
     (["--data.dataset", "imagenet"], ["data.dataset", "imagenet"]),
 ], ids=["widen-0", "widen-negative", "dropout-1", "dropout-negative", "unknown-dataset"])
 def test_bad_model_or_dataset_value_is_one_line_naming_it(tmp_path, tree, args, needles):
-    assert_one_line_error(fit(tree, tmp_path / "run", *args), *needles)
+    assert_one_line_error(fit_here(tree, tmp_path / "run", *args), *needles)
 
 
 def _empty(root: Path) -> Path:
@@ -398,24 +403,22 @@ def _train_without_class_folders(root: Path) -> Path:
 ], ids=["empty", "class-folders-without-train", "train-without-class-folders"])
 def test_data_root_with_the_wrong_content_is_one_line_naming_it(tmp_path, make_root, needles):
     root = make_root(tmp_path / "root")
-    result = wrn("fit", *TINY_FIT, "--data.root", root, "--trainer.default_root_dir", tmp_path / "run")
+    result = wrn_here("fit", *TINY_FIT, "--data.root", root, "--trainer.default_root_dir", tmp_path / "run")
     assert_one_line_error(result, str(root), *needles)
 
 
-@pytest.mark.slow
 def test_corrupt_image_is_one_line_naming_the_file(tmp_path):
     root = make_image_tree(tmp_path / "data", classes=3, per_class=4)
     bad = root / "train" / "class1" / "0002.png"
     bad.write_bytes(b"\x89PNG\r\n\x1a\n but the rest is not an image")
-    result = wrn("fit", *TINY_FIT, "--data.root", root, "--data.val_size", "2",
+    result = wrn_here("fit", *TINY_FIT, "--data.root", root, "--data.val_size", "2",
                  "--data.batch_size", "4", "--trainer.default_root_dir", tmp_path / "run")
     assert_one_line_error(result, f"cannot read image {bad}")
 
 
-@pytest.mark.slow
 def test_nan_loss_stops_the_run_and_records_failed_with_epoch_and_step(tmp_path, tree):
     run_dir = tmp_path / "run"
-    result = fit(tree, run_dir, "--model.optim.lr", "1e20", "--model.nan_check_every", "1",
+    result = fit_here(tree, run_dir, "--model.optim.lr", "1e20", "--model.nan_check_every", "1",
                  "--trainer.max_epochs", "3")
     assert_one_line_error(result, "loss became NaN/inf", "lr 1e+20")
     record = read_metrics(run_dir)
@@ -423,12 +426,11 @@ def test_nan_loss_stops_the_run_and_records_failed_with_epoch_and_step(tmp_path,
     assert re.search(r"FloatingPointError: .*\(epoch 0, step \d+\)$", record["error"]), record["error"]
 
 
-@pytest.mark.slow
 def test_checkpoint_of_another_architecture_is_one_line_naming_both(tmp_path, tree):
     small = tmp_path / "small"
-    assert fit(tree, small, "--trainer.max_epochs", "1").returncode == 0
+    assert fit_here(tree, small, "--trainer.max_epochs", "1").returncode == 0
     checkpoint = small / "checkpoints" / "last.ckpt"
-    result = fit(tree, tmp_path / "wide", "--model.name", "wrn-10-2", "--ckpt_path", checkpoint)
+    result = fit_here(tree, tmp_path / "wide", "--model.name", "wrn-10-2", "--ckpt_path", checkpoint)
     assert_one_line_error(result, str(checkpoint), "holds wrn-10-1", "asks for wrn-10-2",
                           "widen_factor: 1 vs 2")
 
@@ -480,7 +482,6 @@ def test_out_of_memory_run_is_recorded_failed_and_the_sweep_goes_on(tmp_path, tr
 # ----------------------------------------------------------------------------------- 3. safe by default
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("where", ["--ckpt_path FILE", "--ckpt_path last"])
 def test_checkpoint_holding_pickled_code_is_refused_not_run(tmp_path, tree, where):
     marker = tmp_path / "executed"
@@ -491,17 +492,16 @@ def test_checkpoint_holding_pickled_code_is_refused_not_run(tmp_path, tree, wher
     torch.save({"epoch": 0, "global_step": 0, "state_dict": {}, "payload": _Payload(marker),
                 "hyper_parameters": {"name": "wrn-10-1"}}, checkpoint)
     ckpt_arg = checkpoint if where == "--ckpt_path FILE" else "last"
-    result = fit(tree, run_dir, "--ckpt_path", ckpt_arg)
+    result = fit_here(tree, run_dir, "--ckpt_path", ckpt_arg)
     assert_one_line_error(result, "checkpoint refused by the safe loader", "weights_only=True")
     assert not marker.exists()
 
 
-@pytest.mark.slow
 def test_truncated_checkpoint_is_one_line_naming_it(tmp_path, tree):
     checkpoint = tmp_path / "cut.ckpt"
     torch.save({"state_dict": {"w": torch.zeros(1000)}}, checkpoint)
     checkpoint.write_bytes(checkpoint.read_bytes()[:2000])
-    result = fit(tree, tmp_path / "run", "--ckpt_path", checkpoint)
+    result = fit_here(tree, tmp_path / "run", "--ckpt_path", checkpoint)
     assert_one_line_error(result, str(checkpoint), "truncated or damaged")
 
 
@@ -539,13 +539,12 @@ def test_no_shell_and_no_unsafe_yaml_anywhere():
     assert not shell and not unsafe_yaml, (shell, unsafe_yaml)
 
 
-@pytest.mark.slow
 def test_yaml_with_python_tags_is_refused_not_run(tmp_path, tree):
     marker = tmp_path / "executed"
     tag = f"!!python/object/apply:builtins.open ['{marker}', 'w']"
     config = tmp_path / "evil.yaml"
     config.write_text(f"seed_everything: {tag}\n")
-    result = fit(tree, tmp_path / "run", "--config", config)
+    result = fit_here(tree, tmp_path / "run", "--config", config)
     assert_one_line_error(result, "could not determine a constructor for the tag", "python/object/apply")
     spec = write_spec(tmp_path / "sweep", tree, points=[{}])
     spec.write_text(f"base: base.yaml\npoints:\n  - model.depth: {tag}\n")

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import checkpoint_epoch, make_image_tree, wait_for
-from tests.test_faults import REPO, assert_one_line_error, epochs_of, fit, fit_args, shim_env
+from tests.test_faults import REPO, assert_one_line_error, epochs_of, fit, fit_args, fit_here, shim_env
 from wrn.rundir import read_metrics
 
 
@@ -100,14 +100,13 @@ def test_unreadable_last_checkpoint_falls_back_to_the_previous_then_starts_over(
 ], ids=["folder", "empty-file"])
 def test_ckpt_path_that_is_no_checkpoint_is_one_line(tmp_path, tree, make, needles):
     path = make(tmp_path)
-    assert_one_line_error(fit(tree, tmp_path / "run", "--ckpt_path", path), str(path), *needles)
+    assert_one_line_error(fit_here(tree, tmp_path / "run", "--ckpt_path", path), str(path), *needles)
 
 
-@pytest.mark.slow
 def test_run_folder_that_is_a_file_is_one_line(tmp_path, tree):
     file = tmp_path / "taken"
     file.write_text("not a folder")
-    assert_one_line_error(fit(tree, file), f"trainer.default_root_dir {file} is a file")
+    assert_one_line_error(fit_here(tree, file), f"trainer.default_root_dir {file} is a file")
 
 
 HOLD_UNTIL_SIGNALLED = '''

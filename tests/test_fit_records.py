@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.helpers import make_image_tree
+from tests.helpers import REPO, make_image_tree, wrn_here
 from tests.test_faults import shim_env, wrn
 from wrn.files import read_jsonl
 from wrn.rundir import read_metrics
@@ -127,9 +127,9 @@ def test_saved_config_replays_from_another_folder_without_tensorboard(tmp_path, 
     assert not first.exists()
 
 
-@pytest.mark.slow
 def test_print_config_shows_what_the_run_uses():
-    result = wrn("fit", "--config", "configs/wrn-16-4.yaml", "--seed_everything", 7, "--print_config")
+    result = wrn_here("fit", "--config", REPO / "configs/wrn-16-4.yaml", "--seed_everything", 7,
+                      "--print_config")
     assert result.returncode == 0, result.stderr[-2000:]
     config = yaml.safe_load(result.stdout)
     root = "runs/wrn-16-4-seed7"
@@ -137,3 +137,7 @@ def test_print_config_shows_what_the_run_uses():
     loggers = config["trainer"]["logger"]
     assert loggers[0]["class_path"] == "lightning.pytorch.loggers.CSVLogger"
     assert loggers[0]["init_args"]["save_dir"] == root and config["test_after_fit"] is True
+    # This machine's choices, not nulls (the test machines have no GPU).
+    assert (config["trainer"]["precision"], config["trainer"]["benchmark"]) == ("32-true", False)
+    assert config["model"]["channels_last"] is False and config["data"]["loader"] == "dataloader"
+    assert config["model"]["num_classes"] == 10 and config["model"]["seed"] == 7  # links applied

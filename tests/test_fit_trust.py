@@ -277,3 +277,16 @@ def test_a_relative_data_root_keeps_meaning_the_same_folder_when_replayed(tmp_pa
     assert replay.returncode == 0, replay.stderr[-3000:]
     assert rundir.read_metrics(tmp_path / "again")["status"] == "finished"
     assert not (elsewhere / relative).exists()  # nothing "downloaded" beside the new folder
+
+
+def test_a_run_folder_on_a_read_only_file_system_is_one_line_naming_it(tmp_path, tree):
+    disk = tmp_path / "ro"
+    disk.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(disk)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("mounting a read-only file system is not allowed here")
+    try:
+        result = fit(tree, disk / "run", "--trainer.max_epochs", 1)
+    finally:
+        subprocess.run(["umount", str(disk)], capture_output=True)
+    assert_one_line_error(result, f"read-only file system: {disk / 'run'}")

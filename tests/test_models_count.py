@@ -1,10 +1,8 @@
 """`wrn count`: parameters counted from the config before building; too large refused, slow announced."""
 
-import subprocess
-import sys
-
 import pytest
 
+from tests.helpers import wrn_here
 from wrn import complexity
 from wrn.models import create_model, resolve_model
 from wrn.models.registry import ModelSpec
@@ -73,9 +71,7 @@ def test_patterns_count_the_named_models_they_match(capsys):
     assert "no named model matches 'nothing*'" in capsys.readouterr().err
 
 
-@pytest.mark.slow
 def test_the_wrn_command_refuses_in_one_line_and_exit_2():
-    done = subprocess.run([sys.executable, "-m", "wrn", "count", "wrn-16-1000"],
-                          capture_output=True, text=True, timeout=120)
+    done = wrn_here("count", "wrn-16-1000")
     assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
     assert "wrn-16-1000" in done.stderr and "--force" in done.stderr

@@ -83,3 +83,17 @@ def test_fit_logs_each_metric_once_per_epoch_and_validation_matches_a_direct_pas
         loss = F.cross_entropy(logits[:, copy], labels)
         assert torch.isclose(metrics[f"val_acc_c{copy}"], accuracy)
         assert torch.isclose(metrics[f"val_loss_c{copy}"], loss, atol=1e-5)
+
+
+@pytest.mark.parametrize("decay_norm_and_bias", [True, False])
+def test_weight_decay_spares_norms_and_biases_when_asked(decay_norm_and_bias):
+    from wrn.module import Optim
+
+    module = LitClassifier("wrn-10-1", optim=Optim(weight_decay=5e-4, decay_norm_and_bias=decay_norm_and_bias))
+    module.trainer = L.Trainer(max_steps=10, accelerator="cpu", logger=False)  # 10 stepping batches
+    groups = module.configure_optimizers()["optimizer"].param_groups
+    decayed = {id(p) for g in groups if g["weight_decay"] == 5e-4 for p in g["params"]}
+    spared = {id(p) for g in groups if g["weight_decay"] == 0.0 for p in g["params"]}
+    flat = {id(p) for p in module.net.parameters() if p.ndim <= 1}  # BN weights and biases
+    assert flat and decayed | spared == {id(p) for p in module.net.parameters()}
+    assert spared == (set() if decay_norm_and_bias else flat)

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests import helpers
-from tests.helpers import make_image_tree, wait_for, wrn_data_root
+from tests.helpers import make_image_tree, wrn_data_root
 from wrn.errors import one_line_error
 from wrn.files import atomic_write_json
 from wrn.rundir import read_metrics
@@ -214,7 +214,7 @@ def test_local_sweep_rerun_resume_and_rebuilt_results(tmp_path, tree, capsys):
 
 @pytest.mark.slow
 def test_ray_sweep_into_a_fresh_directory(tmp_path, tree):
-    pytest.importorskip("ray")
+    import ray  # noqa: F401 - installed with .[ray], as CI does: a broken Ray is a failure
     spec = write_spec(tmp_path, tree, seeds=[0, 1], grid={"model.depth": [10, 16]})
     out = tmp_path / "ray-out"
     assert sweep("run", spec, "--out", out, "--executor", "ray") == 0
@@ -243,57 +243,6 @@ def test_failed_run_is_recorded_retried_and_the_others_finish(tmp_path, tree, ca
     assert "base" in table and "±" in table and "model.optim.lr=1e+20" in table
 
 
-def _children(pid: int) -> list[int]:
-    path = Path(f"/proc/{pid}/task/{pid}/children")
-    return [int(p) for p in path.read_text().split()] if path.exists() else []
-
-
-@pytest.mark.slow
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="parent-death signal is Linux's")
-def test_sigkill_of_the_sweep_loses_nothing_and_resumes(tmp_path, tree):
-    # The run holds at the start of epoch 1 (tests.test_faults.HOLD_SHIM, only in the killed
-    # sweep's environment): it cannot finish before the kill, however the machine is loaded.
-    from tests.test_faults import HOLD_SHIM
-
-    spec = write_spec(tmp_path, tree, fixed={"trainer.max_epochs": 3}, points=[{}])
-    out, log, shim, held = tmp_path / "out", tmp_path / "sweep.log", tmp_path / "shim", tmp_path / "held"
-    shim.mkdir()
-    (shim / "sitecustomize.py").write_text(HOLD_SHIM.format(epoch=1, marker=str(held)))
-    env = {**os.environ, "PYTHONPATH": f"{shim}{os.pathsep}{REPO}"}
-    with open(log, "w") as output:
-        driver = subprocess.Popen([sys.executable, "-m", "wrn", "sweep", "run", str(spec), "--out",
-                                   str(out)], stdout=output, stderr=subprocess.STDOUT, env=env)
-    try:
-        wait_for(held.exists, "the run to hold at epoch 1", driver, log=log)
-        assert list((out / RUNS_DIR).glob("*/checkpoints/last.ckpt")), "no checkpoint"
-        training = _children(driver.pid)
-        assert training, "the sweep's training process was not found"
-        driver.kill()
-        driver.wait()
-        run_dir = next((out / RUNS_DIR).iterdir())
-        # The lock is released when the last thread of the training process has exited.
-        wait_for(lambda: run_state(run_dir).state == INTERRUPTED,
-                 "the training process to die with the sweep", log=log)
-        assert not any(_alive(pid) for pid in training)
-    finally:
-        if driver.poll() is None:
-            driver.kill()
-    # The same command resumes the run (other settings would be refused: a run folder is never
-    # reused for another run).
-    assert sweep("run", spec, "--out", out) == 0
-    assert "--ckpt_path" in attempts(logs(out)[run_dir.name])[-1]
-    assert read_metrics(run_dir)["status"] == "finished"
-
-
-def _alive(pid: int) -> bool:
-    """Running, not gone and not a zombie waiting for its parent (init, here) to reap it."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
-
-
 @pytest.mark.slow
 def test_sweep_on_the_real_cifar10_tree(tmp_path):
     root = wrn_data_root()
@@ -302,3 +251,53 @@ def test_sweep_on_the_real_cifar10_tree(tmp_path):
     assert sweep("run", spec, "--out", out) == 0
     _, rows = result_rows(out)
     assert [r["status"] for r in rows] == ["finished"] and float(rows[0]["params"]) > 0
+
+
+PLACEMENT_SHIM = '''
+import atexit, json, os, sys, time
+if "--trainer.default_root_dir" in sys.argv:
+    folder = sys.argv[sys.argv.index("--trainer.default_root_dir") + 1]
+    os.makedirs(folder, exist_ok=True)
+    seen = {"device": os.environ.get("CUDA_VISIBLE_DEVICES"), "start": time.time()}
+    def stop():
+        seen["end"] = time.time()
+        with open(os.path.join(folder, "placement.json"), "w") as f:
+            json.dump(seen, f)
+    atexit.register(stop)
+'''
+
+
+@pytest.mark.slow
+def test_runs_are_placed_one_per_gpu_of_the_device_list(tmp_path, tree, monkeypatch):
+    # The devices the sweep sees are injected (this machine has none); each run's process
+    # records the CUDA_VISIBLE_DEVICES it was given and when it ran.
+    import json
+
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda index=0: "Test GPU")
+    shim = tmp_path / "shim"
+    shim.mkdir()
+    (shim / "sitecustomize.py").write_text(PLACEMENT_SHIM)
+    monkeypatch.setenv("PYTHONPATH", f"{shim}{os.pathsep}{REPO}")
+    spec = write_spec(tmp_path, tree, seeds=[0, 1, 2], points=[{"trainer.accelerator": "cpu"}])
+    out = tmp_path / "out"
+    assert sweep("run", spec, "--out", out, "--gpus", "0,1") == 0
+    placed = [json.loads(p.read_text()) for p in (out / RUNS_DIR).glob("*/placement.json")]
+    assert len(placed) == 3 and {p["device"] for p in placed} == {"0", "1"}
+    for a in placed:  # never two runs on one device at once
+        assert not any(b is not a and b["device"] == a["device"] and b["start"] < a["end"]
+                       and a["start"] < b["end"] for b in placed)
+    assert sum(min(a["end"], b["end"]) > max(a["start"], b["start"])
+               for i, a in enumerate(placed) for b in placed[i + 1:]) >= 1  # two ran at once
+
+
+def test_trials_per_gpu_share_each_device_of_the_list():
+    from wrn.sweep.executors import LocalExecutor
+
+    executor = LocalExecutor([0, 3], trials_per_gpu=2)
+    assert executor.capacity == 4
+    assert [slot["CUDA_VISIBLE_DEVICES"] for slot in executor.slots] == ["0", "0", "3", "3"]
+    assert LocalExecutor([], trials_per_gpu=2).slots == [{}]  # the CPU: one run at a time

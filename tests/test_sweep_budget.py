@@ -307,3 +307,15 @@ def test_the_cost_model_fits_compute_and_launches_per_device():
               for macs, units in [model_cost(name)]]
     assert _fit_costs(speeds) == pytest.approx((a, c), rel=1e-6)
 
+
+
+def test_the_estimate_counts_fused_copies_and_the_test_split():
+    from wrn.sweep.budget import EVAL_COST, Workload
+
+    single = Workload(epochs=3, train=900, val=100, test=300, copies=1)
+    fused = Workload(epochs=3, train=900, val=100, test=300, copies=4)
+    # Each epoch trains 900 images and validates 100 at a third of the cost; the test split is
+    # evaluated twice at the end (final and best weights); a fused run's copies see every image.
+    assert single.images(3) == pytest.approx(3 * (900 + 100 / 3) + 2 * 300 / 3)
+    assert fused.images(3) == 4 * single.images(3) and EVAL_COST == pytest.approx(1 / 3)
+    assert single.images(1) == pytest.approx(900 + 100 / 3 + 200)  # a resumed run: 1 epoch left

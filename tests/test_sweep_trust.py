@@ -19,11 +19,10 @@ from pathlib import Path
 import pytest
 
 from tests import helpers
-from tests.helpers import make_image_tree, wait_for
-from tests.test_sweep import TINY_RUN, result_rows, sweep
+from tests.helpers import make_image_tree, wait_for, wrn_here
+from tests.test_sweep import TINY_RUN, sweep
 from wrn.errors import one_line_error
 from wrn.rundir import read_metrics
-from wrn.sweep import cli as sweep_cli
 from wrn.sweep.executors import join_error, probe_address
 from wrn.sweep.state import RUNS_DIR
 
@@ -150,12 +149,9 @@ def test_a_pass_through_override_of_a_swept_key_is_an_error_naming_it(tmp_path, 
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.slow
 def test_a_spec_whose_points_are_all_invalid_exits_2_with_every_reason(tmp_path, tree):
     spec = write_spec(tmp_path, tree, grid={"model.depth": [11, 13]})
-    done = subprocess.run([sys.executable, "-m", "wrn", "sweep", "run", str(spec), "--out",
-                           str(tmp_path / "out")], capture_output=True, text=True, timeout=300,
-                          cwd=REPO)
+    done = wrn_here("sweep", "run", spec, "--out", tmp_path / "out")
     assert done.returncode == 2, done.stderr
     lines = done.stderr.strip().splitlines()
     assert any("model.depth=11" in line and "depth=11 is invalid" in line for line in lines), lines

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.helpers import make_image_tree, wait_for, wrn_data_root
+from tests.helpers import make_image_tree, wait_for, wrn_data_root, wrn_here
 from wrn.module import lr_factor
 from wrn.files import read_jsonl
 from wrn.rundir import read_metrics
@@ -31,20 +31,23 @@ def wrn(*args: str, cwd=REPO) -> subprocess.CompletedProcess:
 def test_real_cifar_training_beats_chance_by_far(tmp_path):
     root = wrn_data_root()
     run = tmp_path / "run"
+    # 1,200 training images of the real data, 4 epochs: seconds on a CPU, far above 10% chance
+    # on the held-out images and on the whole 10,000-image test split.
     result = wrn("fit", "--config", "configs/quick.yaml", "--data.root", str(root),
-                 "--data.subset", "300", "--data.val_size", "500", "--model.name", "wrn-10-2",
-                 "--trainer.max_epochs", "4", "--trainer.default_root_dir", str(run),
-                 "--trainer.enable_progress_bar", "false", "--data.num_workers", "0")
+                 "--data.subset", "150", "--data.val_size", "300", "--model.name", "wrn-10-1",
+                 "--data.batch_size", "64", "--trainer.max_epochs", "4",
+                 "--trainer.default_root_dir", str(run), "--trainer.enable_progress_bar", "false",
+                 "--data.num_workers", "0")
     assert result.returncode == 0, result.stderr[-3000:]
     record = read_metrics(run)
     assert record["status"] == "finished" and record["epochs"] == 4
-    assert record["best_val_acc"] >= 0.30, record
-    assert record["model"] == "wrn-10-2" and record["params"] > 0 and record["macs"] > 0
+    assert record["best_val_acc"] >= 0.25 and record["test_acc"] >= 0.25, record
+    assert record["model"] == "wrn-10-1" and record["params"] > 0 and record["macs"] > 0
     assert record["images_per_sec"] > 0 and record["wall_seconds"] > 0 and record["seed"] == 0
     lines, problems = read_jsonl(run / "epochs.jsonl")
     assert [line["epoch"] for line in lines] == [0, 1, 2, 3] and not problems
     saved = yaml.safe_load((run / "config.yaml").read_text())
-    assert saved["model"]["name"] == "wrn-10-2" and saved["data"]["subset"] == 300
+    assert saved["model"]["name"] == "wrn-10-1" and saved["data"]["subset"] == 150
     assert (run / "checkpoints" / "last.ckpt").exists() and (run / "checkpoints" / "best.ckpt").exists()
 
 
@@ -88,9 +91,8 @@ def test_resume_continues_the_global_step_and_test_evaluates_the_test_split(tmp_
     assert record["status"] == "finished" and record["global_step"] == 2 * steps_per_epoch
 
 
-@pytest.mark.slow
 def test_print_config_shows_the_linked_recipe():
-    result = wrn("fit", "--config", "configs/wrn-28-10.yaml", "--print_config")
+    result = wrn_here("fit", "--config", REPO / "configs/wrn-28-10.yaml", "--print_config")
     assert result.returncode == 0, result.stderr[-2000:]
     config = yaml.safe_load(result.stdout)
     assert config["model"]["name"] == "wrn-28-10" and config["trainer"]["max_epochs"] == 200
@@ -98,7 +100,6 @@ def test_print_config_shows_the_linked_recipe():
                                         "weight_decay": 0.0005, "schedule": "wrn"}
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("args,message", [
     (["--model.name", "wrm-28-10"], "unknown model 'wrm-28-10'"),
     (["--model.depth", "27"], "depth=27 is invalid for WRN block B(3,3)"),
@@ -108,8 +109,8 @@ def test_print_config_shows_the_linked_recipe():
     (["--model.depth", "deep"], 'Parser key "model.depth"'),
 ])
 def test_bad_configs_fail_with_one_line(args, message, tmp_path):
-    result = wrn("fit", "--config", "configs/quick.yaml", "--trainer.default_root_dir",
-                 str(tmp_path / "run"), *args)
+    result = wrn_here("fit", "--config", REPO / "configs/quick.yaml", "--trainer.default_root_dir",
+                      str(tmp_path / "run"), *args)
     assert result.returncode == 2
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and message in errors[0], result.stderr[-2000:]

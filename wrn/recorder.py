@@ -74,6 +74,7 @@ class RunRecorder(L.Callback):
         self.settings: dict = {}  # the command's settings (wrn.rundir.run_settings), set by the CLI
         self.test_follows = False  # the fit ends on the test split: finished once that is recorded
         self._open = False  # between the fit's start and its record's last word
+        self.lock = None  # this process's hold on the run folder (wrn.rundir.hold_lock)
 
     def state_dict(self) -> dict:
         return {"best_val_acc": self.best_val_acc, "best_epoch": self.best_epoch,

@@ -25,6 +25,8 @@ from wrn.predict import DEFAULT_OUT, FolderPredictData, PredictionWriter
 from wrn.recorder import RunRecorder
 
 SIGTERM_EXIT = 128 + signal.SIGTERM
+AS_GIVEN = ("trainer.logger", "ckpt_path", "trainer.precision", "trainer.benchmark",
+            "model.channels_last", "data.loader")
 
 
 class ConfigError(ValueError):
@@ -92,7 +94,9 @@ class WRNCLI(LightningCLI):
         self.config = parser.parse_args([arg for arg in args if arg.split("=")[0] != "--print_config"])
         subcommand = self.config.get("subcommand")
         cfg = self.config[subcommand] if subcommand else self.config
-        self.as_given = {"trainer.logger": cfg.trainer.logger, "ckpt_path": cfg.get("ckpt_path")}
+        # Saved as given: the run's own loggers and this machine's choices are made again wherever
+        # the config is replayed.
+        self.as_given = {key: cfg.get(key) for key in AS_GIVEN}
         self.settings = rundir.run_settings(cfg.as_dict())  # as asked, before this machine's defaults
         self.record_dir = resolve_run_defaults(cfg, subcommand) if subcommand else None
         if subcommand == "fit" and not printing:  # a fresh start and a resume alike
@@ -137,7 +141,7 @@ class WRNCLI(LightningCLI):
             raise ValueError(f"{slow}; for a run of minutes: wrn fit --config configs/quick.yaml{root}; "
                              "to train this anyway, add --allow_slow true")
         if self.trainer.is_global_zero:
-            self._lock = rundir.hold_lock(self.trainer.default_root_dir)  # until the process ends
+            _recorder(self.trainer).lock = rundir.hold_lock(self.trainer.default_root_dir)
             console.say(slow and f"warning: {slow}", sys.stderr)
         recorder = _recorder(self.trainer)
         recorder.test_follows = bool(self.config["fit"].get("test_after_fit")) \
@@ -320,7 +324,8 @@ def run_lightning(argv: list[str]) -> None:
     # last.ckpt has a callback of its own: Lightning (>= 2.6) rewrites a monitored callback's
     # last.ckpt only in epochs that improve the monitor, so a killed run would resume from its best
     # epoch rather than its latest. No version counters: a run has one best.ckpt and one last.ckpt.
-    callbacks = [RunRecorder(),
+    recorder = RunRecorder()
+    callbacks = [recorder,
                  ModelCheckpoint(filename="best", monitor="val_acc", mode="max",
                                  auto_insert_metric_name=False, enable_version_counter=False),
                  ModelCheckpoint(filename="last", enable_version_counter=False)]
@@ -333,6 +338,9 @@ def run_lightning(argv: list[str]) -> None:
                               "description": "Train and evaluate WRN / ResNet on CIFAR."})
     except SIGTERMException:
         raise SystemExit(SIGTERM_EXIT) from None  # Lightning's would exit 0
+    finally:
+        if recorder.lock is not None:  # the run folder is free again
+            recorder.lock.close()
 
 
 class FitConfigChecker:
