@@ -80,7 +80,16 @@ class Campaign:
     def plots(self) -> Path:
         return self.out / "plots" / f"{self.gpu}-campaign"
 
+    def clean(self, text: str) -> str:
+        """`text` without this machine's paths: what is committed names places, not folders."""
+        places = {str(self.work): "WORK", str(self.out): "OUT", str(self.data_root): "path/to/cifar10",
+                  str(REPO): ".", sys.executable: "python"}
+        for place, placeholder in sorted(places.items(), key=lambda item: -len(item[0])):
+            text = text.replace(place, placeholder)
+        return text
+
     def log(self, text: str) -> None:
+        text = self.clean(text)
         with open(self.out / "campaign.log", "a", encoding="utf-8") as f:
             f.write(text if text.endswith("\n") else text + "\n")
         print(text.rstrip("\n"), flush=True)
@@ -134,7 +143,7 @@ def tests_step(campaign: Campaign, step: Step, seconds: float) -> str:
     report = campaign.results / "cuda-tests.txt"
     argv = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rs", *CUDA_TESTS]
     output = campaign.command(step, argv, min(seconds, 180))
-    report.write_text(output)
+    report.write_text(campaign.clean(output))
     return f"{output.strip().splitlines()[-1] if output.strip() else ''} ({report.name})"
 
 
@@ -214,23 +223,19 @@ def sweep_step(campaign: Campaign, step: Step, seconds: float) -> str:
             "--data.root", str(data), "--time-budget", f"{budget}s", "--speeds", str(campaign.results),
             "--speeds", str(REPO / "benchmarks" / "results"), "--max-retries", "0"]
     campaign.command(step, argv, seconds)
-    return export_sweep(campaign, work, data)
+    return export_sweep(campaign, work)
 
 
-def export_sweep(campaign: Campaign, work: Path, data: Path) -> str:
+def export_sweep(campaign: Campaign, work: Path) -> str:
     """The sweep's records without checkpoints, logs or this machine's paths."""
     from wrn.report.results import RESULTS_FILE
 
     if not (work / RESULTS_FILE).is_file():
         return "no results.csv"
-    places = {str(work): "OUT", str(data): "path/to/cifar10", str(campaign.data_root): "path/to/cifar10",
-              str(REPO): "."}
     out = campaign.sweep_out
     for path in [work / RESULTS_FILE, *sorted(work.rglob("*"))]:
         if path.is_file() and (path == work / RESULTS_FILE or path.name in EXPORTED):
-            text = path.read_text(encoding="utf-8")
-            for place, placeholder in sorted(places.items(), key=lambda p: -len(p[0])):
-                text = text.replace(place, placeholder)
+            text = campaign.clean(path.read_text(encoding="utf-8"))
             target = out / path.relative_to(work)
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_text(text, encoding="utf-8")

@@ -379,10 +379,12 @@ def acquire_lock(run: Run) -> IO | None:
 
 def hold_lock(run: Run) -> IO | None:
     """This process's hold on the run (kept open until it ends): its own lock, or the one its
-    parent sweep passed down (then None); ValueError naming the folder when another holds it."""
+    parent sweep passed down (then None); ValueError naming the folder when another holds it.
+    Processes it forks (data loader workers) do not hold it: a killed run frees its folder at once."""
     held = os.environ.get(LOCK_FD_ENV)
     try:
         if held and os.path.samestat(os.fstat(int(held)), (Path(run) / LOCK).stat()):
+            os.register_at_fork(after_in_child=lambda: _close(int(held)))
             return None
     except (OSError, ValueError):
         pass
@@ -390,7 +392,15 @@ def hold_lock(run: Run) -> IO | None:
     if handle is None:
         raise ValueError(f"{run} is in use: another process is training into it; wait for it to "
                          "end, or pass another --trainer.default_root_dir")
+    os.register_at_fork(after_in_child=handle.close)
     return handle
+
+
+def _close(fd: int) -> None:
+    try:
+        os.close(fd)
+    except OSError:
+        pass
 
 
 def is_locked(run: Run) -> bool:
