@@ -84,9 +84,12 @@ def test_a_run_folder_and_its_record_are_sources(tmp_path, capsys):
 
 def test_a_fused_run_gives_one_row_per_copy(tmp_path, capsys):
     fused = write_fused(tmp_path / "fused", bests=(0.50, 0.60, 0.70))
+    rundir.write_config(fused, "data:\n  subset: 40\n  val_size: 100\n")  # the run's, beside its copies
     [row] = csv_rows(run_table(capsys, fused, "--format", "csv")[1])
     assert row["n"] == "3"  # the copies, not the run's mean record
     assert float(row["error_std"]) == pytest.approx(10.0)
+    assert "Runs: subset: 40 images per class, 100 held out for validation; 2 epochs." in run_table(
+        capsys, fused)[1]
 
 
 def test_a_folder_of_run_folders_names_what_it_left_out(tmp_path, capsys):
