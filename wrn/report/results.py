@@ -308,7 +308,6 @@ class Group:
     error_std: float
     n: int
     wall_seconds: float | None
-    images_per_sec: float | None
     runs: tuple[Run, ...]
     source: str = ""
 
@@ -346,8 +345,7 @@ def group_runs(runs: Sequence[Run]) -> list[Group]:
         groups.append(Group(
             config, first.model, first.family, first.depth, first.widen_factor, first.dropout,
             _mean(r.params for r in members), _mean(r.macs for r in members), metric, mean, std,
-            len(members), _mean(r.wall_seconds for r in members),
-            _mean(r.images_per_sec for r in members), tuple(members), source))
+            len(members), _mean(r.wall_seconds for r in members), tuple(members), source))
     return groups
 
 

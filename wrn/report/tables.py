@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -38,42 +38,30 @@ def _macs_g(macs: float | None) -> str:
     return DASH if macs is None else f"{macs / 1e9:.{3 if macs / 1e9 < 0.1 else 2}f}"
 
 
-def _with_source_column(table: TableData, sources: Sequence[str]) -> TableData:
-    """A `source` column after the first, when the rows come from several sources."""
-    if len(set(sources)) < 2:
-        return table
-
-    def insert(cells, value) -> list:
-        return [cells[0], value, *cells[1:]]
-
-    return replace(table, headers=tuple(insert(table.headers, "source")),
-                   rows=[insert(row, source) for row, source in zip(table.rows, sources)],
-                   csv_headers=tuple(insert(table.csv_headers, "source")),
-                   csv_rows=[insert(row, source) for row, source in zip(table.csv_rows, sources)])
-
-
 def results_table(groups: Sequence[Group], dataset: str, about: str = "") -> TableData:
+    """One row per configuration (and source: a column names it when there are several)."""
     split = error_split(groups)
+    named = ["source"] if len({g.source for g in groups}) > 1 else []  # a column when there are several
     rows, csv_rows = [], []
     for g in groups:
-        published = paper.published_error(g.model, dataset, g.dropout)
-        rows.append([display_name(g.model), DASH if g.depth is None else str(g.depth),
+        published, source = paper.published_error(g.model, dataset, g.dropout), [g.source] if named else []
+        rows.append([display_name(g.model), *source, DASH if g.depth is None else str(g.depth),
                      DASH if g.widen_factor is None else str(g.widen_factor), f"{g.dropout:g}",
                      _params_m(g.params), _macs_g(g.macs), plus_minus(g.error_mean, g.error_std, g.n),
                      str(g.n), DASH if published is None else f"{published:.2f}"])
-        csv_rows.append([display_name(g.model), g.config, g.family, g.depth, g.widen_factor, g.dropout,
-                         g.params, g.macs, g.metric, g.error_mean, g.error_std, g.n, published])
-    return _with_source_column(TableData(
+        csv_rows.append([display_name(g.model), *source, g.config, g.family, g.depth, g.widen_factor,
+                         g.dropout, g.params, g.macs, g.metric, g.error_mean, g.error_std, g.n, published])
+    return TableData(
         caption=(f"{DATASET_NAMES.get(dataset, dataset)} {split} error in %, mean ± sample std over n "
                  "seeds; params in millions; MACs in billions of multiply-adds per 32x32 image "
                  "(fvcore); paper: published test error (WRN paper Table 4, sources in "
                  f"wrn/report/paper.py).{about and f' Runs: {about}.'}"),
-        headers=("model", "depth", "k", "dropout", "params (M)", "MACs (G)", f"{split} error (%)",
+        headers=("model", *named, "depth", "k", "dropout", "params (M)", "MACs (G)", f"{split} error (%)",
                  "n", "paper test (%)"),
         rows=rows, families=[g.family for g in groups],
-        csv_headers=("model", "config", "family", "depth", "widen_factor", "dropout", "params",
+        csv_headers=("model", *named, "config", "family", "depth", "widen_factor", "dropout", "params",
                      "macs", "metric", "error_mean", "error_std", "n", "paper_error"),
-        csv_rows=csv_rows), [g.source for g in groups])
+        csv_rows=csv_rows)
 
 
 def _correlations(groups: Sequence[Group], dataset: str, sources: Sequence[str]) -> str:
@@ -97,7 +85,7 @@ def paper_table(groups: Sequence[Group], dataset: str, about: str = "") -> Table
     error and n column per source, the paper's error, then a difference column per source."""
     split = error_split(groups)
     sources = list(dict.fromkeys(g.source for g in groups))
-    several = [""] * (len(sources) > 1)  # where the source's name goes in a CSV row
+    named = ["source"] if len(sources) > 1 else []  # a CSV column, the readable ones a column each
     ours = {(g.source, g.model.lower(), round(g.dropout, 9)): g for g in groups}
     rows, csv_rows, families = [], [], []
     for entry in paper.published_results(dataset):
@@ -106,13 +94,13 @@ def paper_table(groups: Sequence[Group], dataset: str, about: str = "") -> Table
         rows.append([display_name(entry.model, entry.dropout), f"{entry.dropout:g}", _params_m(entry.params),
                      *(cell for g in found for cell in _ours(g)), f"{entry.error:.2f}",
                      *(DASH if d is None else f"{d:+.2f}" for d in differences)])
-        csv_rows += [[entry.model, *(source for _ in several), entry.dropout, entry.params, g and g.metric,
+        csv_rows += [[entry.model, *([source] if named else []), entry.dropout, entry.params, g and g.metric,
                       g and g.error_mean, g and g.error_std, g and g.n, entry.error, difference]
                      for source, g, difference in zip(sources, found, differences)]
         families.append(family_of_model(entry.model))
     not_test = "" if split == "test" else (f" Ours are {split} errors (not every run recorded test_acc), so "
                                            "they do not measure the same split as the paper's.")
-    names = sources if several else ["ours"]
+    names = sources if named else ["ours"]
     return TableData(
         caption=(f"{DATASET_NAMES.get(dataset, dataset)}: our {split} error in % (mean ± sample std "
                  "over n seeds) beside the published test error (WRN paper Table 4 and its baselines, "
@@ -121,10 +109,10 @@ def paper_table(groups: Sequence[Group], dataset: str, about: str = "") -> Table
                  f"rank correlation with the paper {_correlations(groups, dataset, sources)}."),
         headers=("model", "dropout", "params (M)",
                  *(h for name in names for h in (f"{name} {split} (%)", "n")),
-                 "paper test (%)", *(f"difference {name} (pp)" if several else "difference (pp)"
+                 "paper test (%)", *(f"difference {name} (pp)" if named else "difference (pp)"
                                      for name in names)),
         rows=rows, families=families,
-        csv_headers=("model", *("source" for _ in several), "dropout", "paper_params", "metric", "error_mean",
+        csv_headers=("model", *named, "dropout", "paper_params", "metric", "error_mean",
                      "error_std", "n", "paper_error", "difference"),
         csv_rows=csv_rows)
 
@@ -174,11 +162,11 @@ def format_text(table: TableData) -> str:
 FORMATTERS = {"markdown": format_markdown, "latex": format_latex, "csv": format_csv, "text": format_text}
 
 
-def source_arguments(parser: argparse.ArgumentParser, sweep: str = "a folder holding one") -> None:
+def source_arguments(parser: argparse.ArgumentParser, sweep: str = "a folder holding one (a sweep's output)"):
     """The sources of `wrn table`, `wrn plot` and `wrn sweep summarize`, and their labels."""
     parser.add_argument("sources", type=Path, nargs="+", metavar="SOURCE",
-                        help=f"a results.csv, {sweep} (a sweep's output), a run folder or its "
-                        "metrics.json, or a folder of run folders; several are shown side by side")
+                        help=f"a results.csv, {sweep}, a run folder or its metrics.json, or a folder of "
+                        "run folders; several are shown side by side")
     parser.add_argument("--label", action="append", default=[], metavar="NAME",
                         help="a name for each source, given once per source in order (default: "
                         "the folder's name)")

@@ -72,7 +72,7 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument("--max-points", type=int, default=MAX_POINTS)
     summary = commands.add_parser("summarize", allow_abbrev=False,
                                   help="mean ± std per configuration over seeds")
-    source_arguments(summary, sweep="a folder holding one, brought up to date from its run records")
+    source_arguments(summary, sweep="a sweep's output folder (its results.csv brought up to date first)")
     summary.add_argument("--format", choices=("table", "csv", "json"), default="table")
     return parser
 
