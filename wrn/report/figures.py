@@ -80,7 +80,13 @@ def placement_notes(placements: Sequence[tuple[int, int]]) -> list[str]:
 
 
 def _legend(ax, groups: Sequence[Group], published_drawn: bool, options: PlotOptions) -> None:
-    handles, labels = ax.get_legend_handles_labels()
+    """The families (filled markers whatever the source), the lines drawn, then what tells apart
+    published numbers and sources."""
+    styles = [family_style(f) for f in sorted({g.family for g in groups}, key=lambda f: (family_rank(f), f))]
+    drawn, named = ax.get_legend_handles_labels()
+    handles = [*(Line2D([], [], marker=s.marker, color=s.color, mec="white", ms=MARKER_SIZE, ls="none")
+                 for s in styles), *drawn]
+    labels = [*(s.label for s in styles), *named]
     if published_drawn:  # only when hollow markers are on the axes
         handles.append(Line2D([], [], marker="o", ms=7, mfc="none", mec="0.3", mew=1.3, ls="none"))
         labels.append("published test error (hollow)")
@@ -98,7 +104,6 @@ def _legend(ax, groups: Sequence[Group], published_drawn: bool, options: PlotOpt
 def _points(ax, groups: Sequence[Group], axis: CostAxis, options: PlotOptions) -> None:
     """Mean markers with ±std bars (ranged: and the seeds' cost range), a colour and marker per
     family, a fill per source."""
-    labelled = set()
     for index, family in sorted({(options.source_index(g), g.family) for g in groups},
                                 key=lambda key: (key[0], family_rank(key[1]), key[1])):
         members = [g for g in groups if (options.source_index(g), g.family) == (index, family)]
@@ -109,8 +114,7 @@ def _points(ax, groups: Sequence[Group], axis: CostAxis, options: PlotOptions) -
                     xerr=spread if axis.ranged else None, fmt=style.marker, color=style.color,
                     fillstyle=fill, mfcalt="white", mec="white" if fill == "full" else style.color,
                     mew=0.6 if fill == "full" else 1.0, ms=MARKER_SIZE, ecolor=style.color, elinewidth=1.1,
-                    capsize=2.5, zorder=3, label=None if family in labelled else style.label)
-        labelled.add(family)
+                    capsize=2.5, zorder=3)
 
 
 def _seeds(ax, g: Group, axis: CostAxis) -> None:
