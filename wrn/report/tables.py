@@ -162,7 +162,8 @@ def format_text(table: TableData) -> str:
 FORMATTERS = {"markdown": format_markdown, "latex": format_latex, "csv": format_csv, "text": format_text}
 
 
-def source_arguments(parser: argparse.ArgumentParser, sweep: str = "a folder holding one (a sweep's output)"):
+def source_arguments(parser: argparse.ArgumentParser,
+                     sweep: str = "a folder holding one (a sweep's output)") -> None:
     """The sources of `wrn table`, `wrn plot` and `wrn sweep summarize`, and their labels."""
     parser.add_argument("sources", type=Path, nargs="+", metavar="SOURCE",
                         help=f"a results.csv, {sweep}, a run folder or its metrics.json, or a folder of "
