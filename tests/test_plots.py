@@ -217,7 +217,8 @@ def test_markdown_table_rows(sweep, capsys):
 def test_latex_table_rows(sweep, capsys):
     text = table(sweep, "latex", capsys)
     errors = expected_errors()["resnet-110 dropout=0"]
-    assert rf"ResNet-110 & 110 & 1 & 0 & 1.7 & 0.26 & {errors.mean():.2f} $\pm$ {errors.std(ddof=1):.2f} & 3 & 6.43 \\" in text
+    ours = rf"{errors.mean():.2f} $\pm$ {errors.std(ddof=1):.2f}"
+    assert rf"ResNet-110 & 110 & 1 & 0 & 1.7 & 0.26 & {ours} & 3 & 6.43 \\" in text
     assert text.count(r"\midrule") == 2  # under the header, and between the two families
     assert r"\begin{tabular}" in text and r"\end{table}" in text
 
@@ -243,7 +244,7 @@ def only_failed(sweep, tmp_path):
 @pytest.mark.parametrize("make_bad, words", [
     (lambda sweep, tmp: drop_column(sweep, tmp, "macs"), "missing required column(s): macs"),
     (only_failed, "no finished runs (1 failed)"),
-    (lambda sweep, tmp: tmp / "nowhere.csv", "results file not found"),
+    (lambda sweep, tmp: tmp / "nowhere.csv", "results file or run folder not found"),
 ], ids=["missing-column", "no-finished", "missing-file"])
 def test_bad_results_give_one_line_error(cli, make_bad, words, sweep, tmp_path, capsys):
     path = make_bad(sweep, tmp_path)

@@ -23,7 +23,8 @@ BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 def result_row(model: str, seed: int, acc: float, family: str = "wrn", test: bool = True, **extra):
     depth, k = (int(p) for p in model.split("-")[-2:]) if family == "wrn" else (int(model.split("-")[-1]), 1)
     params = 1e5 * k * k * depth / 10
-    return {"run_id": f"{model}-{seed}", "config": extra.pop("config", model), "status": "finished",
+    config = extra.pop("config", model)
+    return {"run_id": f"{config}-{seed}", "config": config, "status": "finished",
             "model": model, "family": family, "depth": depth, "widen_factor": k, "dropout": 0.0,
             "seed": seed, "params": params, "macs": params * 150, "best_val_acc": acc,
             "test_acc": acc - 0.01 if test else None, "epochs": 6, "wall_seconds": params / 1e4,
@@ -168,3 +169,60 @@ def test_table_of_30k_rows_is_right(tmp_path, report_scale):
     path = tmp_path / "results.csv"
     report_scale.write_rows(path, rows)
     assert report_scale.check_table(report_scale.table_csv(path), rows) == 3_000
+
+
+# ------------------------------------------------------------------------------ what the figures show
+
+
+def test_time_figure_places_a_model_at_the_median_of_its_seeds_with_their_range(tmp_path):
+    # Seeds of one model on a shared machine: 356, 500 and 930 images/s.
+    rows = [result_row("wrn-16-2", seed, 0.6 + 0.01 * seed, images_per_sec=speed,
+                       wall_seconds=900 / speed * 60) for seed, speed in enumerate((930.0, 356.0, 500.0))]
+    drawing = figures.plot_error_vs_time(groups_of(tmp_path, rows), PlotOptions())
+    wall, speed = drawing.figure.axes
+    marker, _, (x_bars, _) = speed.containers[0]
+    assert list(marker.get_xdata()) == [500.0]
+    assert [tuple(end[0] for end in segment) for segment in x_bars.get_segments()] == [(356.0, 930.0)]
+    assert wall.containers[0][0].get_xdata()[0] == pytest.approx(900 / 500)  # minutes
+    assert "median of seeds" in speed.get_xlabel()
+    assert "slowest to fastest seed" in drawing.figure.texts[0].get_text()
+
+
+def write_log(run_dir: Path, accuracies) -> None:
+    run_dir.mkdir(parents=True)
+    (run_dir / "epochs.jsonl").write_text("".join(f'{{"epoch": {e}, "val_acc": {acc}}}\n'
+                                                  for e, acc in enumerate(accuracies)))
+
+
+def test_curves_fit_the_data_and_show_at_least_the_last_three_epochs(tmp_path):
+    write_log(tmp_path / "a", [0.30, 0.40, 0.45, 0.50, 0.52])
+    write_log(tmp_path / "b", [0.32, 0.42, 0.47, 0.52, 0.55])
+    rows = [result_row("wrn-10-1", 0, 0.52, run_dir="a"), result_row("wrn-10-2", 0, 0.55, run_dir="b")]
+    full, zoom = curves.plot_curves(groups_of(tmp_path, rows), PlotOptions()).figure.axes[:2]
+    low, high = full.get_ylim()
+    assert 25 < low < 30 and 55 < high < 60  # the data's range, not 0-100%
+    assert zoom.get_xlim() == (2, 4) and zoom.get_title() == "last 3 epochs (2–4)"
+    assert full.get_title() == "all epochs (0–4)"
+    write_log(tmp_path / "c", [0.30, 0.40])
+    short = curves.plot_curves(groups_of(tmp_path, [result_row("wrn-10-1", 0, 0.4, run_dir="c")]),
+                               PlotOptions())
+    assert short.figure.axes[1].get_title() == "all epochs (0–1)"
+
+
+def seeds_drawn(ax) -> list:
+    return [line for line in ax.get_lines() if line.get_alpha() == 0.45]
+
+
+def test_pareto_front_points_whose_bars_overlap_show_their_seeds(tmp_path):
+    close = [result_row("wrn-10-1", s, acc) for s, acc in enumerate((0.60, 0.64))] + [
+        result_row("wrn-10-2", s, acc) for s, acc in enumerate((0.61, 0.66))]
+    drawing = figures.plot_error_vs_params(groups_of(tmp_path, close), PlotOptions())
+    ax = drawing.figure.axes[0]
+    assert [len(line.get_xdata()) for line in seeds_drawn(ax)] == [2, 2]
+    assert figures.SEEDS_LABEL in legend_texts(ax)
+    assert any("adjacent points of WRN-10-1, WRN-10-2" in note and "order is uncertain" in note
+               for note in drawing.notes)
+    apart = [result_row("wrn-10-1", s, acc) for s, acc in enumerate((0.60, 0.61))] + [
+        result_row("wrn-10-2", s, acc) for s, acc in enumerate((0.70, 0.71))]
+    drawing = figures.plot_error_vs_params(groups_of(tmp_path, apart), PlotOptions())
+    assert not seeds_drawn(drawing.figure.axes[0]) and not any("uncertain" in n for n in drawing.notes)

@@ -22,7 +22,8 @@ def test_the_whole_of_table_4_and_the_baselines():
         assert paper.published_error(model) == error, model
     assert [paper.published_error(m) for m in ("resnet-110", "resnet-1202", "preact-resnet-164")] == [
         6.43, 7.93, 5.46]
-    wrn = [r.model for r in paper.published_results("cifar10") if r.model.startswith("wrn-") and not r.dropout]
+    wrn = [r.model for r in paper.published_results("cifar10")
+           if r.model.startswith("wrn-") and not r.dropout]
     assert wrn == list(TABLE_4)  # in the paper's order
 
 
@@ -99,7 +100,8 @@ def test_paper_table_markdown_side_by_side(results, capsys):
         "WRN-28-10", "0", "36.5", f"{mean:.2f} ± {std:.2f}", "3", "4.17", f"{mean - 4.17:+.2f}"]
     resnet = next(line for line in lines if line.startswith("| ResNet-110 |"))
     assert f"| {ours_error('resnet-110')[0]:.2f} | 1 | 6.43 |" in resnet  # one seed: no ± part
-    assert next(line for line in lines if line.startswith("| WRN-40-1 |")).endswith("| – | – | 6.85 | – |")
+    wrn_40_1 = next(line for line in lines if line.startswith("| WRN-40-1 |"))
+    assert wrn_40_1.endswith("| – | – | 6.85 | – |")
     assert "| WRN-28-10+drop | 0.3 |" in text
     rho = paper.spearman([ours_error(m)[0] for m in ("wrn-40-4", "wrn-28-10", "wrn-16-8")],
                          [4.97, 4.17, 4.81])

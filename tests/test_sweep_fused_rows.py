@@ -41,3 +41,19 @@ def test_a_fused_run_gives_one_row_per_seed_and_a_plain_run_one(tmp_path):
     assert group.n == 3
     assert group.metric == "test_acc"
     assert abs(group.error_mean - 41.0) < 1e-9  # percent; test accuracies 0.49, 0.59, 0.69
+
+
+def test_the_report_reads_a_fused_run_folder_as_the_sweep_rows_it(tmp_path):
+    fused = tmp_path / RUNS_DIR / "wrn-10-1-s0-aaaa0000"
+    write_run_files(fused, {}, {"run_id": fused.name, "config": "depth=10", "index": 0, "swept": {},
+                                "swept_keys": [], "identity": {"model": "wrn-10-1", "seed": 0}})
+    atomic_write_json(fused / "metrics.json", _record(0, 0.55, copies=2, copy_dirs=["seed-0", "seed-1"]))
+    atomic_write_json(fused / "seed-0" / "metrics.json", _record(0, 0.50))
+    atomic_write_json(fused / "seed-1" / "metrics.json", _record(1, 0.60))
+    refresh_results(tmp_path, report=lambda message: None)
+
+    def seen(runs):
+        return [(run.seed, run.best_val_acc, run.test_acc, run.run_dir.resolve()) for run in runs]
+
+    assert seen(load_results(fused).runs) == seen(load_results(tmp_path / RESULTS_FILE).runs)
+    assert [run.seed for run in load_results(fused).runs] == ["0", "1"]

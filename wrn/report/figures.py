@@ -1,7 +1,10 @@
-"""Error against parameters, multiply-adds (MACs) and training cost, with the Pareto front and labelled points."""
+"""Error against parameters, multiply-adds (MACs) and training cost, with the Pareto front and labelled
+points. Several sources share the axes, told apart by the fill of their markers and the dashes of
+their fronts. Where adjacent front points lie within each other's ±std, their seeds are drawn too."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
@@ -11,11 +14,14 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from wrn.report import paper
-from wrn.report.labels import MAX_LABELS, PointLabel, place_labels, point_boxes
-from wrn.report.results import (DATASET_NAMES, Group, display_name, error_label, error_split, family_of_model,
-                                family_rank, finite, pareto_front)
-from wrn.report.styles import MARKER_SIZE, family_style, new_figure
+from wrn.report.labels import MAX_LABELS, PointLabel, marker_boxes, place_labels
+from wrn.report.results import (DATASET_NAMES, Group, Run, display_name, error_label, error_split,
+                                family_of_model, family_rank, finite, pareto_front)
+from wrn.report.styles import MARKER_SIZE, family_style, new_figure, source_style
 from wrn.report.text import si
+
+SEED_OFFSET = 1.07  # x factor (log axes): a seed's point lies just right of its mean
+SEEDS_LABEL = "seeds (where the front's order is uncertain)"
 
 
 @dataclass(frozen=True)
@@ -23,14 +29,40 @@ class PlotOptions:
     dataset: str = "cifar10"
     with_paper: bool = False
     about: str = ""  # what the runs were, e.g. "300 images per class, 6 epochs"
+    sources: tuple[str, ...] = ()  # the labels of the sources, in order
 
     @property
     def dataset_name(self) -> str:
         return DATASET_NAMES.get(self.dataset, self.dataset)
 
+    @property
+    def several_sources(self) -> bool:
+        return len(self.sources) > 1
+
+    def source_index(self, group: Group) -> int:
+        return self.sources.index(group.source) if group.source in self.sources else 0
+
     def title(self, what: str) -> str:
         """'CIFAR-10: test error vs parameters', then a line saying what the runs were."""
         return f"{self.dataset_name}: {what}" + (f"\n{self.about}" if self.about else "")
+
+
+@dataclass(frozen=True)
+class CostAxis:
+    """What a panel puts on x: a configuration at the median of its seeds' costs (`ranged`: with a
+    bar from the lowest to the highest, each seed at its own cost)."""
+
+    label: str
+    run_cost: Callable[[Run], float | None]
+    ranged: bool = False
+    higher_is_better: bool = False
+    formatter: Callable = si
+
+    def costs(self, group: Group) -> list[float]:
+        return [cost for run in group.runs if finite(cost := self.run_cost(run))]
+
+    def cost(self, group: Group) -> float | None:
+        return float(np.median(costs)) if (costs := self.costs(group)) else None
 
 
 @dataclass
@@ -47,48 +79,101 @@ def placement_notes(placements: Sequence[tuple[int, int]]) -> list[str]:
     return [note for note in notes if note]
 
 
-def _legend(ax, groups: Sequence[Group], published_drawn: bool) -> None:
-    handles, labels = ax.get_legend_handles_labels()
+def _legend(ax, groups: Sequence[Group], published_drawn: bool, options: PlotOptions) -> None:
+    """The families (filled markers whatever the source), the lines drawn, then what tells apart
+    published numbers and sources."""
+    styles = [family_style(f) for f in sorted({g.family for g in groups}, key=lambda f: (family_rank(f), f))]
+    drawn, named = ax.get_legend_handles_labels()
+    handles = [*(Line2D([], [], marker=s.marker, color=s.color, mec="white", ms=MARKER_SIZE, ls="none")
+                 for s in styles), *drawn]
+    labels = [*(s.label for s in styles), *named]
     if published_drawn:  # only when hollow markers are on the axes
         handles.append(Line2D([], [], marker="o", ms=7, mfc="none", mec="0.3", mew=1.3, ls="none"))
         labels.append("published test error (hollow)")
+    for index, source in enumerate(options.sources if options.several_sources else ()):
+        fill, dashes = source_style(index)
+        handles.append(Line2D([], [], marker="o", color="0.35", fillstyle=fill, mfcalt="white", ls=dashes))
+        labels.append(source)
     counts = sorted({g.n for g in groups})
     n = f"n = {counts[0]}" if len(counts) == 1 else f"n = {counts[0]}–{counts[-1]}"
-    seeds = "one seed per configuration" if counts[-1] == 1 else f"mean ± std over seeds ({n})"
-    ax.legend(handles, labels, loc="best", title=seeds, title_fontsize=8, framealpha=0.9)
+    title = "one seed per configuration" if counts[-1] == 1 else f"mean ± std over seeds ({n})"
+    title += "\nfill and Pareto-front dashes mark the source" if options.several_sources else ""
+    ax.legend(handles, labels, loc="best", title=title, title_fontsize=8, framealpha=0.9)
 
 
-def _scatter(ax, groups, cost, xlabel: str, higher_is_better: bool = False,
-             formatter: Callable = si) -> list[int]:
-    """Mean markers with ±std bars, a colour and marker per family; the Pareto front, drawn and returned."""
-    for family in sorted({g.family for g in groups}, key=lambda f: (family_rank(f), f)):
-        style, members = family_style(family), [g for g in groups if g.family == family]
-        ax.errorbar([cost(g) for g in members], [g.error_mean for g in members], fmt=style.marker,
-                    yerr=[g.error_std for g in members], color=style.color, mec="white", mew=0.6, zorder=3,
-                    ms=MARKER_SIZE, ecolor=style.color, elinewidth=1.1, capsize=2.5, label=style.label)
-    xs, ys = [cost(g) for g in groups], [g.error_mean for g in groups]
-    front = pareto_front([(-x if higher_is_better else x, y) for x, y in zip(xs, ys)])
-    if len(front) > 1:
-        # Post steps: the best error reachable within a budget holds until the next front point,
-        # drawn as explicit corners, not ax.step, so label placement sees the path it avoids.
-        step_x = [x for i, j in zip(front, front[1:]) for x in (xs[i], xs[j])] + [xs[front[-1]]]
-        step_y = [y for i in front[:-1] for y in (ys[i], ys[i])] + [ys[front[-1]]]
-        ax.plot(step_x, step_y, color="0.35", ls=(0, (4, 2)), lw=1.1, zorder=2, label="Pareto front")
+def _points(ax, groups: Sequence[Group], axis: CostAxis, options: PlotOptions) -> None:
+    """Mean markers with ±std bars (ranged: and the seeds' cost range), a colour and marker per
+    family, a fill per source."""
+    for index, family in sorted({(options.source_index(g), g.family) for g in groups},
+                                key=lambda key: (key[0], family_rank(key[1]), key[1])):
+        members = [g for g in groups if (options.source_index(g), g.family) == (index, family)]
+        style, (fill, _) = family_style(family), source_style(index)
+        costs = np.array([axis.cost(g) for g in members])
+        spread = np.abs([[min(axis.costs(g)), max(axis.costs(g))] for g in members] - costs[:, None]).T
+        ax.errorbar(costs, [g.error_mean for g in members], yerr=[g.error_std for g in members],
+                    xerr=spread if axis.ranged else None, fmt=style.marker, color=style.color,
+                    fillstyle=fill, mfcalt="white", mec="white" if fill == "full" else style.color,
+                    mew=0.6 if fill == "full" else 1.0, ms=MARKER_SIZE, ecolor=style.color, elinewidth=1.1,
+                    capsize=2.5, zorder=3)
+
+
+def _seeds(ax, g: Group, axis: CostAxis) -> None:
+    """Each seed's own point, small and faint: at its own cost (ranged), else just right of its mean."""
+    runs = [run for run in g.runs if finite(axis.run_cost(run))]
+    xs = [axis.run_cost(run) if axis.ranged else axis.cost(g) * SEED_OFFSET for run in runs]
+    seen = SEEDS_LABEL in ax.get_legend_handles_labels()[1]
+    style = family_style(g.family)
+    ax.plot(xs, [100.0 * (1.0 - getattr(run, g.metric)) for run in runs], marker=style.marker, ms=3.2,
+            ls="none", color=style.color, alpha=0.45, zorder=2.5, label=None if seen else SEEDS_LABEL)
+
+
+def _front(ax, groups: Sequence[Group], axis: CostAxis, options: PlotOptions) -> tuple[list[int], list[str]]:
+    """Each source's Pareto front, drawn: its points (indices into groups), and notes where
+    adjacent ones lie within each other's ±std (their seeds drawn too: the order is uncertain)."""
+    xs, ys = [axis.cost(g) for g in groups], [g.error_mean for g in groups]
+    fronts, notes = [], []
+    for index in sorted({options.source_index(g) for g in groups}):
+        members = [i for i, g in enumerate(groups) if options.source_index(g) == index]
+        front = [members[k] for k in pareto_front([(-xs[i] if axis.higher_is_better else xs[i], ys[i])
+                                                   for i in members])]
+        fronts += front
+        if len(front) > 1:
+            # Post steps: the best error reachable within a budget holds until the next front point,
+            # drawn as explicit corners, not ax.step, so label placement sees the path it avoids.
+            step_x = [x for i, j in zip(front, front[1:]) for x in (xs[i], xs[j])] + [xs[front[-1]]]
+            step_y = [y for i in front[:-1] for y in (ys[i], ys[i])] + [ys[front[-1]]]
+            ax.plot(step_x, step_y, color="0.35", ls=source_style(index)[1], lw=1.1, zorder=2,
+                    label=None if options.several_sources else "Pareto front")
+        uncertain = list(dict.fromkeys(k for i, j in zip(front, front[1:]) for k in (i, j) if 0 < (
+            both := groups[i].error_std + groups[j].error_std) and abs(ys[i] - ys[j]) <= both))
+        for i in uncertain:
+            _seeds(ax, groups[i], axis)
+        names = ", ".join(display_name(groups[i].model, groups[i].dropout) for i in uncertain)
+        where = f" of {options.sources[index]}" if options.several_sources else ""
+        notes += [f"Pareto front{where}: adjacent points of {names} lie within each other's ±std, so "
+                  "their order is uncertain; each seed is drawn too"] if uncertain else []
+    return fronts, notes
+
+
+def _scatter(ax, groups: Sequence[Group], axis: CostAxis, options: PlotOptions) -> tuple[list[int], list]:
+    """The points and fronts of one panel: (front points, notes)."""
+    _points(ax, groups, axis, options)
+    front, notes = _front(ax, groups, axis, options)
     # Log x labelled at 1-2-5 steps: plain '2M' reads faster than '2x10^6'.
     ax.set_xscale("log")
     ax.xaxis.set_major_locator(ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
-    ax.xaxis.set_major_formatter(ticker.FuncFormatter(formatter))
+    ax.xaxis.set_major_formatter(ticker.FuncFormatter(axis.formatter))
     ax.xaxis.set_minor_formatter(ticker.NullFormatter())
     ax.margins(x=0.1, y=0.12)
-    ax.set(xlabel=xlabel, ylabel=error_label(groups))
-    return front
+    ax.set(xlabel=axis.label, ylabel=error_label(groups))
+    return front, notes
 
 
-def _label_points(ax, groups, cost, front: list[int], extra_labels: Sequence[PointLabel] = (),
-                  extra_points=()) -> tuple[int, int]:
+def _label_points(ax, groups, axis: CostAxis, front: list[int],
+                  extra_labels: Sequence[PointLabel] = ()) -> tuple[int, int]:
     """Name the points once the layout is final: the Pareto front, then published models, then
     the rest, as later labels are the ones left out where it is crowded."""
-    xs = np.array([cost(g) for g in groups], dtype=float)
+    xs = np.array([axis.cost(g) for g in groups], dtype=float)
     ys = np.array([g.error_mean for g in groups])
     published = {i for i, g in enumerate(groups) if any(
         paper.published_error(g.model, dataset, g.dropout) is not None for dataset in DATASET_NAMES)}
@@ -99,14 +184,14 @@ def _label_points(ax, groups, cost, front: list[int], extra_labels: Sequence[Poi
     labels = [*(named[i] for i in first), *extra_labels, *(named[i] for i in rest)]
     stds = np.array([g.error_std for g in groups])
     low, high = (ax.transData.transform(np.column_stack([xs, ys + side * stds])) for side in (-1, 1))
-    bars = np.column_stack([low[:, 0] - 3, low[:, 1], low[:, 0] + 3, high[:, 1]])  # over the ±std bars
-    obstacles = [point_boxes(ax, xs, ys), bars]
-    if extra_points:
-        obstacles.append(point_boxes(ax, *zip(*extra_points)))
+    bars = [np.column_stack([low[:, 0] - 3, low[:, 1], low[:, 0] + 3, high[:, 1]])]  # over the ±std bars
+    if axis.ranged:  # and over the seeds' cost ranges
+        left, right = (ax.transData.transform(np.column_stack([[end(axis.costs(g)) for g in groups], ys]))
+                       for end in (min, max))
+        bars.append(np.column_stack([left[:, 0], left[:, 1] - 3, right[:, 0], right[:, 1] + 3]))
     if ax.get_legend() is not None:
-        legend = ax.get_legend().get_window_extent(ax.figure.canvas.get_renderer())
-        obstacles.append(np.array([legend.extents]))
-    return place_labels(ax, labels, np.vstack(obstacles))
+        bars.append(np.array([ax.get_legend().get_window_extent(ax.figure.canvas.get_renderer()).extents]))
+    return place_labels(ax, labels, np.vstack([marker_boxes(ax), *bars]))
 
 
 def freeze_layout(fig, axes) -> None:
@@ -116,45 +201,49 @@ def freeze_layout(fig, axes) -> None:
         ax.set(xlim=ax.get_xlim(), ylim=ax.get_ylim())
 
 
-def _error_vs_cost(groups, options: PlotOptions, cost, xlabel: str, what: str, published_x) -> Drawing | None:
-    drawn = [g for g in groups if finite(cost(g))]
+def _published(ax, drawn: Sequence[Group], axis: CostAxis, options: PlotOptions,
+               published_x) -> tuple[list[PointLabel], int]:
+    """Hollow published points, dotted to our matching configurations, else labelled '(paper)':
+    (those labels, how many points were drawn)."""
+    labels, count = [], 0
+    for entry in paper.published_results(options.dataset):
+        if not finite(x := published_x(entry)):
+            continue
+        style, count = family_style(family_of_model(entry.model)), count + 1
+        ax.plot([x], [entry.error], marker=style.marker, ms=7.5, mfc="none", mec=style.color,
+                mew=1.4, ls="none", zorder=4)
+        matches = [g for g in drawn if (g.model.lower(), g.dropout) == (entry.model, entry.dropout)]
+        for match in matches:
+            ax.plot([axis.cost(match), x], [match.error_mean, entry.error],
+                    ls=":", lw=1.0, color=style.color, alpha=0.7, zorder=2)
+        if not matches:
+            name = display_name(entry.model, entry.dropout) + " (paper)"
+            labels.append(PointLabel(x, entry.error, name, style.color, italic=True))
+    return labels, count
+
+
+def _error_vs_cost(groups, options: PlotOptions, axis: CostAxis, what: str, published_x) -> Drawing | None:
+    drawn = [g for g in groups if axis.costs(g)]
     if not drawn:
         return None
     fig, (ax,) = new_figure()
-    front = _scatter(ax, drawn, cost, xlabel)
-    paper_labels, paper_points, notes = [], [], []
-    if options.with_paper:
-        # Hollow published points, dotted to our matching configuration, else labelled '(paper)'.
-        ours = {(g.model.lower(), round(g.dropout, 9)): g for g in drawn}
-        for entry in paper.published_results(options.dataset):
-            x = published_x(entry)
-            if not finite(x):
-                continue
-            style = family_style(family_of_model(entry.model))
-            ax.plot([x], [entry.error], marker=style.marker, ms=7.5, mfc="none", mec=style.color,
-                    mew=1.4, ls="none", zorder=4)
-            paper_points.append((x, entry.error))
-            match = ours.get((entry.model, round(entry.dropout, 9)))
-            if match is not None:
-                ax.plot([cost(match), x], [match.error_mean, entry.error],
-                        ls=":", lw=1.0, color=style.color, alpha=0.7, zorder=2)
-            else:
-                name = display_name(entry.model, entry.dropout) + " (paper)"
-                paper_labels.append(PointLabel(x, entry.error, name, style.color, italic=True))
-        if not paper_points:
-            notes.append(f"no published {options.dataset_name} model has a known {xlabel}; none drawn")
+    front, notes = _scatter(ax, drawn, axis, options)
+    paper_labels, published = (_published(ax, drawn, axis, options, published_x)
+                               if options.with_paper else ([], 0))
+    if options.with_paper and not published:
+        notes.append(f"no published {options.dataset_name} model has a known {axis.label}; none drawn")
     split = error_split(drawn)
-    if paper_points and split != "test":  # say so: two splits share this axis
+    if published and split != "test":  # say so: two splits share this axis
         ax.set_ylabel(f"error (%): ours {split}, published test")
     ax.set_title(options.title(f"{split} error vs {what}"))
-    _legend(ax, drawn, bool(paper_points))
+    _legend(ax, drawn, published > 0, options)
     freeze_layout(fig, [ax])
-    placement = _label_points(ax, drawn, cost, front, extra_labels=paper_labels, extra_points=paper_points)
+    placement = _label_points(ax, drawn, axis, front, extra_labels=paper_labels)
     return Drawing(fig, notes + placement_notes([placement]))
 
 
 def plot_error_vs_params(groups: Sequence[Group], options: PlotOptions) -> Drawing | None:
-    return _error_vs_cost(groups, options, lambda g: g.params, "parameters", "parameters",
+    return _error_vs_cost(groups, options, CostAxis("parameters", lambda r: r.params), "parameters",
                           published_x=lambda entry: entry.params)
 
 
@@ -162,32 +251,37 @@ def plot_error_vs_macs(groups: Sequence[Group], options: PlotOptions) -> Drawing
     # Papers give no fvcore counts; an architecture's MACs do not depend on the run, so a
     # published model is placed at the MACs this sweep measured for it (skipped if unmeasured).
     macs = {g.model: g.macs for g in groups if finite(g.macs)}
-    return _error_vs_cost(groups, options, lambda g: g.macs, "multiply-adds per image (MACs, fvcore)",
-                          "compute per image", published_x=lambda entry: macs.get(entry.model))
+    axis = CostAxis("multiply-adds per image (MACs, fvcore)", lambda r: r.macs)
+    return _error_vs_cost(groups, options, axis, "compute per image", lambda entry: macs.get(entry.model))
 
 
 def plot_error_vs_time(groups: Sequence[Group], options: PlotOptions) -> Drawing | None:
-    timed = [g for g in groups if finite(g.wall_seconds)]
-    if not timed:
+    """Each configuration at the median of its seeds' wall time and images/s (a shared machine
+    makes one run's speed a poor guide), a bar from the slowest seed to the fastest."""
+    longest = max([r.wall_seconds for g in groups for r in g.runs if finite(r.wall_seconds)], default=None)
+    if longest is None:
         return None
-    longest = max(g.wall_seconds for g in timed)
     scale, unit = ((3600.0, "hours") if longest >= 2 * 3600
                    else (60.0, "minutes") if longest >= 120 else (1.0, "seconds"))
-    fast = [g for g in timed if finite(g.images_per_sec)]
-    fig, axes = new_figure(width=10.0 if fast else 7.0, ncols=2 if fast else 1, sharey=True)
     # Time ticks read "0.5" hours, not "500m".
-    panels = [(axes[0], timed, lambda g: g.wall_seconds / scale, f"training wall time ({unit})", False,
-               lambda value, _pos=None: f"{value:g}")]
-    if fast:
-        panels.append((axes[1], fast, lambda g: g.images_per_sec, "training throughput (images/s)", True, si))
-    fronts = [_scatter(*panel) for panel in panels]
-    devices = sorted({r.device for g in timed for r in g.runs if r.device})
+    wall = CostAxis(f"training wall time ({unit}), median of seeds", ranged=True,
+                    run_cost=lambda r: (r.wall_seconds or math.nan) / scale,
+                    formatter=lambda value, _pos=None: f"{value:g}")
+    speed = CostAxis("training throughput (images/s), median of seeds", lambda r: r.images_per_sec,
+                     ranged=True, higher_is_better=True)
+    panels = [(axis, members) for axis in (wall, speed) if (members := [g for g in groups if axis.costs(g)])]
+    fig, axes = new_figure(width=3.0 + 3.5 * len(panels), ncols=len(panels), sharey=True)
+    scattered = [_scatter(ax, members, axis, options) for ax, (axis, members) in zip(axes, panels)]
+    devices = sorted({r.device for g in panels[0][1] for r in g.runs if r.device})
     where = (f" on {devices[0]}" if len(devices) == 1
              else " (mixed devices: times not comparable)" if devices else "")
-    fig.suptitle(options.title(f"{error_split(timed)} error vs training cost{where}"), size=11)
+    fig.suptitle(options.title(f"{error_split(panels[0][1])} error vs training cost{where}; "
+                               "horizontal bars: slowest to fastest seed"), size=11)
     axes[-1].yaxis.set_tick_params(labelleft=True)
-    _legend(axes[0], timed, False)
+    _legend(axes[0], panels[0][1], False, options)
     freeze_layout(fig, axes)
-    placements = [_label_points(ax, members, cost, front)
-                  for (ax, members, cost, *_), front in zip(panels, fronts)]
-    return Drawing(fig, placement_notes(placements))
+    placements = [_label_points(ax, members, axis, front)
+                  for ax, (axis, members), (front, _) in zip(axes, panels, scattered)]
+    notes = [f"{panel}: {note}" for panel, (_, own) in zip(("wall time", "throughput"), scattered)
+             for note in own]
+    return Drawing(fig, notes + placement_notes(placements))

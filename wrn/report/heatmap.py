@@ -20,8 +20,10 @@ def plot_heatmap(groups: Sequence[Group], options: PlotOptions) -> Drawing | Non
     if not wide:
         return None
     depths = sorted({g.depth for g in wide})
-    # One panel per dropout value: dropout is a third axis, not a cell of the depth x width grid.
-    panels = {d: [g for g in wide if g.dropout == d] for d in sorted({g.dropout for g in wide})}
+    # One panel per source and dropout value: dropout is a third axis, not a cell of the depth x
+    # width grid, and each source a grid of its own.
+    keys = sorted({(options.source_index(g), g.dropout) for g in wide})
+    panels = {key: [g for g in wide if (options.source_index(g), g.dropout) == key] for key in keys}
     columns = [len({g.widen_factor for g in panel}) for panel in panels.values()]
     errors = [g.error_mean for g in wide]
     norm = Normalize(vmin=min(errors), vmax=max(max(errors), min(errors) + 0.5))
@@ -30,7 +32,7 @@ def plot_heatmap(groups: Sequence[Group], options: PlotOptions) -> Drawing | Non
                            height=max(2.0 + 0.62 * len(depths), 3.6), ncols=len(panels),
                            layout="constrained", gridspec_kw={"width_ratios": columns})
     shared = False
-    for ax, (dropout, panel) in zip(axes, panels.items()):
+    for ax, ((index, dropout), panel) in zip(axes, panels.items()):
         # Rows: all depths, aligned across panels; columns: this panel's own widths.
         widths = sorted({g.widen_factor for g in panel})
         # (depth, k) -> (best group, how many configs shared the cell, e.g. other learning rates)
@@ -61,7 +63,9 @@ def plot_heatmap(groups: Sequence[Group], options: PlotOptions) -> Drawing | Non
         ax.spines[:].set_visible(False)
         ax.set_xlabel("widen factor k")
         shared |= any(n > 1 for _, n in cells.values())
-        ax.set_title(f"dropout {dropout:g}" if len(panels) > 1 else "", fontsize=10)
+        about = [options.sources[index]] if options.several_sources else []
+        about += [f"dropout {dropout:g}"] if len({d for _, d in panels}) > 1 else []
+        ax.set_title(", ".join(about), fontsize=10)
     axes[0].set_ylabel("depth d")
     fig.colorbar(image, ax=list(axes), label=f"mean {error_label(wide)}", shrink=0.9)
     notes = ["* best of several configs"] if shared else []

@@ -33,6 +33,13 @@ def point_boxes(ax, xs: Sequence[float], ys: Sequence[float]) -> np.ndarray:
     return np.hstack([centres - radius, centres + radius])
 
 
+def marker_boxes(ax) -> np.ndarray:
+    """Boxes around every marker on the axes: points, seeds, published numbers, bar caps."""
+    lines = [line.get_xydata() for line in ax.get_lines()
+             if line.get_marker() not in (None, "None", "", " ") and len(line.get_xydata())]
+    return point_boxes(ax, *np.vstack(lines).T) if lines else np.empty((0, 4))
+
+
 def _overlaps(boxes: np.ndarray, others: np.ndarray) -> np.ndarray:
     """For each of `boxes` (m, 4), the total area covered by `others` (n, 4): shape (m,)."""
     sides = (np.minimum(boxes[:, None, 2:], others[None, :, 2:])

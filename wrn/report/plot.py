@@ -1,4 +1,5 @@
-"""`wrn plot`: the figures of a sweep's results.csv; what could not be drawn is printed instead."""
+"""`wrn plot`: the figures of one or several sources of results, overlaid; what could not be drawn
+is printed instead."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from wrn.report.heatmap import plot_heatmap
 from wrn.report.results import DATASET_NAMES, ResultsError, aggregate, load_results
 from wrn.report.runinfo import describe_runs
 from wrn.report.styles import STYLE
+from wrn.report.tables import source_arguments
 from wrn.files import atomic_file
 
 FORMATS = ("png", "svg", "pdf")
@@ -52,9 +54,9 @@ def _formats(text: str) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="wrn plot", description="Plot a sweep's results.csv: error vs parameters, MACs and "
-        "training time, a WRN depth x width heatmap, and validation curves.")
-    parser.add_argument("results", type=Path, metavar="RESULTS.csv")
+        prog="wrn plot", description="Plot results: error vs parameters, MACs and training time, a "
+        "WRN depth x width heatmap, and validation curves; several sources share the axes.")
+    source_arguments(parser)
     parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="folder for the figures")
     parser.add_argument("--paper", action="store_true",
                         help="overlay the published WRN-paper test errors as hollow markers")
@@ -67,10 +69,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: --out {args.out} is a file; expected a folder for the figures", file=sys.stderr)
         return 2
     try:
-        results = load_results(args.results)
+        results = load_results(*args.sources, labels=args.label)
         for message in results.notes:
             print(f"note: {message}", file=sys.stderr)
-        options = PlotOptions(args.dataset, args.paper, describe_runs(results.runs))
+        options = PlotOptions(args.dataset, args.paper, describe_runs(results.runs), results.sources)
         groups = aggregate(results.runs)
     except ResultsError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -1,6 +1,8 @@
 """results.csv: its one schema, reader (every number checked) and writer, the mean ± std of each
 configuration over its seeds, the Pareto front, and the display names of models and datasets (no
-plotting library needed: tables use them too). An empty cell is a value the run did not record."""
+plotting library needed: tables use them too). An empty cell is a value the run did not record.
+The reader also takes run folders (their records, one row per copy of a fused run), several
+sources at once, each named by a label."""
 
 from __future__ import annotations
 
@@ -9,12 +11,13 @@ import io
 import json
 import math
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from wrn import rundir
 from wrn.data import DATASETS  # the table alone: importing it loads neither torch nor Lightning
 from wrn.files import atomic_write_text
 
@@ -30,6 +33,8 @@ AMOUNTS = ("params", "macs", "epochs", "wall_seconds", "images_per_sec")  # fini
 # The accuracy an error comes from, and the words that name its split on every axis and column.
 SPLIT_OF_METRIC = {"test_acc": "test", "best_val_acc": "best validation"}
 FINISHED = "finished"
+# Run settings that tell the seeds of one configuration apart, not configurations.
+SEED_SETTINGS = ("seed_everything", "model.seed", "data.seed", "model.copies", "data.copies")
 write_results = atomic_write_text  # whole: a reader or a kill never sees half a file
 # Baselines first and WRN last, as in the WRN paper's tables; also the legend order.
 FAMILY_ORDER = ("plain", "resnet", "preact-resnet", "wrn")
@@ -68,6 +73,7 @@ class Run:
     device: str
     run_dir: Path | None
     error: str
+    source: str = ""  # the label of the results it was read from
 
 
 def _number(value: Any, column: str, where: str) -> float | None:
@@ -94,45 +100,148 @@ def parse_run(row: Mapping[str, Any], where: str, base: Path) -> Run:
     texts = {c: "" if (v := row.get(c)) is None else str(v).strip()
              for c in ("config", "status", "model", "family", "seed", "device", "error", "run_dir")}
     numbers["dropout"] = numbers["dropout"] or 0.0
-    texts["config"] = texts["config"] or f"{texts['model']} dropout={numbers['dropout']:g}"
+    texts["config"] = texts["config"] or config_name(texts["model"], numbers["dropout"])
     run_dir = texts.pop("run_dir")
     return Run(**texts, **whole, **numbers, run_dir=base / run_dir if run_dir else None)
+
+
+def _numbered_rows(path: Path, text: str) -> list[tuple[int, dict]]:
+    """(first line, row) of every row; ResultsError for a row with more or fewer cells than the
+    header, one the file ends in the middle of, or a run (run_id) met twice."""
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    width = len(reader.fieldnames or [])
+    missing = [c for c in REQUIRED_COLUMNS if c not in (reader.fieldnames or [])]
+    if missing:
+        raise ResultsError(f"{path}: missing required column(s): {', '.join(missing)}")
+    rows, end, seen = [], reader.line_num, {}
+    for row in reader:  # line_num, not a counter: quoted error messages may span several lines
+        line, end, run_id = end + 1, reader.line_num, (row.get("run_id") or "").strip()
+        cells = width + len(row.get(None, ())) - list(row.values()).count(None)
+        if cells != width:
+            raise ResultsError(f"{path}:{line}: row has {cells} cells, the header {width}")
+        if run_id in seen:
+            raise ResultsError(f"{path}: run {run_id!r} is on line {seen[run_id]} and again on line {line}")
+        seen.update({run_id: line} if run_id else {})
+        rows.append((line, row))
+    if rows and not text.endswith("\n"):
+        raise ResultsError(f"{path}:{rows[-1][0]}: row cut short (the file ends in the middle of it)")
+    return rows
 
 
 def read_runs(path: str | Path) -> list[Run]:
     """Every row of a results.csv (any status), checked; ResultsError names the first bad row."""
     path = Path(path)
-    if not path.is_file():
-        raise ResultsError(f"{path}: results file not found")
     try:
-        with path.open(newline="", encoding="utf-8") as f:
-            reader = csv.DictReader(f)
-            missing = [c for c in REQUIRED_COLUMNS if c not in (reader.fieldnames or [])]
-            if missing:
-                raise ResultsError(f"{path}: missing required column(s): {', '.join(missing)}")
-            # line_num, not a counter: quoted error messages may span several lines.
-            rows = [(reader.line_num, row) for row in reader]
-    except (UnicodeDecodeError, csv.Error) as exc:
+        rows = _numbered_rows(path, path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise ResultsError(f"{path}: not a readable CSV file ({type(exc).__name__}: {exc})") from None
     return [parse_run(row, f"{path}:{line}", path.parent) for line, row in rows]
 
 
+def config_name(model: str, dropout: float) -> str:
+    """The configuration of a run recorded without one (a run of its own, not of a sweep)."""
+    return f"{model} dropout={dropout:g}"
+
+
+def _record(folder: Path) -> dict:
+    try:
+        record = rundir.read_metrics(folder)
+    except rundir.RecordError as exc:
+        raise ResultsError(str(exc)) from None
+    if record is None:
+        raise ResultsError(f"{rundir.record_path(folder)}: no run record")
+    return record
+
+
+def _record_rows(folder: Path) -> list[dict]:
+    """A run folder's rows: its record, or one per copy of a fused run (with the run's status)."""
+    record = _record(folder)
+    ending = {"status": record["status"], "error": record.get("error")}
+    copies = [(folder / name, {**_record(folder / name), **ending}) for name in record.get("copy_dirs") or []]
+    return [{**fields, "run_dir": str(where)} for where, fields in copies or [(folder, record)]]
+
+
+def _name_configs(rows: Sequence[dict]) -> None:
+    """Each row's `config`: its model and dropout, then the settings (seeds aside) that differ
+    between the rows of that model and dropout: other settings are never taken for seeds."""
+    named: dict[str, list[dict]] = {}
+    for row in rows:
+        named.setdefault(config_name(row["model"], float(row.get("dropout") or 0.0)), []).append(row)
+    for name, members in named.items():
+        settings = [{k: json.dumps(v) for k, v in (m.get("settings") or {}).items() if k not in SEED_SETTINGS}
+                    for m in members]
+        differ = sorted({k for own in settings for k in own if any(o.get(k) != own[k] for o in settings)})
+        for member, own in zip(members, settings):
+            member["config"] = " ".join([name, *(f"{key}={own.get(key)}" for key in differ)])
+
+
+def read_source(path: Path) -> tuple[list[Run], list[str]]:
+    """Every row (any status) of a results.csv or a folder holding one, of a run folder or its
+    record, or of the run folders in a folder; and notes on folders left out and seeds run twice."""
+    if path.is_dir() and (path / RESULTS_FILE).is_file():
+        path = path / RESULTS_FILE
+    if not path.exists():
+        raise ResultsError(f"{path}: results file or run folder not found")
+    if path.is_file() and path != rundir.record_path(path.parent):
+        return read_runs(path), []
+    folder = path.parent if path.is_file() else path
+    inside = ([folder] if rundir.record_path(folder).is_file()
+              else sorted(p for p in folder.iterdir() if p.is_dir()))
+    folders = [run for run in inside if rundir.record_path(run).is_file()]
+    if not folders:
+        raise ResultsError(f"{folder}: no {RESULTS_FILE}, no run record and no run folders in it")
+    rows = [row for run in folders for row in _record_rows(run)]
+    _name_configs(rows)
+    left_out = ", ".join(p.name for p in inside if p not in folders)
+    seeds = Counter((row["config"], row.get("seed")) for row in rows)
+    again = ", ".join(f"{config} seed {seed} ({n} runs)" for (config, seed), n in seeds.items() if n > 1)
+    notes = [left_out and f"left out the folders without a run record: {left_out}",
+             again and f"seeds run more than once, each run counted: {again}"]
+    runs = [parse_run(row, str(rundir.record_path(row["run_dir"])), Path()) for row in rows]
+    return runs, [note for note in notes if note]
+
+
 @dataclass(frozen=True)
 class Results:
-    runs: tuple[Run, ...]  # finished runs only
+    runs: tuple[Run, ...]  # load_results: finished runs only
     notes: list[str]  # for a reader of the figures or tables: rows left out, the split used
+    sources: tuple[str, ...] = ("",)  # their labels, in the order given
 
 
-def load_results(path: str | Path) -> Results:
-    runs = read_runs(path)
-    statuses = Counter(run.status for run in runs)
-    finished = tuple(run for run in runs if run.status == FINISHED)
-    if not finished:
-        seen = ", ".join(f"{n} {s or 'blank'}" for s, n in statuses.items()) or "no rows"
-        raise ResultsError(f"{path}: no finished runs ({seen})")
-    left_out = ", ".join(f"{n} {status}" for status, n in sorted(statuses.items()) if status != FINISHED)
-    notes = [left_out and f"only finished runs are used; left out {left_out}", metric_note(finished)]
-    return Results(finished, [note for note in notes if note])
+def read_sources(paths: Sequence[str | Path], labels: Sequence[str] = ()) -> Results:
+    """Every row of every source, labelled (--label, else the folder's name; never two alike)."""
+    paths = [Path(p) for p in paths]
+    if labels and len(labels) != len(paths):
+        raise ResultsError(f"--label given {len(labels)} times for {len(paths)} sources: give it once per "
+                           "source, in order, or not at all")
+    names = list(labels) or [(p.parent if p.is_file() else p).resolve().name for p in paths]
+    twice = next((i for i, name in enumerate(names) if name in names[:i]), None)
+    if twice is not None:
+        first = paths[names.index(names[twice])]
+        raise ResultsError(f"{paths[twice]}: labelled {names[twice]!r}, as {first} is; name the sources "
+                           "with --label")
+    runs, notes = [], []
+    for path, name in zip(paths, names):
+        found, left_out = read_source(path)
+        runs += [replace(run, source=name) for run in found]
+        notes += [f"{name}: {note}" if len(paths) > 1 else note for note in left_out]
+    return Results(tuple(runs), notes, tuple(names))
+
+
+def load_results(*paths: str | Path, labels: Sequence[str] = ()) -> Results:
+    """The finished runs of every source; ResultsError names a source without any."""
+    every = read_sources(paths, labels)
+    notes = list(every.notes)
+    for path, name in zip(paths, every.sources):
+        statuses = Counter(run.status for run in every.runs if run.source == name)
+        if not statuses[FINISHED]:
+            seen = ", ".join(f"{n} {s or 'blank'}" for s, n in statuses.items()) or "no rows"
+            raise ResultsError(f"{path}: no finished runs ({seen})")
+        left_out = ", ".join(f"{n} {status}" for status, n in sorted(statuses.items()) if status != FINISHED)
+        notes += [f"{name + ': ' if len(paths) > 1 else ''}only finished runs are used; left out {left_out}"
+                  ] if left_out else []
+    finished = tuple(run for run in every.runs if run.status == FINISHED)
+    return Results(finished, notes + [n for n in [metric_note(finished)] if n], every.sources)
 
 
 def csv_cell(value: Any) -> str:
@@ -199,8 +308,8 @@ class Group:
     error_std: float
     n: int
     wall_seconds: float | None
-    images_per_sec: float | None
     runs: tuple[Run, ...]
+    source: str = ""
 
 
 def _mean(values: Iterable[float | None]) -> float | None:
@@ -213,30 +322,30 @@ def stats(values: Sequence[float]) -> tuple[float, float]:
     return float(array.mean()), float(array.std(ddof=1)) if len(array) > 1 else 0.0
 
 
-def by_config(runs: Iterable[Run]) -> dict[str, list[Run]]:
-    groups: dict[str, list[Run]] = {}
+def by_config(runs: Iterable[Run]) -> dict[tuple[str, str], list[Run]]:
+    """The runs of each (source, config), in first-appearance order."""
+    groups: dict[tuple[str, str], list[Run]] = {}
     for run in runs:
-        groups.setdefault(run.config, []).append(run)
+        groups.setdefault((run.source, run.config), []).append(run)
     return groups
 
 
 def group_runs(runs: Sequence[Run]) -> list[Group]:
-    """One Group per `config`, in first-appearance order. The errors come from test_acc when every run
-    has it, else from best_val_acc for all: never test beside validation."""
+    """One Group per source and `config`, in first-appearance order. The errors come from test_acc
+    when every run has it, else from best_val_acc for all: never test beside validation."""
     metric = next((m for m in SPLIT_OF_METRIC if all(getattr(r, m) is not None for r in runs)), None)
     if metric is None:
         lacking = next(run for run in runs if run.best_val_acc is None)
         raise ResultsError(f"run {lacking.config!r} seed {lacking.seed or '?'} has no best_val_acc, "
                            "and not every run has test_acc")
     groups = []
-    for config, members in by_config(runs).items():
+    for (source, config), members in by_config(runs).items():
         mean, std = stats([100.0 * (1.0 - getattr(r, metric)) for r in members])
         first = members[0]
         groups.append(Group(
             config, first.model, first.family, first.depth, first.widen_factor, first.dropout,
             _mean(r.params for r in members), _mean(r.macs for r in members), metric, mean, std,
-            len(members), _mean(r.wall_seconds for r in members),
-            _mean(r.images_per_sec for r in members), tuple(members)))
+            len(members), _mean(r.wall_seconds for r in members), tuple(members), source))
     return groups
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Iterable, Sequence
 
 from wrn.report.results import Run, by_config
-from wrn.rundir import read_config
+from wrn.rundir import is_copy_dir, read_config
 
 MAX_CONFIGS_READ = 50  # config.yaml files read: the first run of each configuration, up to this
 
@@ -18,7 +18,9 @@ def _span(values: Iterable[int], unit: str) -> str:
 def describe_runs(runs: Sequence[Run]) -> str:
     """E.g. 'subset: 300 images per class, 500 held out for validation; 6 epochs'."""
     firsts = [members[0] for members in by_config(runs).values()][:MAX_CONFIGS_READ]
-    configs = [read_config(r.run_dir) for r in firsts if r.run_dir is not None]
+    # A fused run's copies keep their records in its folder, beside its one config.yaml.
+    configs = [read_config(r.run_dir.parent if is_copy_dir(r.run_dir) else r.run_dir)
+               for r in firsts if r.run_dir is not None]
     sections = [c["data"] for c in configs if c and isinstance(c.get("data"), dict)]
     parts = []
     if sections:

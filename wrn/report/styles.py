@@ -35,6 +35,17 @@ def family_style(family: str) -> FamilyStyle:
     return FAMILY_STYLES.get(family, FamilyStyle(family or "other", "#009E73", "v", (0, (1, 2))))
 
 
+# Several sources on one axes: the fill of the markers (hollow is for published numbers) and the
+# dashes of their Pareto fronts and curves tell them apart, in the order given.
+SOURCE_FILLS = ("full", "left", "bottom", "right", "top")
+SOURCE_LINES = ((0, (4, 2)), (0, (1, 1.5)), (0, (7, 2, 1, 2)), (0, (2, 3)), (0, (10, 3)))
+
+
+def source_style(index: int) -> tuple[str, tuple]:
+    """(marker fill, line style) of the index-th source."""
+    return SOURCE_FILLS[index % len(SOURCE_FILLS)], SOURCE_LINES[index % len(SOURCE_LINES)]
+
+
 def new_figure(width: float = 7.5, height: float = 5.0, ncols: int = 1, layout: str | None = None, **kwargs):
     fig = Figure(figsize=(width, height), layout=layout)
     FigureCanvasAgg(fig)

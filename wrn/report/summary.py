@@ -1,4 +1,5 @@
-"""`wrn sweep summarize`: one line per configuration (its seeds), as a text table, CSV or JSON."""
+"""`wrn sweep summarize`: one line per configuration (its seeds), as a text table, CSV or JSON; with
+several sources, one per source and configuration, the source named in a column of its own."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ class ConfigSummary:
     finished: int
     failed: int
     group: Group | None  # of the finished runs; None when none finished
+    source: str = ""
 
 
 def runs_of_records(rows: Sequence[Mapping[str, Any]], base: Path) -> list[Run]:
@@ -29,21 +31,27 @@ def runs_of_records(rows: Sequence[Mapping[str, Any]], base: Path) -> list[Run]:
 def summarize(runs: Sequence[Run]) -> tuple[list[ConfigSummary], str | None]:
     """(one summary per `config` in the order configs first appear, a note on the split used)."""
     finished = [run for run in runs if run.status == FINISHED]
-    groups = {g.config: g for g in group_runs(finished)}
+    groups = {(g.source, g.config): g for g in group_runs(finished)}
     summaries = [ConfigSummary(config, members[0].model, sum(r.status == FINISHED for r in members),
-                               sum(r.status == "failed" for r in members), groups.get(config))
-                 for config, members in by_config(runs).items()]
+                               sum(r.status == "failed" for r in members), groups.get((source, config)),
+                               source)
+                 for (source, config), members in by_config(runs).items()]
     return summaries, metric_note(finished)
+
+
+def several_sources(summaries: Sequence[ConfigSummary]) -> bool:
+    return len({s.source for s in summaries}) > 1
 
 
 def summary_table(summaries: Sequence[ConfigSummary]) -> str:
     """Errors in %, mean ± sample std over the finished seeds; n = finished runs."""
     split = error_split([s.group for s in summaries if s.group])
-    header = ["config", "model", "n", "failed", f"{split} error %", "params", "MACs", "wall/run"]
-    body = [[s.config, s.model, s.finished, s.failed,
-             *([plus_minus(g.error_mean, g.error_std, 2), si(g.params), si(g.macs),
+    source = ["source"] if several_sources(summaries) else []
+    header = [*source, "config", "model", "n", "failed", f"{split} error %", "params", "MACs", "wall/run"]
+    body = [[*([s.source] if source else []), s.config, s.model, s.finished, s.failed,
+             *([plus_minus(g.error_mean, g.error_std, g.n), si(g.params), si(g.macs),
                 duration(g.wall_seconds)] if (g := s.group) else [DASH] * 4)] for s in summaries]
-    return render_table(header, body, ["left"] * 2 + ["right"] * 6)
+    return render_table(header, body, ["left"] * (2 + len(source)) + ["right"] * 6)
 
 
 def summary_records(summaries: Sequence[ConfigSummary]) -> list[dict]:
@@ -51,7 +59,8 @@ def summary_records(summaries: Sequence[ConfigSummary]) -> list[dict]:
     records = []
     for s in summaries:
         g = s.group
-        record = {"config": s.config, "model": s.model, "finished": s.finished, "failed": s.failed,
+        record = {**({"source": s.source} if several_sources(summaries) else {}),
+                  "config": s.config, "model": s.model, "finished": s.finished, "failed": s.failed,
                   "params": g and g.params, "macs": g and g.macs,
                   "wall_seconds": g and g.wall_seconds, "error_metric": g and g.metric}
         for metric in ACCURACIES:

@@ -4,7 +4,7 @@
                   [--dry-run] [--address RAY_ADDRESS] [--max-retries N] [--max-points N]
                   [--time-budget 9m] [--speeds DIR ...] [--any.fit.key VALUE ...]
     wrn sweep status SPEC --out DIR
-    wrn sweep summarize DIR [--format table|csv|json]
+    wrn sweep summarize SOURCE [SOURCE ...] [--label NAME ...] [--format table|csv|json]
 
 `run` exits 0 when every run finished, 1 when some failed (the others still ran), 2 on an error
 in the spec or the arguments (before anything runs), 3 when runs are left (the time budget ended
@@ -20,8 +20,9 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from wrn.report.results import RESULTS_FILE, results_problem
+from wrn.report.results import RESULTS_FILE, read_sources, results_problem
 from wrn.report.summary import FORMATS, runs_of_records, summarize, summary_table
+from wrn.report.tables import source_arguments
 from wrn.report.text import duration, render_table
 from wrn.rundir import FAILED, FINISHED, INTERRUPTED, NEW, RUNNING, RunState
 from wrn.sweep.budget import Budget, Estimator, SpeedBook, parse_duration
@@ -31,7 +32,7 @@ from wrn.sweep.results import refresh_results
 from wrn.sweep.runner import (SweepOutcome, changed_runs, initial_tally, outcome_of,
                               repair_sweep_records, run_sweep, states, will_run)
 from wrn.sweep.spec import MAX_POINTS, load_spec, point_count
-from wrn.sweep.state import RUNS_DIR
+from wrn.sweep.state import RUNS_DIR, SWEEP_FILE
 
 INTERRUPTED_EXIT = 130  # 128 + SIGINT, the shell's convention
 BUDGET_EXIT = 3  # runs left (the time budget ended, or one was interrupted): run it again
@@ -71,7 +72,7 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument("--max-points", type=int, default=MAX_POINTS)
     summary = commands.add_parser("summarize", allow_abbrev=False,
                                   help="mean ± std per configuration over seeds")
-    summary.add_argument("dir", help="a sweep's output folder")
+    source_arguments(summary, sweep="a sweep's output folder (its results.csv brought up to date first)")
     summary.add_argument("--format", choices=("table", "csv", "json"), default="table")
     return parser
 
@@ -83,7 +84,7 @@ def main(argv: list[str]) -> int:
         parser.error(f"unrecognized arguments: {' '.join(passthrough)}")
     try:
         if args.command == "summarize":
-            return _summarize(Path(args.dir), args.format)
+            return _summarize(args.sources, args.label, args.format)
         return _plan_and_go(args, passthrough)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
@@ -193,15 +194,22 @@ def _status(plan: Plan, out: Path, status: dict[str, RunState]) -> int:
     return 0
 
 
-def _summarize(out: Path, fmt: str) -> int:
-    if not out.is_dir():
-        raise ValueError(f"{out}: no such sweep output folder")
-    rows = refresh_results(out, report=lambda message: print(message, file=sys.stderr))
-    if not rows:
-        raise ValueError(f"{out}: no run records under {out / 'runs'}")
-    summaries, note = summarize(runs_of_records(rows, out))
-    if note:
-        print(f"note: {note}", file=sys.stderr)
+def _is_sweep_output(folder: Path) -> bool:
+    runs = folder / RUNS_DIR
+    return runs.is_dir() and ((folder / RESULTS_FILE).is_file()
+                              or any((run / SWEEP_FILE).is_file() for run in runs.iterdir()))
+
+
+def _summarize(paths: list[Path], labels: list[str], fmt: str) -> int:
+    """A sweep's output folder is summarized from its run records (results.csv rebuilt from them
+    first); any other source as the report reads it."""
+    for out in filter(_is_sweep_output, paths):
+        if not refresh_results(out, report=lambda message: print(message, file=sys.stderr)):
+            raise ValueError(f"{out}: no run records under {out / RUNS_DIR}")
+    results = read_sources(paths, labels)
+    summaries, note = summarize(results.runs)
+    for message in [*results.notes, *([note] if note else [])]:
+        print(f"note: {message}", file=sys.stderr)
     print(FORMATS[fmt](summaries).rstrip("\n"))
     return 0
 
