@@ -15,6 +15,8 @@ import pytest
 from PIL import Image
 
 from tests.helpers import make_image_tree
+from tests.test_data_degenerate import save_16_bit_grey, write_png_header
+from tests.test_faults import assert_one_line_error
 from wrn.console import _one_based, slow_cpu_warning
 from wrn.data import CIFARData
 from wrn.module import LitClassifier
@@ -83,9 +85,15 @@ def test_a_test_ends_with_its_summary(fitted, tmp_path):
     assert f"checkpoint:   {run / 'checkpoints' / 'best.ckpt'}" in result.stdout
 
 
+def predict(fitted, tmp_path: Path, *args) -> subprocess.CompletedProcess:
+    """`wrn predict` with the fitted run's best checkpoint, its own record under tmp_path/p."""
+    tree, run, _ = fitted
+    return wrn("predict", *SMALL, "--data.root", tree, "--trainer.default_root_dir", tmp_path / "p",
+               "--trainer.logger", "false", "--ckpt_path", run / "checkpoints" / "best.ckpt", *args)
+
+
 @pytest.mark.slow
 def test_predict_writes_a_folder_of_any_size_images_to_a_csv(fitted, tmp_path):
-    tree, run, _ = fitted
     photos = tmp_path / "photos"
     (photos / "holiday").mkdir(parents=True)
     Image.fromarray(np.full((48, 80, 3), 90, np.uint8)).save(photos / "wide.png")
@@ -93,9 +101,7 @@ def test_predict_writes_a_folder_of_any_size_images_to_a_csv(fitted, tmp_path):
     Image.fromarray(np.full((32, 32), 10, np.uint8)).save(photos / "grey.png")
     (photos / "notes.txt").write_text("not an image")
     out = tmp_path / "predictions.csv"
-    result = wrn("predict", *SMALL, "--data.root", tree, "--trainer.default_root_dir", tmp_path / "p",
-                 "--trainer.logger", "false", "--ckpt_path", run / "checkpoints" / "best.ckpt",
-                 "--predictions.images", photos, "--predictions.out", out)
+    result = predict(fitted, tmp_path, "--predictions.images", photos, "--predictions.out", out)
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"predictions: {out}" in result.stdout
     rows = list(csv.DictReader(out.open()))
@@ -110,11 +116,8 @@ def test_predict_writes_a_folder_of_any_size_images_to_a_csv(fitted, tmp_path):
 
 @pytest.mark.slow
 def test_predict_writes_the_test_split_by_index(fitted, tmp_path):
-    tree, run, _ = fitted
     out = tmp_path / "test.csv"
-    result = wrn("predict", *SMALL, "--data.root", tree, "--trainer.default_root_dir", tmp_path / "p",
-                 "--trainer.logger", "false", "--ckpt_path", run / "checkpoints" / "best.ckpt",
-                 "--predictions.out", out)
+    result = predict(fitted, tmp_path, "--predictions.out", out)
     assert result.returncode == 0, result.stderr[-3000:]
     rows = list(csv.DictReader(out.open()))
     assert [r["image"] for r in rows] == [str(i) for i in range(15)]
@@ -122,11 +125,44 @@ def test_predict_writes_the_test_split_by_index(fitted, tmp_path):
 
 @pytest.mark.slow
 def test_predict_names_a_folder_without_images(fitted, tmp_path):
-    tree, run, _ = fitted
-    result = wrn("predict", *SMALL, "--data.root", tree, "--trainer.default_root_dir", tmp_path / "p",
-                 "--ckpt_path", run / "checkpoints" / "best.ckpt", "--predictions.images", tmp_path)
+    result = predict(fitted, tmp_path, "--predictions.images", tmp_path)
     assert result.returncode == 2
     assert f"--predictions.images {tmp_path}: no .jpg" in result.stderr
+
+
+@pytest.mark.slow
+def test_predict_scales_16_bit_grey_escapes_non_utf8_names_and_counts_skipped_files(fitted, tmp_path):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    Image.fromarray(np.full((32, 32), 100, np.uint8)).save(photos / "grey8.png")
+    save_16_bit_grey(photos / "grey16.png", 100)  # the same grey in 16 bits
+    with open(os.fsencode(photos) + b"/caf\xe9.png", "wb") as latin1:  # not a UTF-8 name
+        latin1.write((photos / "grey8.png").read_bytes())
+    (photos / "notes.txt").write_text("not an image")
+    os.mkfifo(photos / "pipe.jpg")  # never opened: it would block
+    out = tmp_path / "predictions.csv"
+    result = predict(fitted, tmp_path, "--predictions.images", photos, "--predictions.out", out)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = {row.pop("image"): row for row in csv.DictReader(out.open())}
+    assert sorted(rows) == ["caf\\xe9.png", "grey16.png", "grey8.png"]
+    assert rows["grey16.png"] == rows["grey8.png"] == rows["caf\\xe9.png"]  # scaled, not clipped to white
+    assert f"warning: {photos}/caf\\xe9.png: the file name is not UTF-8" in result.stderr
+    assert f"3 images predicted; 2 other files in {photos} skipped" in result.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fault", ["decompression bomb", "output folder"])
+def test_predict_names_a_decompression_bomb_and_an_output_folder_in_one_line(fitted, tmp_path, fault):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    Image.fromarray(np.full((32, 32, 3), 100, np.uint8)).save(photos / "fine.png")
+    if fault == "decompression bomb":
+        bomb = write_png_header(photos / "bomb.png", 15000, 15000)
+        result = predict(fitted, tmp_path, "--predictions.images", photos)
+        assert_one_line_error(result, f"cannot read image {bomb}", "decompression bomb")
+    else:
+        result = predict(fitted, tmp_path, "--predictions.images", photos, "--predictions.out", photos)
+        assert_one_line_error(result, f"--predictions.out {photos} is a folder")
 
 
 def test_a_cpu_run_of_days_is_announced_with_its_estimate():

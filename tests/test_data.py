@@ -15,6 +15,7 @@ from PIL import Image
 from wrn.data import sources as data_sources
 from wrn.data.augment import eval_views, normalize, pad_images, random_crop_flip
 from wrn.data import AugmentedImages, CIFARData, DataError, DeviceLoader, Split
+from wrn.data.sampling import EpochShuffle
 
 
 def make_tree(root: Path, classes: int = 3, per_class: int = 20, splits=("train",), seed: int = 0) -> Path:
@@ -347,6 +348,24 @@ def test_device_loader_ranks_get_disjoint_shards():
     assert [len(s) for s in shards] == [5, 5]
     rank0, rank1 = (set(epoch_labels(s)) for s in shards)
     assert not rank0 & rank1 and rank0 | rank1 == set(range(100))
+
+
+def test_cpu_sampler_shards_by_rank_as_the_device_loader_does():
+    count, seed = 11, 5
+    for epoch in (0, 3):
+        whole = EpochShuffle(count, seed)
+        whole.set_epoch(epoch)
+        keys = list(whole)  # (index, crop-and-flip seed) of a single-process epoch
+        assert len(whole) == count and sorted(i for i, _ in keys) == list(range(count))
+        for rank in (0, 1):
+            shard = EpochShuffle(count, seed, rank, world_size=2)
+            shard.set_epoch(epoch)
+            device = DeviceLoader(numbered_split(count), 1, (0,) * 3, (1,) * 3, None, shuffle=True,
+                                  drop_last=True, seed=seed, rank=rank, world_size=2)
+            # Every other key of the same permutation, the odd one out dropped: each image once, with
+            # the crop and flip it has in a single process, on the images the device loader picks.
+            assert len(shard) == 5 and list(shard) == keys[rank:10:2]
+            assert [i for i, _ in keys[rank:10:2]] == device.shard(epoch).tolist()
 
 
 def test_device_loader_evaluation_keeps_order_and_every_image():

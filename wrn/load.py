@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import replace
 from pathlib import Path
 
@@ -27,7 +28,8 @@ def network_from_checkpoint(file: Path) -> tuple[CifarResNet, dict]:
     weights = {key[len(PREFIX):].replace(COMPILED, "", 1): value
                for key, value in checkpoint["state_dict"].items() if key.startswith(PREFIX)}
     try:
-        net = build_model(replace(model_spec_from_config(hparams).config(), copies=hparams.get("copies") or 1))
+        config = model_spec_from_config(hparams).config()
+        net = build_model(replace(config, copies=hparams.get("copies") or 1))
         net.load_state_dict(weights)
     except (ValueError, RuntimeError) as exc:
         raise ValueError(f"{file}: {one_line_error(exc) or str(exc).splitlines()[0]}") from None
@@ -36,7 +38,9 @@ def network_from_checkpoint(file: Path) -> tuple[CifarResNet, dict]:
 
 def load_model(path: str | Path, copy: int | None = None) -> CifarResNet:
     """The trained network of a run folder (its best checkpoint, else its last) or of a checkpoint
-    file, on the CPU in eval mode; `net.config` is its architecture. A fused run holds S networks:
+    file, on the CPU in eval mode, taking float images in [0, 1], (N, 3, 32, 32): it normalises them
+    with the training split's statistics, saved in the checkpoint (one saved without them warns and
+    takes normalised inputs). `net.config` is its architecture. A fused run holds S networks:
     `copy` (0 .. S-1) picks the one of seed `seed + copy`. Missing, damaged or foreign files raise
     one ValueError naming the path."""
     file = rundir.trained_checkpoint(path)
@@ -48,4 +52,13 @@ def load_model(path: str | Path, copy: int | None = None) -> CifarResNet:
         raise ValueError(f"{file}: holds {copies} fused networks (model.copies={copies}); "
                          f"pass copy=0..{copies - 1} to pick one" + ("" if copy is None else
                                                                       f", not copy={copy!r}"))
-    return (unfuse(net)[copy] if copies > 1 else net).eval()
+    net = (unfuse(net)[copy] if copies > 1 else net).eval()
+    stats = checkpoint.get("normalization")
+    if stats is None:
+        warnings.warn(f"{file} holds no input normalisation (saved by an older wrn): its network takes "
+                      "images normalised with the training split's per-channel mean and std", stacklevel=2)
+        return net
+    try:
+        return net.normalize_inputs(stats["mean"], stats["std"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        raise ValueError(f"{file}: damaged 'normalization' entry ({type(exc).__name__}: {exc})") from None

@@ -5,48 +5,51 @@ from __future__ import annotations
 
 import csv
 import io
+import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
-from PIL import Image
 from torch.utils.data import DataLoader
 
+from wrn import console
 from wrn.data.augment import normalize
-from wrn.data.datasets import DATASETS, IMAGE_SIZE
+from wrn.data.datasets import DATASETS
+from wrn.data.sources import decode_image
 from wrn.files import atomic_write_text
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 DEFAULT_OUT = "predictions.csv"  # in the evaluation's folder, RUN/eval/predict-<time>/
 
 
-def list_images(folder: str | Path) -> list[Path]:
-    """Every image file under `folder` (recursively, sorted); ValueError when there is none."""
+def list_images(folder: str | Path) -> tuple[list[Path], int]:
+    """Every image file under `folder` (recursively, sorted), and how many other files it holds
+    (skipped); ValueError when there is no image."""
     root = Path(folder).expanduser()
     if not root.is_dir():
         raise ValueError(f"--predictions.images {folder}: not a folder")
-    paths = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    files = [p for p in root.rglob("*") if not p.is_dir()]
+    paths = sorted(p for p in files if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
     if not paths:
         raise ValueError(f"--predictions.images {folder}: no {', '.join(IMAGE_SUFFIXES)} files in it")
-    return paths
+    return paths, len(files) - len(paths)
 
 
-def load_image(path: Path, size: int = IMAGE_SIZE) -> torch.Tensor:
-    """uint8 (3, size, size): RGB, shorter side resized to `size`, centre-cropped."""
-    try:
-        with Image.open(path) as image:
-            image = image.convert("RGB")
-            scale = size / min(image.size)
-            width, height = (max(size, round(side * scale)) for side in image.size)
-            image = image.resize((width, height), Image.Resampling.BICUBIC)
-            left, top = (width - size) // 2, (height - size) // 2
-            image = image.crop((left, top, left + size, top + size))
-            pixels = torch.frombuffer(bytearray(image.tobytes()), dtype=torch.uint8)
-    except (OSError, SyntaxError, ValueError) as exc:  # PIL raises all three for damaged files
-        raise ValueError(f"cannot read image {path}: {exc}") from None
-    return pixels.view(size, size, 3).permute(2, 0, 1).contiguous()
+def csv_name(path: Path, root: Path) -> str:
+    """`path` under `root`, for the CSV; a name that is not UTF-8 is written with backslash escapes."""
+    name = str(path.relative_to(root))
+    escaped = name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    if escaped != name:
+        console.say(f"warning: {root / escaped}: the file name is not UTF-8; its CSV row names it with "
+                    "backslash escapes", sys.stderr)
+    return escaped
+
+
+def load_image(path: Path) -> torch.Tensor:
+    """uint8 (3, 32, 32): RGB, shorter side resized to 32 pixels, centre-cropped."""
+    return torch.from_numpy(decode_image(path, resize=True)).permute(2, 0, 1)
 
 
 class FolderPredictData(L.LightningDataModule):
@@ -54,8 +57,8 @@ class FolderPredictData(L.LightningDataModule):
 
     def __init__(self, folder: str | Path, training: L.LightningDataModule):
         super().__init__()
-        self.training, self.paths = training, list_images(folder)
-        self.image_names = [str(p.relative_to(Path(folder).expanduser())) for p in self.paths]
+        self.training, (self.paths, self.skipped) = training, list_images(folder)
+        self.image_names = [csv_name(p, Path(folder).expanduser()) for p in self.paths]
 
     # The CSV's class names and the evaluation's "zero" padding are the training data's.
     classes = property(lambda self: self.training.classes)
@@ -80,8 +83,9 @@ class PredictionWriter(BasePredictionWriter):
     Args:
         out: CSV file to write; None = predictions.csv in this evaluation's own folder,
             RUN/eval/predict-<time>/ (the run's own files are never changed).
-        images: folder of images to predict (any size; searched recursively); None = the test
-            split of the data config.
+        images: folder of images to predict (any size; searched recursively): files without an
+            image suffix, and FIFOs and the like, are skipped and counted; an unreadable image
+            stops the run, naming it. None = the test split of the data config.
     """
 
     def __init__(self, out: Optional[str] = None, images: Optional[str] = None):
@@ -89,10 +93,16 @@ class PredictionWriter(BasePredictionWriter):
         self.out, self.images = out, images
         self.written: Optional[Path] = None
 
+    def path(self, trainer: L.Trainer) -> Path:
+        return Path(self.out).expanduser() if self.out else Path(trainer.default_root_dir) / DEFAULT_OUT
+
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if stage == "predict" and trainer.world_size > 1:  # each process would see only its share
             raise ValueError(f"wrn predict writes its CSV from one process; got {trainer.world_size} "
                              "(pass --trainer.devices 1)")
+        if stage == "predict" and (path := self.path(trainer)).is_dir():
+            raise ValueError(f"--predictions.out {path} is a folder; name the CSV file to write, "
+                             f"e.g. {path / DEFAULT_OUT}")
 
     def write_on_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule,
                            predictions: Sequence, batch_indices: Sequence) -> None:
@@ -101,11 +111,18 @@ class PredictionWriter(BasePredictionWriter):
         probs = torch.cat([batch.float().cpu() for batch in predictions])
         if probs.ndim == 3:  # a fused network: (N, copies, classes), the copies' mean
             probs = probs.mean(1)
-        path = Path(self.out).expanduser() if self.out else Path(trainer.default_root_dir) / DEFAULT_OUT
         data = trainer.datamodule  # a folder's image names, else the test split's indices
         rows = getattr(data, "image_names", None) or [str(i) for i in range(len(probs))]
+        path = self.path(trainer)
         atomic_write_text(path, predictions_csv(probs, rows, data.classes or DATASETS[data.dataset].classes))
         self.written = path
+        skipped = getattr(data, "skipped", 0)
+        console.say(f"{_count(len(rows), 'image')} predicted" + (f"; {_count(skipped, 'other file')} in "
+                    f"{self.images} skipped (no image suffix, or not a regular file)" if skipped else ""))
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number:,} {noun}{'' if number == 1 else 's'}"
 
 
 def predictions_csv(probs: torch.Tensor, rows: Sequence[str], classes: Sequence[str]) -> str:

@@ -17,7 +17,7 @@ from wrn.data import sources
 from wrn.data.datasets import DataError
 from wrn.files import atomic_file, atomic_write_json
 
-CACHE_VERSION = 2  # bump when the cache layout or decoding changes, so old caches are ignored
+CACHE_VERSION = 3  # bump when the cache layout or decoding changes, so old caches are ignored
 CACHED_ARRAYS = ("images", "labels")  # one .npy file each, beside one JSON sidecar
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Literal, Optional, get_args
 
@@ -111,6 +112,15 @@ class CIFARData(L.LightningDataModule):
             cache_dir = Path(self.cache_dir).expanduser() if self.cache_dir else default_cache_dir()
             images, labels, self.classes = load_tree_split(split_dir, cache_dir, classes, per_class,
                                                            self.progress)
+            folders = len(self.classes)
+            if folders < 2:
+                raise DataError(f"{split_dir} has a single class folder ({self.classes[0]}); "
+                                "a classifier needs at least 2 classes")
+            if split == "train" and folders < self.num_classes and (self.trainer is None
+                                                                     or self.trainer.is_global_zero):
+                print(f"warning: {split_dir} has {folders} class folders but {self.dataset} has "
+                      f"{self.num_classes} classes: the network keeps {self.num_classes} outputs and its "
+                      f"accuracies are over these {folders} classes only", file=sys.stderr)
         else:
             images, labels = load_torchvision_split(self.dataset, root, split == "train", self.download)
             if per_class is not None:
@@ -188,11 +198,11 @@ class CIFARData(L.LightningDataModule):
         attached = self.trainer is not None
         device = self.trainer.strategy.root_device if attached else None
         on_cuda = device is not None and device.type == "cuda"
+        # Every rank gets the same seed, so all draw the same permutation and their shards stay disjoint.
+        rank, world_size = (self.trainer.global_rank, self.trainer.world_size) if attached else (0, 1)
         if self.loader == "dataloader" or (self.loader == "auto" and not on_cuda):
             return cpu_loader(split, self.mean, self.std, augmentation, batch_size, train, self.num_workers,
-                              seed, pin_memory=on_cuda)
-        rank, world_size = (self.trainer.global_rank, self.trainer.world_size) if attached else (0, 1)
-        # Every rank gets the same seed, so all draw the same permutation and their shards stay disjoint.
+                              seed, on_cuda, rank, world_size)
         return DeviceLoader(split, batch_size, self.mean, self.std, augmentation, shuffle=train,
                             drop_last=train, seed=seed, rank=rank, world_size=world_size,
                             device=device or torch.device("cuda" if torch.cuda.is_available() else "cpu"))

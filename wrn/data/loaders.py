@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import ctypes
+import signal
+import sys
 from typing import Iterator, Optional, Sequence
 
 import torch
@@ -9,8 +12,10 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from wrn.data.augment import CropFlip, normalize, random_crop_flip, random_crop_flip_one
-from wrn.data.sampling import EpochShuffle, mix_seed
+from wrn.data.sampling import EpochShuffle, mix_seed, shard
 from wrn.data.splits import Split
+
+PR_SET_PDEATHSIG = 1  # prctl(2): the signal a process gets when its parent ends
 
 
 class AugmentedImages(Dataset):
@@ -43,14 +48,24 @@ class DeferredDataLoader(DataLoader):
         yield from super().__iter__()
 
 
+def _start_worker(worker_id: int) -> None:
+    """A worker outlives the SIGTERM sent to its whole process group (`timeout`, `scancel`): the main
+    process stops training, records the run, then stops it. On Linux it dies with a killed main
+    process at once, rather than holding the run's lock until it notices."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    if sys.platform == "linux":
+        ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
 def cpu_loader(split: Split, mean: Sequence[float], std: Sequence[float], augmentation: Optional[CropFlip],
-               batch_size: int, train: bool, num_workers: int, seed: int, pin_memory: bool) -> DataLoader:
-    """The CPU path. Its own generator seeds the workers, so making an iterator draws nothing from the
-    global RNG, which dropout uses and LitClassifier reseeds every epoch."""
-    sampler = EpochShuffle(len(split.labels), seed) if train else None
+               batch_size: int, train: bool, num_workers: int, seed: int, pin_memory: bool,
+               rank: int = 0, world_size: int = 1) -> DataLoader:
+    """The CPU path; training takes this rank's shard. Its own generator seeds the workers, so making an
+    iterator draws nothing from the global RNG, which dropout uses and LitClassifier reseeds every epoch."""
+    sampler = EpochShuffle(len(split.labels), seed, rank, world_size) if train else None
     return DeferredDataLoader(AugmentedImages(split, mean, std, augmentation), batch_size=batch_size,
                               sampler=sampler, drop_last=train, num_workers=num_workers,
-                              generator=torch.Generator().manual_seed(seed),
+                              generator=torch.Generator().manual_seed(seed), worker_init_fn=_start_worker,
                               persistent_workers=num_workers > 0, pin_memory=pin_memory)
 
 
@@ -81,14 +96,11 @@ class DeviceLoader:
         return self._share(self._share(len(self.labels), self.world_size), self.batch_size)
 
     def shard(self, epoch: int) -> Tensor:
-        """This rank's indices for `epoch`: every world_size-th of a permutation all ranks share, the
-        tail dropped (training) or wrapped around (evaluation) so that ranks stay in step."""
+        """This rank's indices for `epoch`, of a permutation all ranks share."""
         count = len(self.labels)
         generator = torch.Generator().manual_seed(mix_seed(self.seed, epoch))
         order = torch.randperm(count, generator=generator) if self.shuffle else torch.arange(count)
-        total = self._share(count, self.world_size) * self.world_size
-        order = order[:total] if total <= count else torch.cat([order, order[:total - count]])
-        return order[self.rank::self.world_size]
+        return shard(order, self.rank, self.world_size, self.drop_last)
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
         epoch, self.epoch = self.epoch, self.epoch + 1  # outside Lightning: the next

@@ -6,6 +6,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import socket
+import stat
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
@@ -53,17 +54,37 @@ def has_loose_class_folders(root: Path) -> bool:
     return any(f.is_dir() and not f.name.startswith(".") and image_files(f) for f in root.iterdir())
 
 
-def decode_image(path: str) -> np.ndarray:
-    """One image as uint8 (32, 32, 3) RGB; DataError naming the file when it is unreadable."""
+def _rgb(image: Image.Image) -> Image.Image:
+    """RGB, 16-bit grey (modes I;16* and I) scaled to 8 bits rather than clipped to white."""
+    if image.mode.startswith("I"):
+        scaled = np.clip(np.rint(np.asarray(image, dtype=np.float64) / 257), 0, 255).astype(np.uint8)
+        image = Image.fromarray(scaled)
+    return image.convert("RGB")
+
+
+def decode_image(path: str | Path, resize: bool = False) -> np.ndarray:
+    """One image file as uint8 (32, 32, 3) RGB: a 32x32 image, or (`resize`) one of any size, its
+    shorter side resized to 32 pixels and centre-cropped. DataError naming the file when it is not a
+    regular file (a FIFO would hang), is unreadable, a decompression bomb or (without `resize`) not 32x32."""
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            raise DataError(f"image {path} is not a regular file")
         with Image.open(path) as image:
-            pixels = np.asarray(image.convert("RGB"))
-    except (OSError, SyntaxError, ValueError) as exc:  # PIL raises all three for damaged files
+            if not resize and image.size != (IMAGE_SIZE, IMAGE_SIZE):
+                raise DataError(f"image {path} is {image.size[0]}x{image.size[1]} pixels, "
+                                f"expected {IMAGE_SIZE}x{IMAGE_SIZE}")
+            image = _rgb(image)
+            if resize:
+                scale = IMAGE_SIZE / min(image.size)
+                width, height = (max(IMAGE_SIZE, round(side * scale)) for side in image.size)
+                left, top = (width - IMAGE_SIZE) // 2, (height - IMAGE_SIZE) // 2
+                image = image.resize((width, height), Image.Resampling.BICUBIC).crop(
+                    (left, top, left + IMAGE_SIZE, top + IMAGE_SIZE))
+            return np.array(image)
+    except DataError:
+        raise
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:  # PIL raises all these
         raise DataError(f"cannot read image {path}: {exc}") from None
-    if pixels.shape != (IMAGE_SIZE, IMAGE_SIZE, 3):
-        raise DataError(f"image {path} is {pixels.shape[1]}x{pixels.shape[0]} pixels, "
-                        f"expected {IMAGE_SIZE}x{IMAGE_SIZE}")
-    return pixels
 
 
 def _decode_chunk(paths: Sequence[str]) -> np.ndarray:

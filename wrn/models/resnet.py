@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Iterator, NamedTuple, Optional
+from typing import Annotated, Iterator, NamedTuple, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -45,13 +45,25 @@ class CifarResNet(nn.Module):
         self.final_act = make_activation(act, width * copies) if order == "pre" else None
         self.fc = (nn.Linear(width, config.num_classes) if copies == 1
                    else nn.Conv2d(width * copies, config.num_classes * copies, 1, groups=copies))
+        self.register_buffer("input_mean", None)  # None, and out of the state_dict, until normalize_inputs
+        self.register_buffer("input_std", None)
         for m in self.modules():  # BN starts as the identity, PyTorch's default
             if isinstance(m, nn.Conv2d):  # He et al. 2015: variance 2 / fan_in for ReLU nets
                 nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
             if isinstance(m, (nn.Linear, nn.Conv2d)) and m.bias is not None:
                 nn.init.zeros_(m.bias)
 
+    def normalize_inputs(self, mean: Sequence[float], std: Sequence[float]) -> CifarResNet:
+        """Take images in [0, 1] and normalise them with the training split's per-channel `mean` and
+        `std` first (buffers then saved with the weights); without it, inputs come normalised."""
+        self.input_mean, self.input_std = (
+            torch.as_tensor(v, dtype=torch.float32, device=self.stem.weight.device).view(3, 1, 1)
+            .repeat(self.copies, 1, 1) for v in (mean, std))
+        return self
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.input_mean is not None:
+            x = (x - self.input_mean) / self.input_std
         x = self.stem(x)
         if self.stem_bn is not None:
             x = self.stem_act(self.stem_bn(x))
