@@ -143,6 +143,8 @@ def test_signalled_fit_exits_128_plus_the_signal_and_records_it(tmp_path, tree, 
         process.kill()
         process.wait()
     assert process.returncode == code, stderr[-3000:]
+    said = [line for line in stderr.splitlines() if line.strip() and not line.startswith(("Seed set", "warning:"))]
+    assert len(said) == 1 and said[0].startswith("error: interrupted") and "--ckpt_path last" in said[0], said
     record = read_metrics(run)
     assert record["status"] == "interrupted" and f"interrupted by {named}" in record["error"], record
     assert checkpoint_epoch(run / "checkpoints" / "last.ckpt") == 0

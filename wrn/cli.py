@@ -82,21 +82,21 @@ def debugging() -> bool:
 
 def _guarded(command, argv) -> int:
     """The user's errors as one line on stderr and exit code 2 (130 for Ctrl-C)."""
-    from wrn.errors import INTERRUPTED_EXIT, interrupted, one_line_error
+    from wrn.errors import INTERRUPTED_EXIT, interrupted, interruption, one_line_error
 
     if debugging():
         return command(argv) or 0
     try:
         return command(argv) or 0
     except KeyboardInterrupt:
-        print("error: interrupted (Ctrl-C)", file=sys.stderr)
+        print(interruption("(Ctrl-C)", argv), file=sys.stderr)
         return INTERRUPTED_EXIT
     except BrokenPipeError:  # the reader went away (`| head`): nothing more to say, to anyone
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return BROKEN_PIPE_EXIT
     except SystemExit as exc:
         if interrupted(exc):  # Lightning's own Ctrl-C handling ends in sys.exit(1)
-            print("error: interrupted (Ctrl-C)", file=sys.stderr)
+            print(interruption("(Ctrl-C)", argv), file=sys.stderr)
             return INTERRUPTED_EXIT
         raise
     except Exception as exc:  # noqa: BLE001 - turned into a one-line message or re-raised

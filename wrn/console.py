@@ -30,8 +30,10 @@ KNOWN_WARNINGS = (
 )
 # Where Lightning's rank-zero messages are logged (the one of whichever package imported last),
 # and those of its messages that the end-of-run summary says better, or that say nothing.
-LIGHTNING_INFO_LOGGERS = ("lightning.fabric.utilities.rank_zero", "lightning.pytorch.utilities.rank_zero")
+LIGHTNING_INFO_LOGGERS = ("lightning.fabric.utilities.rank_zero", "lightning.pytorch.utilities.rank_zero",
+                          "lightning.pytorch.trainer.connectors.signal_connector")
 QUIET_PREFIXES = ("💡 Tip: For seamless cloud logging", "GPU available:", "TPU available:",
+                  "Received SIGTERM", "[rank: 0] Received SIGTERM", "Detected KeyboardInterrupt",
                   "HPU available:", "Loading `train_dataloader` to estimate",
                   "Restoring states from the checkpoint path", "Loaded model weights from the checkpoint",
                   "`Trainer.fit` stopped:")
@@ -43,7 +45,7 @@ PROBE_BATCH = 4  # images per timed training step of the speed probe (a few seco
 
 class _DropKnownNoise(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith(QUIET_PREFIXES)
+        return not str(record.msg).lstrip().startswith(QUIET_PREFIXES)
 
 
 def quiet_known_noise() -> None:
@@ -65,6 +67,10 @@ def _one_based(epoch: int, max_epochs: int | None) -> str:
 
 class RichEpochBar(RichProgressBar):
     """Lightning's rich bar, epochs counted from 1 up to max_epochs, without the logger's version."""
+
+    def configure_columns(self, trainer: L.Trainer) -> list:
+        columns = super().configure_columns(trainer)  # its speed column reads 0.00it/s on a batch
+        return columns[:-1] if trainer.state.fn == "predict" else columns
 
     def get_metrics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict:
         metrics = super().get_metrics(trainer, pl_module)

@@ -41,6 +41,11 @@ def interrupted(exc: SystemExit) -> bool:
     return isinstance(exc.__context__, KeyboardInterrupt)
 
 
+def interruption(cause: str, argv: list) -> str:
+    """The one line a stopped command leaves; a fit's says how to carry on."""
+    return f"error: interrupted {cause}" + ("; resume with --ckpt_path last" if argv[:1] == ["fit"] else "")
+
+
 def os_error(exc: OSError) -> str:
     """'permission denied: <path>', 'no space left on device: <path>' and the like."""
     reason = os.strerror(exc.errno).lower() if exc.errno else _first_line(exc)

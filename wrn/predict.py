@@ -92,6 +92,7 @@ class PredictionWriter(BasePredictionWriter):
         super().__init__(write_interval="epoch")
         self.out, self.images = out, images
         self.written: Optional[Path] = None
+        self.summary = ""
 
     def path(self, trainer: L.Trainer) -> Path:
         return Path(self.out).expanduser() if self.out else Path(trainer.default_root_dir) / DEFAULT_OUT
@@ -117,8 +118,9 @@ class PredictionWriter(BasePredictionWriter):
         atomic_write_text(path, predictions_csv(probs, rows, data.classes or DATASETS[data.dataset].classes))
         self.written = path
         skipped = getattr(data, "skipped", 0)
-        console.say(f"{_count(len(rows), 'image')} predicted" + (f"; {_count(skipped, 'other file')} in "
-                    f"{self.images} skipped (no image suffix, or not a regular file)" if skipped else ""))
+        self.summary = f"{_count(len(rows), 'image')} predicted" + (
+            f"; {_count(skipped, 'other file')} in {self.images} skipped (no image suffix, or not a "
+            "regular file)" if skipped else "")
 
 
 def _count(number: int, noun: str) -> str:

@@ -19,6 +19,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from wrn import console, rundir
 from wrn.data import DATASETS, CIFARData
 from wrn.data.augment import crop_size
+from wrn.errors import interruption
 from wrn.models import model_spec_from_config
 from wrn.module import LitClassifier
 from wrn.predict import DEFAULT_OUT, FolderPredictData, PredictionWriter
@@ -205,7 +206,7 @@ class WRNCLI(LightningCLI):
     def after_predict(self) -> None:
         writer = self.config_init["predict"]["predictions"]
         if self.trainer.is_global_zero and writer.written:
-            console.say(f"predictions: {writer.written}")
+            console.say(f"predictions: {writer.written} ({writer.summary})")
 
 
 def _raise_sigterm(signum, frame) -> None:
@@ -336,8 +337,9 @@ def run_lightning(argv: list[str]) -> None:
                auto_configure_optimizers=False,
                parser_kwargs={"prog": "wrn", "exit_on_error": False,
                               "description": "Train and evaluate WRN / ResNet on CIFAR."})
-    except SIGTERMException:
-        raise SystemExit(SIGTERM_EXIT) from None  # Lightning's would exit 0
+    except SIGTERMException:  # Lightning's would exit 0
+        print(interruption("by SIGTERM", argv), file=sys.stderr)
+        raise SystemExit(SIGTERM_EXIT) from None
     finally:
         if recorder.lock is not None:  # the run folder is free again
             recorder.lock.close()
