@@ -44,7 +44,7 @@ def synthetic_rows(rows: int, configs: int, seed: int = 0) -> list[dict]:
         out.append({
             "run_id": f"r{i}", "config": f"{model},lr=c{c}", "status": "finished", "model": model,
             "family": family, "depth": depth, "widen_factor": k, "dropout": 0.0,
-            "seed": i // configs, "params": params, "flops": params * 160.0,
+            "seed": i // configs, "params": params, "macs": params * 160.0,
             "best_val_acc": acc, "final_val_acc": acc, "test_acc": acc, "epochs": 6,
             "wall_seconds": params / 1e4, "images_per_sec": 1e9 / params, "device": "cpu",
         })

@@ -194,6 +194,18 @@ def test_a_run_without_an_estimate_starts_and_is_stopped_when_the_budget_ends(tm
     assert results_problem(out / RESULTS_FILE) is None
 
 
+def test_the_eta_scales_the_estimates_by_what_the_finished_runs_really_took(tmp_path, tree):
+    speed_record(tmp_path / "speeds")
+    took = 2 * RUN_SECONDS  # start-up, evaluation or a busy machine: twice the estimate
+    plan, out, executor, outcome, printed = timed_sweep(tmp_path, tree, budget_s=1000, run_s=took,
+                                                       speeds=[tmp_path / "speeds"])
+    ended = [line for line in printed.splitlines() if "finished" in line]
+    assert outcome.finished == 3 and len(ended) == 3
+    # after the first run, the two left are estimated at RUN_SECONDS each and took twice that
+    assert ended[0].endswith(f"ETA {duration(2 * took)}"), ended[0]
+    assert ended[1].endswith(f"ETA {duration(took)}"), ended[1]
+
+
 def test_estimates_use_the_sweeps_own_records_and_the_epochs_left(tmp_path, tree):
     spec = helpers.write_spec(tmp_path, TINY_RUN, tree, seeds=[0, 1],
                               fixed={"trainer.max_epochs": 4}, points=[{}])

@@ -27,6 +27,10 @@ KNOWN_WARNINGS = (
     # Epoch metrics reach every logger whatever log_every_n_steps (LitClassifier logs on_epoch).
     (r"The number of training batches \(\d+\) is smaller than the logging interval",
      r"lightning\.pytorch\.loops\.fit_loop", Warning),
+    # The run folder holds its record, lock and config before the CSV logger starts; on a resume
+    # the CSV log restarts at the resumed epoch, and epochs.jsonl keeps every epoch.
+    (r"Experiment logs directory .* exists and is not empty", r"lightning\.fabric\.loggers\.csv_logs",
+     Warning),
 )
 # Where Lightning's rank-zero messages are logged (the one of whichever package imported last),
 # and those of its messages that the end-of-run summary says better, or that say nothing.

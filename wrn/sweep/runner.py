@@ -110,6 +110,8 @@ class _Sweep:
         self.attempts_left = {run.run_id: attempts_allowed(status[run.run_id], max_retries)
                               for run in self.queue}
         self.budget_ended = False
+        self.expected: dict[str, float] = {}  # run id -> its estimate when it started
+        self.measured: list[tuple[float, float]] = []  # (estimated, wall) seconds of runs finished now
 
     def _next(self) -> PlannedRun | None:
         """The first queued run that fits in the budget (the first run without one)."""
@@ -129,6 +131,9 @@ class _Sweep:
             if run is None:
                 return
             self.attempts_left[run.run_id] -= 1
+            expected = self.estimator(run).seconds if self.estimator is not None else None
+            if expected:
+                self.expected[run.run_id] = expected
             task = _task(self.plan, run, self.index[run.run_id], self.out_dir)
             self.progress.started(run.run_id, run.point.label, "--ckpt_path" in task.fit_args)
             refused = self.executor.submit(task)  # only when another sweep holds the run
@@ -137,6 +142,9 @@ class _Sweep:
 
     def record(self, outcome: Outcome) -> None:
         retry = outcome.status == FAILED and self.attempts_left[outcome.run_id] > 0
+        expected = self.expected.pop(outcome.run_id, None)
+        if outcome.status == FINISHED and expected and outcome.seconds > 0:
+            self.measured.append((expected, outcome.seconds))
         self.progress.ended(outcome, retry)
         if retry:
             self.queue.append(self.plan.runs[self.index[outcome.run_id]])
@@ -157,13 +165,19 @@ class _Sweep:
                                    "not start under this budget")
 
     def eta(self) -> float | None:
-        """Seconds until every queued and running run ends, from their estimates; None unless
-        all have one."""
+        """Seconds until every queued and running run ends: their estimates, scaled by how long
+        the runs finished in this invocation took against their own estimates (wall time
+        includes what a recorded images/s leaves out: start-up, evaluation, a busy machine);
+        None unless all have an estimate."""
         if self.estimator is None:
             return None
         runs = [*self.queue, *(self.plan.runs[self.index[run_id]] for run_id in self.executor.running)]
         seconds = [self.estimator(run).seconds for run in runs]
-        return None if None in seconds else sum(seconds) / max(1, self.executor.capacity)
+        if None in seconds:
+            return None
+        scale = (sum(wall for _, wall in self.measured) / sum(est for est, _ in self.measured)
+                 if self.measured else 1.0)
+        return scale * sum(seconds) / max(1, self.executor.capacity)
 
     def _wait_seconds(self) -> float:
         return WAIT_SECONDS if self.budget is None else max(0.0, min(WAIT_SECONDS, self.budget.left()))
