@@ -184,6 +184,25 @@ def test_runs_longer_than_the_whole_budget_are_named_and_never_started(tmp_path,
     assert printed.count("longer than the whole time budget (0m30s)") == 3
 
 
+def test_an_interrupted_run_longer_than_the_budget_resumes_in_the_next_call(tmp_path, tree):
+    # The first call starts a run it cannot estimate and stops it when the budget ends; the next
+    # call of the same length, now estimating it (43 s) over its whole budget (30 s), resumes it
+    # anyway (its epochs are kept), while new runs that long are only named.
+    plan, out, executor, outcome, _ = timed_sweep(tmp_path, tree, budget_s=30, run_s=1000, speeds=[])
+    first = plan.runs[0].run_id
+    assert executor.started == [(first, 0)] and states(plan, out)[first].state == INTERRUPTED
+    clock = FakeClock()
+    executor = TimedExecutor(clock, 1000)
+    status = states(plan, out)
+    printed = io.StringIO()
+    outcome = run_sweep(plan, out, executor, PlainProgress(initial_tally(plan, status, 1, 1), printed),
+                        1, status, Budget(30, clock),
+                        Estimator(SpeedBook((speed_record(tmp_path / "speeds"),), out), "cpu"))
+    assert executor.started == [(first, 0)] and executor.stopped_at is not None
+    assert printed.getvalue().count("longer than the whole time budget") == 2  # the two new runs
+    assert states(plan, out)[first].state == INTERRUPTED and outcome.budget_ended
+
+
 def test_a_run_without_an_estimate_starts_and_is_stopped_when_the_budget_ends(tmp_path, tree):
     plan, out, executor, outcome, printed = timed_sweep(tmp_path, tree, budget_s=100, run_s=1000, speeds=[])
     assert executor.started == [(plan.runs[0].run_id, 0)]

@@ -110,20 +110,28 @@ class _Sweep:
         self.attempts_left = {run.run_id: attempts_allowed(status[run.run_id], max_retries)
                               for run in self.queue}
         self.budget_ended = False
+        self.under_way = {run_id for run_id, state in status.items() if state.state == INTERRUPTED}
         self.expected: dict[str, float] = {}  # run id -> its estimate when it started
         self.measured: list[tuple[float, float]] = []  # (estimated, wall) seconds of runs finished now
 
     def _next(self) -> PlannedRun | None:
-        """The first queued run that fits in the budget (the first run without one)."""
+        """The first queued run that fits in the budget (the first run without one), or an
+        interrupted run longer than the whole budget while nothing runs and half the budget is left:
+        it resumes where it stopped, and each call keeps the epochs it trains."""
         if self.budget is None:
             return self.queue.popleft() if self.queue else None
         if self.estimator is not None:
             self.estimator.refresh()  # a run's recorded epochs calibrate the next estimates
         for run in list(self.queue):
-            if self.budget.fits(self.estimator(run).seconds if self.estimator else None):
+            seconds = self.estimator(run).seconds if self.estimator else None
+            if self.budget.fits(seconds) or self._continues(run, seconds):
                 self.queue.remove(run)
                 return run
         return None
+
+    def _continues(self, run: PlannedRun, seconds: float | None) -> bool:
+        return (run.run_id in self.under_way and seconds is not None and seconds > self.budget.seconds
+                and not self.executor.running and self.budget.left() >= self.budget.seconds / 2)
 
     def start_what_fits(self) -> None:
         while self.queue and self.executor.has_free_slot():
@@ -159,7 +167,7 @@ class _Sweep:
             return
         for run in self.queue:
             seconds = self.estimator(run).seconds
-            if seconds is not None and seconds > self.budget.seconds:
+            if seconds is not None and seconds > self.budget.seconds and run.run_id not in self.under_way:
                 self.progress.note(f"{run.run_id}: estimated {duration(seconds)}, longer than the "
                                    f"whole time budget ({duration(self.budget.seconds)}); it will "
                                    "not start under this budget")
