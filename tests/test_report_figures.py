@@ -17,7 +17,8 @@ from wrn.report.results import aggregate, load_results, results_text
 from wrn.report.runinfo import describe_runs
 
 matplotlib.use("Agg")
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+REPO = Path(__file__).resolve().parents[1]
+BENCHMARKS = REPO / "benchmarks"
 
 
 def result_row(model: str, seed: int, acc: float, family: str = "wrn", test: bool = True, **extra):
@@ -59,6 +60,21 @@ def test_crowded_labels_are_reported_in_the_output_not_drawn(tmp_path):
     assert any(f"12 point labels not drawn (at most {labels.MAX_LABELS} per panel" in note
                for note in drawing.notes)
     assert not any("left out" in text or "not drawn" in text for text in texts(drawing.figure))
+
+
+@pytest.mark.parametrize("plot", [figures.plot_error_vs_params, figures.plot_error_vs_time])
+@pytest.mark.parametrize("rows", ["crowded", "quick-cpu"])
+def test_point_labels_never_overlap_one_another(tmp_path, plot, rows):
+    groups = (groups_of(tmp_path, crowded_rows()) if rows == "crowded"  # the committed quick sweep:
+              else aggregate(load_results(REPO / "sweeps" / "results" / "quick-cpu").runs))
+    drawing = plot(groups, PlotOptions())
+    renderer = drawing.figure.canvas.get_renderer()
+    for ax in drawing.figure.axes:
+        for text in ax.texts:
+            text.arrowprops = text.arrow_patch = None  # the text's own box: leader lines may cross other labels
+        boxes = [t.get_window_extent(renderer) for t in ax.texts]
+        assert len(boxes) >= 2
+        assert not [(a, b) for i, a in enumerate(boxes) for b in boxes[i + 1:] if a.overlaps(b)]
 
 
 def test_plot_prints_the_notes(tmp_path, capsys):
