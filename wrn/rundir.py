@@ -13,7 +13,7 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Iterator
+from typing import IO, Any, Callable, Iterator
 
 from wrn.errors import checkpoint_load_error
 from wrn.files import (append_jsonl, atomic_file, atomic_write_json, atomic_write_text,
@@ -162,6 +162,17 @@ def find_records(folder: Run, recursive: bool = True) -> Iterator[dict]:
             continue
         if isinstance(record, dict):
             yield record
+
+
+def result_records(run: Run, record: dict, read: Callable[[Path], dict | None] = read_metrics
+                   ) -> list[tuple[Path, dict]]:
+    """What a run counts as in results: (its folder, its record), or for a fused run (folder,
+    record) of each copy, with the run's status and error; its own when a copy has no record."""
+    copies = [(Path(run) / name, read(Path(run) / name)) for name in record.get("copy_dirs") or []]
+    if not copies or any(copy is None for _, copy in copies):
+        return [(Path(run), record)]
+    ending = {"status": record["status"], "error": record.get("error")}
+    return [(folder, {**copy, **ending}) for folder, copy in copies]
 
 
 def read_epochs(run: Run) -> tuple[list[dict], list[str]]:

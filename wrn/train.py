@@ -141,12 +141,11 @@ class WRNCLI(LightningCLI):
             root = f" --data.root {cfg.data.root}" if cfg.data.root != default else ""
             raise ValueError(f"{slow}; for a run of minutes: wrn fit --config configs/quick.yaml{root}; "
                              "to train this anyway, add --allow_slow true")
-        if self.trainer.is_global_zero:
-            _recorder(self.trainer).lock = rundir.hold_lock(self.trainer.default_root_dir)
-            console.say(slow and f"warning: {slow}", sys.stderr)
         recorder = _recorder(self.trainer)
-        recorder.test_follows = bool(self.config["fit"].get("test_after_fit")) \
-            and self.datamodule.has_test_split()
+        if self.trainer.is_global_zero:
+            recorder.lock = rundir.hold_lock(self.trainer.default_root_dir)
+            console.say(slow and f"warning: {slow}", sys.stderr)
+        recorder.test_follows = bool(cfg.get("test_after_fit")) and self.datamodule.has_test_split()
 
     def after_fit(self) -> None:
         recorder = _recorder(self.trainer)

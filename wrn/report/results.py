@@ -155,10 +155,8 @@ def _record(folder: Path) -> dict:
 
 def _record_rows(folder: Path) -> list[dict]:
     """A run folder's rows: its record, or one per copy of a fused run (with the run's status)."""
-    record = _record(folder)
-    ending = {"status": record["status"], "error": record.get("error")}
-    copies = [(folder / name, {**_record(folder / name), **ending}) for name in record.get("copy_dirs") or []]
-    return [{**fields, "run_dir": str(where)} for where, fields in copies or [(folder, record)]]
+    return [{**fields, "run_dir": str(where)}
+            for where, fields in rundir.result_records(folder, _record(folder), _record)]
 
 
 def _name_configs(rows: Sequence[dict]) -> None:

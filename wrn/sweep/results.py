@@ -38,11 +38,9 @@ def run_rows(out_dir: Path, run_dir: Path, sweep: dict) -> list[dict]:
     record = _record(run_dir, identity)
     if record is None:
         return []
-    copies = [(run_dir / name, _record(run_dir / name, identity)) for name in record.get("copy_dirs") or []]
-    if not copies or any(copy is None for _, copy in copies):
-        return [_row(out_dir, run_dir, record, sweep, sweep["run_id"])]
-    return [_row(out_dir, folder, {**copy, "status": record["status"], "error": record.get("error")},
-                 sweep, f"{sweep['run_id']}/{folder.name}") for folder, copy in copies]
+    return [_row(out_dir, folder, fields, sweep,
+                 sweep["run_id"] if folder == run_dir else f"{sweep['run_id']}/{folder.name}")
+            for folder, fields in rundir.result_records(run_dir, record, lambda copy: _record(copy, identity))]
 
 
 def collect_rows(out_dir: Path, report: Callable[[str], None] = print) -> tuple[list[dict], list[str]]:

@@ -114,19 +114,17 @@ class _Sweep:
         self.expected: dict[str, float] = {}  # run id -> its estimate when it started
         self.measured: list[tuple[float, float]] = []  # (estimated, wall) seconds of runs finished now
 
-    def _next(self) -> PlannedRun | None:
-        """The first queued run that fits in the budget (the first run without one), or an
-        interrupted run longer than the whole budget while nothing runs and half the budget is left:
-        it resumes where it stopped, and each call keeps the epochs it trains."""
-        if self.budget is None:
-            return self.queue.popleft() if self.queue else None
-        if self.estimator is not None:
+    def _next(self) -> tuple[PlannedRun, float | None] | None:
+        """(run, its estimate) of the first queued run that fits in the budget (the first run
+        without one), or of an interrupted run longer than the whole budget while nothing runs and
+        half the budget is left: it resumes where it stopped, and each call keeps the epochs it trains."""
+        if self.budget is not None and self.estimator is not None:
             self.estimator.refresh()  # a run's recorded epochs calibrate the next estimates
         for run in list(self.queue):
             seconds = self.estimator(run).seconds if self.estimator else None
-            if self.budget.fits(seconds) or self._continues(run, seconds):
+            if self.budget is None or self.budget.fits(seconds) or self._continues(run, seconds):
                 self.queue.remove(run)
-                return run
+                return run, seconds
         return None
 
     def _continues(self, run: PlannedRun, seconds: float | None) -> bool:
@@ -135,11 +133,11 @@ class _Sweep:
 
     def start_what_fits(self) -> None:
         while self.queue and self.executor.has_free_slot():
-            run = self._next()
-            if run is None:
+            chosen = self._next()
+            if chosen is None:
                 return
+            run, expected = chosen
             self.attempts_left[run.run_id] -= 1
-            expected = self.estimator(run).seconds if self.estimator is not None else None
             if expected:
                 self.expected[run.run_id] = expected
             task = _task(self.plan, run, self.index[run.run_id], self.out_dir)
