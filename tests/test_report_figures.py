@@ -11,10 +11,9 @@ import matplotlib
 import pytest
 from matplotlib.text import Text
 
-from wrn.report import curves, figures, labels, plot
+from wrn.report import curves, figures, plot
 from wrn.report.figures import PlotOptions
-from wrn.report.results import aggregate, load_results, results_text
-from wrn.report.runinfo import describe_runs
+from wrn.report.results import aggregate, describe_runs, load_results, results_text
 
 matplotlib.use("Agg")
 REPO = Path(__file__).resolve().parents[1]
@@ -57,7 +56,7 @@ def test_crowded_labels_are_reported_in_the_output_not_drawn(tmp_path):
     rows = crowded_rows()
     drawing = figures.plot_error_vs_params(groups_of(tmp_path, rows), PlotOptions())
     assert any("crowded label" in note and "left out" in note for note in drawing.notes)
-    assert any(f"12 point labels not drawn (at most {labels.MAX_LABELS} per panel" in note
+    assert any(f"12 point labels not drawn (at most {figures.MAX_LABELS} per panel" in note
                for note in drawing.notes)
     assert not any("left out" in text or "not drawn" in text for text in texts(drawing.figure))
 

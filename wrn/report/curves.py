@@ -13,9 +13,8 @@ import matplotlib
 import numpy as np
 from matplotlib import ticker
 
-from wrn.report.figures import Drawing, PlotOptions
+from wrn.report.figures import Drawing, PlotOptions, family_style, new_figure, source_style
 from wrn.report.results import Group, Run, display_name
-from wrn.report.styles import family_style, new_figure, source_style
 from wrn.rundir import read_epochs
 
 LEGEND_COLUMNS = 4  # legend columns under the curve panels
@@ -45,7 +44,6 @@ def load_curve(run: Run) -> tuple[np.ndarray, np.ndarray] | None:
 
 
 def _limits(values: np.ndarray, pad_at_least: float) -> tuple[float, float]:
-    """The range of accuracies (%) with a margin, within 0-100."""
     low, high = float(values.min()), float(values.max())
     pad = max(0.08 * (high - low), pad_at_least)
     return max(low - pad, 0.0), min(high + pad, 100.0)

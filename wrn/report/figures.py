@@ -1,6 +1,8 @@
-"""Error against parameters, multiply-adds (MACs) and training cost, with the Pareto front and labelled
-points. Several sources share the axes, told apart by the fill of their markers and the dashes of
-their fronts. Where adjacent front points lie within each other's ±std, their seeds are drawn too."""
+"""What every figure shares (the rc style, a colour, marker and line style per family, the options,
+the canvas), point labels placed without overlaps, and error against parameters, multiply-adds
+(MACs) and training cost with the Pareto front. Several sources share the axes, told apart by the
+fill of their markers and the dashes of their fronts. Where adjacent front points lie within each
+other's ±std, their seeds are drawn too."""
 
 from __future__ import annotations
 
@@ -10,18 +12,65 @@ from typing import Callable, Sequence
 
 import numpy as np
 from matplotlib import ticker
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from wrn.report import paper
-from wrn.report.labels import MAX_LABELS, PointLabel, marker_boxes, place_labels
 from wrn.report.results import (DATASET_NAMES, Group, Run, display_name, error_label, error_split,
                                 family_of_model, family_rank, finite, pareto_front)
-from wrn.report.styles import MARKER_SIZE, family_style, new_figure, source_style
 from wrn.report.text import si
 
+STYLE = {"font.size": 10, "axes.titlesize": 11, "axes.labelsize": 10, "legend.fontsize": 8.5,
+         "xtick.labelsize": 9, "ytick.labelsize": 9, "axes.grid": True, "axes.grid.which": "major",
+         "grid.alpha": 0.35, "grid.linewidth": 0.6, "axes.spines.top": False,
+         "axes.spines.right": False, "svg.hashsalt": "wrn", "savefig.dpi": 150}
+MARKER_SIZE = 6.5  # points
 SEED_OFFSET = 1.07  # x factor (log axes): a seed's point lies just right of its mean
 SEEDS_LABEL = "seeds (where the front's order is uncertain)"
+MAX_LABELS = 30  # per axes; the labels past it (least important first) are not drawn
+LABEL_SIZE = 7.5
+# Offsets in points, nearest first; the first that overlaps nothing wins. Past the first ring a
+# thin leader line ties the label to its point.
+_DIRECTIONS = ((5, 4), (5, -4), (-5, 4), (-5, -4), (0, 7), (0, -7), (7, 0), (-7, 0))
+_OFFSETS = np.array([(dx * r, dy * r) for r in (1.0, 1.8, 2.7, 3.6, 4.5) for dx, dy in _DIRECTIONS])
+
+
+@dataclass(frozen=True)
+class FamilyStyle:
+    label: str
+    color: str
+    marker: str
+    linestyle: str | tuple  # marks the family in the curves, as the marker does elsewhere
+
+
+# Okabe-Ito colours (colour-blind safe), one per family in every figure.
+FAMILY_STYLES = {
+    "wrn": FamilyStyle("Wide ResNet", "#0072B2", "o", "-"),
+    "resnet": FamilyStyle("ResNet", "#D55E00", "s", "--"),
+    "preact-resnet": FamilyStyle("pre-act ResNet", "#CC79A7", "^", "-."),
+    "plain": FamilyStyle("plain (no shortcuts)", "#666666", "D", ":"),
+}
+
+
+def family_style(family: str) -> FamilyStyle:
+    return FAMILY_STYLES.get(family, FamilyStyle(family or "other", "#009E73", "v", (0, (1, 2))))
+
+
+# Several sources on one axes: the fill of the markers (hollow is for published numbers) and the
+# dashes of their Pareto fronts and curves tell them apart, in the order given.
+SOURCE_FILLS = ("full", "left", "bottom", "right", "top")
+SOURCE_LINES = ((0, (4, 2)), (0, (1, 1.5)), (0, (7, 2, 1, 2)), (0, (2, 3)), (0, (10, 3)))
+
+
+def source_style(index: int) -> tuple[str, tuple]:
+    return SOURCE_FILLS[index % len(SOURCE_FILLS)], SOURCE_LINES[index % len(SOURCE_LINES)]
+
+
+def new_figure(width: float = 7.5, height: float = 5.0, ncols: int = 1, layout: str | None = None, **kwargs):
+    fig = Figure(figsize=(width, height), layout=layout)
+    FigureCanvasAgg(fig)
+    return fig, fig.subplots(1, ncols, squeeze=False, **kwargs)[0]
 
 
 @dataclass(frozen=True)
@@ -43,7 +92,6 @@ class PlotOptions:
         return self.sources.index(group.source) if group.source in self.sources else 0
 
     def title(self, what: str) -> str:
-        """'CIFAR-10: test error vs parameters', then a line saying what the runs were."""
         return f"{self.dataset_name}: {what}" + (f"\n{self.about}" if self.about else "")
 
 
@@ -69,6 +117,89 @@ class CostAxis:
 class Drawing:
     figure: Figure
     notes: list[str] = field(default_factory=list)  # for the command to print, not drawn
+
+
+@dataclass(frozen=True)
+class PointLabel:
+    x: float
+    y: float
+    text: str
+    color: str
+    italic: bool = False
+
+
+def point_boxes(ax, xs: Sequence[float], ys: Sequence[float]) -> np.ndarray:
+    radius = MARKER_SIZE / 2 * ax.figure.dpi / 72 + 1
+    centres = ax.transData.transform(np.column_stack([xs, ys]))
+    return np.hstack([centres - radius, centres + radius])
+
+
+def marker_boxes(ax) -> np.ndarray:
+    """Boxes around every marker on the axes: points, seeds, published numbers, bar caps."""
+    lines = [line.get_xydata() for line in ax.get_lines()
+             if line.get_marker() not in (None, "None", "", " ") and len(line.get_xydata())]
+    return point_boxes(ax, *np.vstack(lines).T) if lines else np.empty((0, 4))
+
+
+def _overlaps(boxes: np.ndarray, others: np.ndarray) -> np.ndarray:
+    """For each of `boxes` (m, 4), the total area covered by `others` (n, 4): shape (m,)."""
+    sides = (np.minimum(boxes[:, None, 2:], others[None, :, 2:])
+             - np.maximum(boxes[:, None, :2], others[None, :, :2]))
+    return np.clip(sides, 0, None).prod(axis=2).sum(axis=1)
+
+
+def line_boxes(ax, step: float = 8.0) -> np.ndarray:
+    """Small boxes along every drawn line (Pareto steps, paper connectors): labels avoid them."""
+    boxes = []
+    for line in ax.get_lines():
+        if line.get_linestyle() in ("None", "", " ") or len(line.get_xydata()) < 2:
+            continue
+        points = ax.transData.transform(line.get_xydata())
+        for start, end in zip(points[:-1], points[1:]):
+            pieces = max(int(np.hypot(*(end - start)) // step), 1)
+            ends = start + np.outer(np.linspace(0, 1, pieces + 1), end - start)
+            a, b = ends[:-1], ends[1:]
+            boxes.append(np.hstack([np.minimum(a, b) - 1.5, np.maximum(a, b) + 1.5]))
+    return np.vstack(boxes) if boxes else np.empty((0, 4))
+
+
+def _annotate(ax, label: PointLabel, dx: float, dy: float, leader: bool = False):
+    arrow = dict(arrowstyle="-", color=label.color, lw=0.6, alpha=0.6, shrinkA=1, shrinkB=4)
+    return ax.annotate(label.text, (label.x, label.y), xytext=(dx, dy), textcoords="offset points", zorder=5,
+                       fontsize=LABEL_SIZE, color=label.color, style="italic" if label.italic else "normal",
+                       ha="left" if dx > 0 else "right" if dx < 0 else "center",
+                       va="bottom" if dy > 0 else "top" if dy < 0 else "center",
+                       arrowprops=arrow if leader else None)
+
+
+def place_labels(ax, labels: Sequence[PointLabel], obstacles: np.ndarray) -> tuple[int, int]:
+    """The first MAX_LABELS (most important first), each at the nearest free offset inside the axes;
+    one that can only overlap text or markers is left out. Returns (left out, past MAX_LABELS)."""
+    renderer = ax.figure.canvas.get_renderer()
+    shown = labels[:MAX_LABELS]
+    hard = np.vstack([obstacles, point_boxes(ax, [lab.x for lab in shown], [lab.y for lab in shown])])
+    soft = line_boxes(ax)
+    inside = np.array(ax.get_window_extent(renderer).extents)
+    crowded = 0
+    for label in shown:
+        probe = _annotate(ax, label, *_OFFSETS[0])  # text layout is the slow part: measured once
+        size = np.array([probe.get_window_extent(renderer).size])
+        probe.remove()
+        anchor = ax.transData.transform((label.x, label.y)) + _OFFSETS * ax.figure.dpi / 72
+        # Lower left corners, aligned as _annotate aligns the text; 2 pixels of air around each box.
+        corner = anchor - size * (1 - np.sign(_OFFSETS)) / 2
+        boxes = np.hstack([corner - 2, corner + size + 2])
+        areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+        # Outside the axes costs ten times a hard obstacle (markers, bars, legend, labels); soft
+        # ones (lines) cost a quarter and never exclude. Nearest offset first among equals.
+        hard_overlap = _overlaps(boxes, hard) + 10 * (areas - _overlaps(boxes, inside[None]))
+        best = int(np.argmin(hard_overlap + 0.25 * _overlaps(boxes, soft)))
+        if hard_overlap[best] > 0.03 * areas[best]:
+            crowded += 1
+            continue
+        _annotate(ax, label, *_OFFSETS[best], leader=best >= len(_DIRECTIONS))  # past the first ring
+        hard = np.vstack([hard, boxes[best]])
+    return crowded, len(labels) - len(shown)
 
 
 def placement_notes(placements: Sequence[tuple[int, int]]) -> list[str]:
@@ -102,8 +233,7 @@ def _legend(ax, groups: Sequence[Group], published_drawn: bool, options: PlotOpt
 
 
 def _points(ax, groups: Sequence[Group], axis: CostAxis, options: PlotOptions) -> None:
-    """Mean markers with ±std bars (ranged: and the seeds' cost range), a colour and marker per
-    family, a fill per source."""
+    """Mean markers with ±std bars (ranged: and the seeds' cost range)."""
     for index, family in sorted({(options.source_index(g), g.family) for g in groups},
                                 key=lambda key: (key[0], family_rank(key[1]), key[1])):
         members = [g for g in groups if (options.source_index(g), g.family) == (index, family)]
@@ -156,7 +286,6 @@ def _front(ax, groups: Sequence[Group], axis: CostAxis, options: PlotOptions) ->
 
 
 def _scatter(ax, groups: Sequence[Group], axis: CostAxis, options: PlotOptions) -> tuple[list[int], list]:
-    """The points and fronts of one panel: (front points, notes)."""
     _points(ax, groups, axis, options)
     front, notes = _front(ax, groups, axis, options)
     # Log x labelled at 1-2-5 steps: plain '2M' reads faster than '2x10^6'.

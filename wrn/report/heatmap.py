@@ -9,9 +9,8 @@ import numpy as np
 from matplotlib.colors import Normalize
 
 from wrn.report import paper
-from wrn.report.figures import Drawing, PlotOptions
+from wrn.report.figures import Drawing, PlotOptions, new_figure
 from wrn.report.results import Group, error_label, error_split, finite
-from wrn.report.styles import new_figure
 from wrn.report.text import si
 
 

@@ -12,11 +12,10 @@ import matplotlib
 from matplotlib.figure import Figure
 
 from wrn.report.curves import plot_curves, warn
-from wrn.report.figures import PlotOptions, plot_error_vs_macs, plot_error_vs_params, plot_error_vs_time
+from wrn.report.figures import (STYLE, PlotOptions, plot_error_vs_macs, plot_error_vs_params,
+                                plot_error_vs_time)
 from wrn.report.heatmap import plot_heatmap
-from wrn.report.results import DATASET_NAMES, ResultsError, aggregate, load_results
-from wrn.report.runinfo import describe_runs
-from wrn.report.styles import STYLE
+from wrn.report.results import DATASET_NAMES, ResultsError, aggregate, describe_runs, load_results
 from wrn.report.tables import source_arguments
 from wrn.files import atomic_file
 

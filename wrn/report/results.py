@@ -1,8 +1,7 @@
-"""results.csv: its one schema, reader (every number checked) and writer, the mean ± std of each
-configuration over its seeds, the Pareto front, and the display names of models and datasets (no
-plotting library needed: tables use them too). An empty cell is a value the run did not record.
-The reader also takes run folders (their records, one row per copy of a fused run), several
-sources at once, each named by a label."""
+"""results.csv: its one schema, reader (every number checked) and writer; the mean ± std of each
+configuration over its seeds, the Pareto front, what the runs were, and the display names of
+models and datasets. An empty cell is a value the run did not record. The reader also takes run
+folders (one row per copy of a fused run) and several sources at once, each named by a label."""
 
 from __future__ import annotations
 
@@ -38,6 +37,7 @@ SEED_SETTINGS = ("seed_everything", "model.seed", "data.seed", "model.copies", "
 write_results = atomic_write_text  # whole: a reader or a kill never sees half a file
 # Baselines first and WRN last, as in the WRN paper's tables; also the legend order.
 FAMILY_ORDER = ("plain", "resnet", "preact-resnet", "wrn")
+MAX_CONFIGS_READ = 50  # config.yaml files read: the first run of each configuration, up to this
 DATASET_NAMES = {name: facts.title for name, facts in DATASETS.items()}
 _MODEL_PREFIXES = (  # longest first: "preact-resnet-" also ends in "resnet-"
     ("preact-resnet-", "preact-resnet", "pre-act ResNet-"),
@@ -106,8 +106,7 @@ def parse_run(row: Mapping[str, Any], where: str, base: Path) -> Run:
 
 
 def _numbered_rows(path: Path, text: str) -> list[tuple[int, dict]]:
-    """(first line, row) of every row; ResultsError for a row with more or fewer cells than the
-    header, one the file ends in the middle of, or a run (run_id) met twice."""
+    """(first line, row) of every row, each as wide as the header, each run_id once."""
     reader = csv.DictReader(io.StringIO(text, newline=""))
     width = len(reader.fieldnames or [])
     missing = [c for c in REQUIRED_COLUMNS if c not in (reader.fieldnames or [])]
@@ -139,7 +138,7 @@ def read_runs(path: str | Path) -> list[Run]:
 
 
 def config_name(model: str, dropout: float) -> str:
-    """The configuration of a run recorded without one (a run of its own, not of a sweep)."""
+    """The configuration of a run of its own, not of a sweep."""
     return f"{model} dropout={dropout:g}"
 
 
@@ -151,12 +150,6 @@ def _record(folder: Path) -> dict:
     if record is None:
         raise ResultsError(f"{rundir.record_path(folder)}: no run record")
     return record
-
-
-def _record_rows(folder: Path) -> list[dict]:
-    """A run folder's rows: its record, or one per copy of a fused run (with the run's status)."""
-    return [{**fields, "run_dir": str(where)}
-            for where, fields in rundir.result_records(folder, _record(folder), _record)]
 
 
 def _name_configs(rows: Sequence[dict]) -> None:
@@ -188,7 +181,9 @@ def read_source(path: Path) -> tuple[list[Run], list[str]]:
     folders = [run for run in inside if rundir.record_path(run).is_file()]
     if not folders:
         raise ResultsError(f"{folder}: no {RESULTS_FILE}, no run record and no run folders in it")
-    rows = [row for run in folders for row in _record_rows(run)]
+    # A fused run gives a row per copy, each with the run's status.
+    rows = [{**fields, "run_dir": str(where)} for run in folders
+            for where, fields in rundir.result_records(run, _record(run), _record)]
     _name_configs(rows)
     left_out = ", ".join(p.name for p in inside if p not in folders)
     seeds = Counter((row["config"], row.get("seed")) for row in rows)
@@ -213,11 +208,10 @@ def read_sources(paths: Sequence[str | Path], labels: Sequence[str] = ()) -> Res
         raise ResultsError(f"--label given {len(labels)} times for {len(paths)} sources: give it once per "
                            "source, in order, or not at all")
     names = list(labels) or [(p.parent if p.is_file() else p).resolve().name for p in paths]
-    twice = next((i for i, name in enumerate(names) if name in names[:i]), None)
-    if twice is not None:
-        first = paths[names.index(names[twice])]
-        raise ResultsError(f"{paths[twice]}: labelled {names[twice]!r}, as {first} is; name the sources "
-                           "with --label")
+    for i, name in enumerate(names):
+        if name in names[:i]:
+            raise ResultsError(f"{paths[i]}: labelled {name!r}, as {paths[names.index(name)]} is; "
+                               "name the sources with --label")
     runs, notes = [], []
     for path, name in zip(paths, names):
         found, left_out = read_source(path)
@@ -252,9 +246,7 @@ def csv_cell(value: Any) -> str:
 
 def csv_text(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
     buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(header)
-    writer.writerows(rows)
+    csv.writer(buffer, lineterminator="\n").writerows([header, *rows])
     return buffer.getvalue()
 
 
@@ -321,7 +313,6 @@ def stats(values: Sequence[float]) -> tuple[float, float]:
 
 
 def by_config(runs: Iterable[Run]) -> dict[tuple[str, str], list[Run]]:
-    """The runs of each (source, config), in first-appearance order."""
     groups: dict[tuple[str, str], list[Run]] = {}
     for run in runs:
         groups.setdefault((run.source, run.config), []).append(run)
@@ -347,6 +338,33 @@ def group_runs(runs: Sequence[Run]) -> list[Group]:
     return groups
 
 
+def _span(values: Iterable[int], unit: str) -> str:
+    values = sorted(set(values))
+    return f"{values[0]:,} {unit}" if len(values) == 1 else f"{values[0]:,}–{values[-1]:,} {unit}"
+
+
+def describe_runs(runs: Sequence[Run]) -> str:
+    """What the runs were, so that a short smoke sweep does not pass for a full result: e.g.
+    'subset: 300 images per class, 500 held out for validation; 6 epochs'."""
+    firsts = [members[0] for members in by_config(runs).values()][:MAX_CONFIGS_READ]
+    # A fused run's copies keep their records in its folder, beside its one config.yaml.
+    configs = [rundir.read_config(r.run_dir.parent if rundir.is_copy_dir(r.run_dir) else r.run_dir)
+               for r in firsts if r.run_dir is not None]
+    sections = [c["data"] for c in configs if c and isinstance(c.get("data"), dict)]
+    parts = []
+    if sections:
+        subsets = {s.get("subset") for s in sections}
+        held = {int(s.get("val_size") or 0) for s in sections}
+        what = ("subset: " + _span(subsets, "images per class") if None not in subsets
+                else "full training set" if len(subsets) == 1 else "mixed training subsets")
+        parts.append(f"{what}, " + ("validated on the test split" if held == {0}
+                                    else _span(held, "held out for validation")))
+    epochs = [int(r.epochs) for r in runs if r.epochs is not None]
+    if epochs:
+        parts.append(_span(epochs, "epochs" if max(epochs) > 1 else "epoch"))
+    return "; ".join(parts)
+
+
 def family_rank(family: str) -> int:
     return FAMILY_ORDER.index(family) if family in FAMILY_ORDER else len(FAMILY_ORDER)
 
@@ -363,7 +381,6 @@ def display_name(model: str, dropout: float = 0.0) -> str:
 
 
 def aggregate(runs: Sequence[Run]) -> list[Group]:
-    """One Group per `config`, sorted by family (baselines first) then parameter count."""
     return sorted(group_runs(runs), key=lambda g: (family_rank(g.family), g.params or math.inf, g.config))
 
 

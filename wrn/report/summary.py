@@ -56,10 +56,10 @@ def summary_table(summaries: Sequence[ConfigSummary]) -> str:
 
 def summary_records(summaries: Sequence[ConfigSummary]) -> list[dict]:
     """Flat records for --format csv/json: accuracies as fractions, mean / std / n per metric."""
-    records = []
+    records, named = [], several_sources(summaries)
     for s in summaries:
         g = s.group
-        record = {**({"source": s.source} if several_sources(summaries) else {}),
+        record = {**({"source": s.source} if named else {}),
                   "config": s.config, "model": s.model, "finished": s.finished, "failed": s.failed,
                   "params": g and g.params, "macs": g and g.macs,
                   "wall_seconds": g and g.wall_seconds, "error_metric": g and g.metric}

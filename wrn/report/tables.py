@@ -12,8 +12,8 @@ from typing import Sequence
 
 from wrn.report import paper
 from wrn.report.results import (DATASET_NAMES, Group, ResultsError, aggregate, csv_cell, csv_text,
-                                display_name, error_split, family_of_model, load_results)
-from wrn.report.runinfo import describe_runs
+                                describe_runs, display_name, error_split, family_of_model,
+                                load_results)
 from wrn.report.text import DASH, plus_minus, render_table
 
 
