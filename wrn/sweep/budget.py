@@ -1,13 +1,5 @@
-"""`--time-budget`: a run starts only when its estimate fits in what is left; at the end, runs
-still going are stopped, resumable, and the next invocation goes on.
-
-An estimate needs the run's training speed (images/s) on its device: the median of the records
-of the same model there, else a per-device cost model fitted to whatever that device has recorded
-(seconds per image = a x multiply-adds + c x residual units / (batch x copies): thin deep nets
-are launch-bound), from `wrn fit` records or, scaled by the device's fit/step ratio, from the bare
-step speeds of benchmarks/throughput.py. A device never recorded takes another's records as a
-first guess (FALLBACK_DEVICES) or waits for its first recorded epoch.
-"""
+"""`--time-budget`: runs start while their estimate fits in what is left, from recorded speeds
+and a per-device cost model (docs/sweeps.md, "A time budget")."""
 
 from __future__ import annotations
 
@@ -25,27 +17,23 @@ import numpy as np
 
 from wrn import rundir
 from wrn.data import DATASETS
-from wrn.data.sources import IMAGE_SUFFIXES
-from wrn.sweep.state import RUNS_DIR, run_dir_of
+from wrn.data.sources import image_files
+from wrn.sweep.state import RUNS_DIR, read_record, run_dir_of
 
 START_SECONDS = 20.0  # process start, imports, data set loading: outside a record's times
 EVAL_COST = 1 / 3  # an evaluated image costs about a third of a trained one (forward only)
 FIT_PER_STEP = 0.5  # `wrn fit` images/s over the bare step's, where the device measured no pair
 DEFAULT_BATCH = 128
 FALLBACK_DEVICES = {"H200": "H100"}  # a device with no record of its own: this one's, as a guess
-DURATION_PART = re.compile(r"(\d+(?:\.\d*)?)([hms])")
-UNIT_SECONDS = {"h": 3600.0, "m": 60.0, "s": 1.0}
+DURATION = re.compile(r"(?:(\d+(?:\.\d*)?)h)?(?:(\d+(?:\.\d*)?)m)?(?:(\d+(?:\.\d*)?)s)?")
 
 
 def parse_duration(text: str) -> float:
     """Seconds in '90s', '9m', '1h30m', '2h', '1.5h'; ValueError naming the text otherwise."""
-    compact = text.strip().lower().replace(" ", "")
-    parts = DURATION_PART.findall(compact)
-    units = [unit for _, unit in parts]
-    valid = (parts and "".join(n + u for n, u in parts) == compact and len(set(units)) == len(units)
-             and units == sorted(units, key="hms".index))
-    seconds = sum(float(number) * UNIT_SECONDS[unit] for number, unit in parts) if valid else 0.0
-    if not valid or seconds <= 0:
+    match = DURATION.fullmatch(text.strip().lower().replace(" ", ""))
+    numbers = match.groups() if match else ()
+    seconds = sum(float(n or 0) * unit for n, unit in zip(numbers, (3600, 60, 1)))
+    if seconds <= 0:
         raise ValueError(f"--time-budget {text!r}: expected a duration like 90s, 9m, 1h30m or 2h")
     return seconds
 
@@ -198,15 +186,10 @@ class SpeedBook:
 @functools.lru_cache(maxsize=64)
 def _tree_count(folder: str, per_class: int | None) -> int | None:
     """Images under folder/<class>/, at most per_class each; None when there is no such tree."""
-    root = Path(folder)
-    if not root.is_dir():
+    if not Path(folder).is_dir():
         return None
-    total = 0
-    for entry in os.scandir(root):
-        if entry.is_dir():
-            count = sum(1 for f in os.scandir(entry.path) if f.name.lower().endswith(IMAGE_SUFFIXES))
-            total += count if per_class is None else min(count, per_class)
-    return total or None
+    counts = [len(image_files(entry.path)) for entry in os.scandir(folder) if entry.is_dir()]
+    return sum(count if per_class is None else min(count, per_class) for count in counts) or None
 
 
 @dataclass(frozen=True)
@@ -227,17 +210,15 @@ class Workload:
 
 def workload(settings: dict, data_root: str | None) -> Workload:
     """From a run's settings (wrn.rundir.run_settings) and its data root."""
-    dataset = settings.get("data.dataset", "cifar10")
     subset, val = settings.get("data.subset"), int(settings.get("data.val_size") or 0)
-    facts = DATASETS.get(dataset, DATASETS["cifar10"])
-    nominal_train, nominal_test = facts.train_images, facts.test_images
+    facts = DATASETS.get(settings.get("data.dataset", "cifar10"), DATASETS["cifar10"])
     root = Path(data_root).expanduser() if data_root else None
     train = _tree_count(str(root / "train"), subset) if root else None
     test = _tree_count(str(root / "test"), None) if root else None
     if train is None:  # no tree: the data set's own size (torchvision files, or not there yet)
         classes = int(settings.get("model.num_classes") or 10)
-        train = nominal_train if subset is None else min(nominal_train, subset * classes)
-        test = nominal_test
+        train = facts.train_images if subset is None else min(facts.train_images, subset * classes)
+        test = facts.test_images
     return Workload(int(settings.get("trainer.max_epochs") or 0), max(0, train - val), val,
                     test or 0, int(settings.get("model.copies") or 1))
 
@@ -248,33 +229,16 @@ class Estimate:
     basis: str  # how it was made, or why there is none
 
 
-def estimate(book: SpeedBook, model: str, args: dict, device: str | None, load: Workload,
-             epochs_done: int = 0, batch: int = DEFAULT_BATCH) -> Estimate:
-    epochs_left = max(0, load.epochs - epochs_done)
-    if device is None:
-        return Estimate(None, "no estimate: the device is not known here")
-    found = book.rate(model, args, load.copies, device, batch)
-    fused = f" x{load.copies} copies" if load.copies > 1 else ""
-    if found is None:
-        return Estimate(None, f"no estimate: nothing recorded on {device} yet (its first epoch will tell)")
-    rate, how = found
-    epochs = f"{epochs_left} epoch{'' if epochs_left == 1 else 's'}"
-    shown = f"{rate:,.0f}" if rate >= 100 else f"{rate:.2g}"
-    return Estimate(START_SECONDS + load.images(epochs_left) / rate,
-                    f"{epochs} x {load.train:,} images{fused} at {shown} img/s ({how})")
-
-
 @dataclass
 class Budget:
     """The deadline and the clock (injectable, for tests) a sweep keeps to."""
 
     seconds: float
     clock: Callable[[], float] = time.monotonic
-    started: float | None = None
+    started: float = field(init=False)
 
     def __post_init__(self) -> None:
-        if self.started is None:
-            self.started = self.clock()
+        self.started = self.clock()
 
     def left(self) -> float:
         return self.started + self.seconds - self.clock()
@@ -287,34 +251,36 @@ class Budget:
         return not self.spent() and (seconds is None or seconds <= self.left())
 
 
-def run_device(settings: dict, sweep_device: str | None) -> str | None:
-    """Where a run trains: 'cpu' when its config says so or the sweep has no GPU, else the
-    sweep's GPU name; None when unknown (an external Ray cluster)."""
-    if settings.get("trainer.accelerator") == "cpu":
-        return "cpu"
-    return sweep_device
-
-
 @dataclass
 class Estimator:
     """Estimates for the runs of one sweep; `refresh` after a run ends adds its speed."""
 
     book: SpeedBook
-    sweep_device: str | None  # a GPU's name, 'cpu', or None when unknown
+    sweep_device: str | None  # a GPU's name, 'cpu', or None when unknown (an external Ray cluster)
 
     def __call__(self, run) -> Estimate:  # run: wrn.sweep.plan.PlannedRun
+        on_cpu = run.settings.get("trainer.accelerator") == "cpu"
+        device = device_key("cpu" if on_cpu else self.sweep_device)
+        if device is None:
+            return Estimate(None, "no estimate: the device is not known here")
+        load = workload(run.settings, run.data_root)
+        args = {k: v for k, v in run.identity["model_args"].items() if v is not None}
+        found = self.book.rate(run.identity["model"], args, load.copies, device,
+                               int(run.settings.get("data.batch_size") or DEFAULT_BATCH))
+        if found is None:
+            return Estimate(None, f"no estimate: nothing recorded on {device} yet (its first epoch "
+                                  "will tell)")
         done = 0
         if self.book.out_dir is not None:
-            try:
-                record = rundir.read_metrics(run_dir_of(self.book.out_dir, run.run_id)) or {}
-            except rundir.RecordError:
-                record = {}
+            record = read_record(run_dir_of(self.book.out_dir, run.run_id))
             done = int(record.get("epochs") or 0) if record.get("status") != "finished" else 0
-        device = device_key(run_device(run.settings, self.sweep_device))
-        args = {k: v for k, v in run.identity["model_args"].items() if v is not None}
-        return estimate(self.book, run.identity["model"], args, device,
-                        workload(run.settings, run.data_root), done,
-                        int(run.settings.get("data.batch_size") or DEFAULT_BATCH))
+        rate, how = found
+        epochs_left = max(0, load.epochs - done)
+        epochs = f"{epochs_left} epoch{'' if epochs_left == 1 else 's'}"
+        fused = f" x{load.copies} copies" if load.copies > 1 else ""
+        shown = f"{rate:,.0f}" if rate >= 100 else f"{rate:.2g}"
+        return Estimate(START_SECONDS + load.images(epochs_left) / rate,
+                        f"{epochs} x {load.train:,} images{fused} at {shown} img/s ({how})")
 
     def refresh(self) -> None:
         self.book.refresh()

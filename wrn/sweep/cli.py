@@ -1,15 +1,6 @@
-"""`wrn sweep run|status|summarize`: depth x width sweeps, each run a `wrn fit` subprocess.
-
-    wrn sweep run SPEC --out DIR [--executor local|ray] [--gpus 0,1|none] [--trials-per-gpu N]
-                  [--dry-run] [--address RAY_ADDRESS] [--max-retries N] [--max-points N]
-                  [--time-budget 9m] [--speeds DIR ...] [--any.fit.key VALUE ...]
-    wrn sweep status SPEC --out DIR
-    wrn sweep summarize SOURCE [SOURCE ...] [--label NAME ...] [--format table|csv|json]
-
-`run` exits 0 when every run finished, 1 when some failed (the others still ran), 2 on an error
-in the spec or the arguments (before anything runs), 3 when runs are left (the time budget ended
-or a run was interrupted; none failed): the same command continues; 130 on Ctrl-C.
-"""
+"""`wrn sweep run|status|summarize`: depth x width sweeps, each run a `wrn fit` subprocess. The
+exit codes of `run` (0 finished, 1 some failed, 2 bad input, 3 runs left, 130 Ctrl-C) are in
+docs/sweeps.md."""
 
 from __future__ import annotations
 
@@ -145,32 +136,31 @@ def _plan_lines(plan: Plan, status: dict[str, RunState], max_retries: int | None
     estimated time) and per skipped point."""
     header = ("run_id", "state" if max_retries is None else "action", "seed", "config",
               *(["estimate"] if estimator else []), "detail")
-    rows = []
-    total, unknown = 0.0, 0
+    rows, estimates = [], []
     for run in plan.runs:
         state = status[run.run_id]
+        goes = max_retries is None or will_run(state, max_retries)
         shown = state.state if max_retries is None else ACTIONS[state.state]
-        if max_retries is not None and state.state == FAILED and not will_run(state, max_retries):
+        if state.state == FAILED and not goes:
             shown = "failed (no retries)"
         seed = run.identity["seed"]
         row = [run.run_id, shown, "-" if seed is None else str(seed), run.point.label]
-        detail = state.detail
-        if estimator is not None:
-            goes = max_retries is None or will_run(state, max_retries)
-            estimate = estimator(run) if goes else None
-            row.append(duration(estimate.seconds) if estimate and estimate.seconds is not None
-                       else "-" if not goes else "?")
-            detail = estimate.basis if estimate else detail
-            if estimate is not None and estimate.seconds is not None:
-                total += estimate.seconds
-            unknown += estimate is not None and estimate.seconds is None
-        rows.append((*row, detail))
+        if estimator is None:
+            row.append(state.detail)
+        elif not goes:
+            row += ["-", state.detail]
+        else:
+            estimate = estimator(run)
+            estimates.append(estimate.seconds)
+            row += ["?" if estimate.seconds is None else duration(estimate.seconds), estimate.basis]
+        rows.append(row)
     lines = render_table(header, rows).splitlines() + skipped_lines(plan)
     counts = Counter(state.state for state in status.values())
     summary = ", ".join(f"{n} {state}" for state, n in counts.items())
     lines.append(f"{len(plan.runs)} runs ({summary or 'none'}), {len(plan.skipped)} skipped points")
     if estimator is not None:
-        lines.append(f"estimated total: {duration(total)}, runs one after another"
+        total, unknown = duration(sum(filter(None, estimates), 0.0)), estimates.count(None)
+        lines.append(f"estimated total: {total}, runs one after another"
                      + (f", plus {unknown} run(s) with no estimate" if unknown else ""))
     return lines
 
@@ -217,14 +207,15 @@ def _summarize(paths: list[Path], labels: list[str], fmt: str) -> int:
 def _gpus(text: str | None, executor: str) -> list[int] | None:
     """Device ids; [] for CPU; None lets Ray count a cluster's GPUs itself. Local ids must be
     visible devices (torch.cuda.device_count()), each named once."""
-    if text is None:
-        if executor == "ray":
-            return None
-        import torch
-
-        return list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
-    if text.strip().lower() in ("", "none", "cpu"):
+    if text is None and executor == "ray":
+        return None
+    if text is not None and text.strip().lower() in ("", "none", "cpu"):
         return []
+    import torch
+
+    visible = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if text is None:
+        return list(range(visible))
     try:
         ids = [int(part) for part in text.split(",")]
     except ValueError:
@@ -233,9 +224,6 @@ def _gpus(text: str | None, executor: str) -> list[int] | None:
     if repeated:
         raise ValueError(f"--gpus {text}: device {repeated[0]} named twice (use --trials-per-gpu "
                          "to share a GPU)")
-    import torch
-
-    visible = torch.cuda.device_count() if torch.cuda.is_available() else 0
     bad = [i for i in ids if not 0 <= i < visible]
     if bad:
         seen = f"ids 0 to {visible - 1}" if visible else "no CUDA device visible"
@@ -252,14 +240,6 @@ def _gpu_name(gpus: list[int] | None, args) -> str | None:
     import torch
 
     return torch.cuda.get_device_name(gpus[0])
-
-
-def _executor(args, gpus: list[int] | None):
-    from wrn.sweep.executors import LocalExecutor, RayExecutor
-
-    if args.executor == "ray":
-        return RayExecutor(gpus, args.trials_per_gpu, args.address)
-    return LocalExecutor(gpus, args.trials_per_gpu)
 
 
 def _summary(outcome: SweepOutcome, out: Path, started: float) -> str:
@@ -300,7 +280,10 @@ def _run(args, plan: Plan, out: Path, status: dict[str, RunState], budget: Budge
         outcome = SweepOutcome(tally.done, tally.failed, tally.skipped, 0)
         print(_summary(outcome, out, started))
         return _exit_code(outcome)
-    executor = _executor(args, gpus)
+    from wrn.sweep.executors import LocalExecutor, RayExecutor
+
+    executor = (RayExecutor(gpus, args.trials_per_gpu, args.address) if args.executor == "ray"
+                else LocalExecutor(gpus, args.trials_per_gpu))
     tally.capacity = executor.capacity
     print(f"sweep {plan.spec.path} -> {out}: {len(plan.runs)} runs, {len(plan.skipped)} skipped "
           f"points; {executor.description}"

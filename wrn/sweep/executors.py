@@ -104,25 +104,13 @@ def finish(launched: Launched) -> Outcome:
         launched.lock.close()
 
 
-def execute(task: RunTask, env_overrides: dict[str, str] | None = None) -> Outcome:
+def execute(task: RunTask) -> Outcome:
     """One attempt from start to end (a Ray task's body)."""
-    launched = launch(task, env_overrides or {})
+    launched = launch(task, {})
     if launched is None:
         return Outcome(task.run_id, BUSY, "held by another sweep")
     launched.process.wait()
     return finish(launched)
-
-
-def _stop(processes: list[subprocess.Popen]) -> None:
-    for process in processes:
-        process.terminate()
-    deadline = time.monotonic() + STOP_GRACE_SECONDS
-    for process in processes:
-        try:
-            process.wait(max(0.0, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 class LocalExecutor:
@@ -161,19 +149,18 @@ class LocalExecutor:
             time.sleep(POLL_SECONDS)
 
     def shutdown(self) -> None:
-        _stop([run.process for run in self._running_in.values()])
         for run in self._running_in.values():
+            run.process.terminate()
+        deadline = time.monotonic() + STOP_GRACE_SECONDS
+        for run in self._running_in.values():
+            try:
+                run.process.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                run.process.kill()
+                run.process.wait()
             run.log.close()
             run.lock.close()
         self._running_in.clear()
-
-
-def _import_ray():
-    try:
-        import ray
-    except ImportError:
-        raise ValueError("the ray executor needs Ray: pip install 'wrn[ray]'") from None
-    return ray
 
 
 AUTH_WORDS = ("unauthenticated", "invalidauthtoken", "authentication")
@@ -220,7 +207,6 @@ def captured_stderr():
     saved = os.dup(2)
     with tempfile.TemporaryFile() as log:
         os.dup2(log.fileno(), 2)
-        ok = False
 
         def text() -> str:
             log.seek(0)
@@ -228,12 +214,10 @@ def captured_stderr():
 
         try:
             yield text
-            ok = True
         finally:
             os.dup2(saved, 2)
             os.close(saved)
-            if ok:
-                sys.stderr.write(text())
+        sys.stderr.write(text())
 
 
 class RayExecutor:
@@ -241,7 +225,11 @@ class RayExecutor:
     (`address`) whose nodes see the output folder at the same path."""
 
     def __init__(self, gpus: list[int] | None, trials_per_gpu: int = 1, address: str | None = None):
-        self.ray = ray = _import_ray()
+        try:
+            import ray
+        except ImportError:
+            raise ValueError("the ray executor needs Ray: pip install 'wrn[ray]'") from None
+        self.ray = ray
         self._owns_ray = not ray.is_initialized() and not address
         if not ray.is_initialized():
             self._init(gpus, address)

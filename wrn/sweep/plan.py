@@ -1,6 +1,5 @@
 """Every point of a spec parsed exactly as `wrn fit` would parse it, before anything runs: a
-config error stops the sweep, a model the registry rejects skips its point (with the reason).
-"""
+config error stops the sweep, a model the registry rejects skips its point (with the reason)."""
 
 from __future__ import annotations
 
@@ -15,6 +14,7 @@ import yaml
 from wrn.rundir import run_identity, run_settings
 from wrn.sweep.spec import (MAX_POINTS, OWNED_KEYS, SEED_KEY, Point, SweepSpec, check_point_count,
                             check_seed, expand)
+
 
 @dataclass(frozen=True)
 class PlannedRun:
@@ -57,14 +57,10 @@ def fit_checker():
     return FitConfigChecker()
 
 
-def _passthrough_keys(passthrough: list[str]) -> list[str]:
-    return [arg[2:].split("=", 1)[0] for arg in passthrough if arg.startswith("--")]
-
-
 def _check_passthrough(spec: SweepSpec, passthrough: list[str]) -> None:
     """No owned key; no key the spec varies (nor a parent or child of one: --model.arch would
     replace a swept model.arch.block)."""
-    for name in _passthrough_keys(passthrough):
+    for name in (arg[2:].split("=", 1)[0] for arg in passthrough if arg.startswith("--")):
         if name in OWNED_KEYS:
             raise ValueError(f"--{name} is set by the sweep for every run; do not pass it")
         for swept in spec.varied_keys:
@@ -76,7 +72,6 @@ def _check_passthrough(spec: SweepSpec, passthrough: list[str]) -> None:
 
 def make_plan(spec: SweepSpec, passthrough: list[str], checker=None,
               max_points: int = MAX_POINTS) -> Plan:
-    """Expand the spec and parse every point with the `wrn fit` parser."""
     from wrn.train import ConfigError
 
     _check_passthrough(spec, passthrough)
@@ -102,7 +97,12 @@ def make_plan(spec: SweepSpec, passthrough: list[str], checker=None,
                 skipped.append(SkippedPoint(point, " ".join(str(exc).split())))
             else:
                 runs.append(_planned(spec, point, config))
-    _check_unique(spec, runs)
+    seen: dict[str, Point] = {}
+    for run in runs:
+        if run.run_id in seen:
+            raise ValueError(f"{spec.path}: points {seen[run.run_id].label} and {run.point.label} "
+                             f"share run id {run.run_id}")
+        seen[run.run_id] = run.point
     return Plan(spec, tuple(passthrough), tuple(runs), tuple(skipped))
 
 
@@ -128,12 +128,3 @@ def _plain(value: Any) -> Any:
     if isinstance(value, (str, int, float, bool, list, dict)) or value is None:
         return value
     return str(value)
-
-
-def _check_unique(spec: SweepSpec, runs: list[PlannedRun]) -> None:
-    seen: dict[str, Point] = {}
-    for run in runs:
-        if run.run_id in seen:
-            raise ValueError(f"{spec.path}: points {seen[run.run_id].label} and {run.point.label} "
-                             f"share run id {run.run_id}")
-        seen[run.run_id] = run.point

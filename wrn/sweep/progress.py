@@ -41,11 +41,6 @@ class Tally:
                 f"{duration(time.monotonic() - self.started)}, ETA {duration(self.eta())}")
 
 
-def _accuracy(outcome: Outcome) -> str:
-    acc = outcome.best_val_acc
-    return f"best_val_acc {100 * acc:.2f}%" if acc is not None else "no accuracy"
-
-
 class PlainProgress:
     """One line per event, for logs and CI."""
 
@@ -71,7 +66,9 @@ class PlainProgress:
         if outcome.status == FINISHED:
             self.tally.done += 1
             self.tally.seconds.append(outcome.seconds)
-            what = f"finished {outcome.run_id}  {_accuracy(outcome)} in {duration(outcome.seconds)}"
+            acc = outcome.best_val_acc
+            accuracy = f"best_val_acc {100 * acc:.2f}%" if acc is not None else "no accuracy"
+            what = f"finished {outcome.run_id}  {accuracy} in {duration(outcome.seconds)}"
         elif retry:
             self.tally.left += 1
             what = f"failed   {outcome.run_id}  (will retry): {outcome.error}"
@@ -115,7 +112,6 @@ class LiveProgress(PlainProgress):
         self.tick()
 
     def _render(self):
-        from rich.console import Group
         from rich.progress_bar import ProgressBar
         from rich.table import Table
 
@@ -127,7 +123,7 @@ class LiveProgress(PlainProgress):
         table.add_row("", tally.line())
         for run_id, start in tally.running.items():
             table.add_row(f"  running {run_id}", duration(time.monotonic() - start))
-        return Group(table)
+        return table
 
     def tick(self) -> None:
         self.live.update(self._render(), refresh=True)

@@ -22,15 +22,6 @@ def _record(run_dir: Path, identity: dict) -> dict | None:
         return {"status": rundir.FAILED, "error": str(exc), **identity}
 
 
-def _row(out_dir: Path, run_dir: Path, record: dict, sweep: dict, run_id: str) -> dict:
-    row = {column: record.get(column) for column in RESULT_COLUMNS}
-    row.update(sweep.get("swept", {}))
-    row.update(run_id=run_id, config=sweep["config"], run_dir=os.path.relpath(run_dir, out_dir))
-    if SEED_KEY in row:  # a fused copy's seed is its own, not the point's first seed
-        row[SEED_KEY] = record.get("seed", row[SEED_KEY])
-    return row
-
-
 def run_rows(out_dir: Path, run_dir: Path, sweep: dict) -> list[dict]:
     """The results rows of one run directory (`sweep`: its sweep.json): one, or one per copy of a
     fused run; none before a record."""
@@ -38,9 +29,16 @@ def run_rows(out_dir: Path, run_dir: Path, sweep: dict) -> list[dict]:
     record = _record(run_dir, identity)
     if record is None:
         return []
-    return [_row(out_dir, folder, fields, sweep,
-                 sweep["run_id"] if folder == run_dir else f"{sweep['run_id']}/{folder.name}")
-            for folder, fields in rundir.result_records(run_dir, record, lambda copy: _record(copy, identity))]
+    rows = []
+    copies = rundir.result_records(run_dir, record, lambda copy: _record(copy, identity))
+    for folder, fields in copies:
+        row = {column: fields.get(column) for column in RESULT_COLUMNS} | sweep.get("swept", {})
+        run_id = sweep["run_id"] if folder == run_dir else f"{sweep['run_id']}/{folder.name}"
+        row.update(run_id=run_id, config=sweep["config"], run_dir=os.path.relpath(folder, out_dir))
+        if SEED_KEY in row:  # a fused copy's seed is its own, not the point's first seed
+            row[SEED_KEY] = fields.get("seed", row[SEED_KEY])
+        rows.append(row)
+    return rows
 
 
 def collect_rows(out_dir: Path, report: Callable[[str], None] = print) -> tuple[list[dict], list[str]]:
@@ -57,9 +55,7 @@ def collect_rows(out_dir: Path, report: Callable[[str], None] = print) -> tuple[
                    f"{RESULTS_FILE} until `wrn sweep run` rewrites it")
     found.sort(key=lambda item: item[:2])
     rows = [row for *_, run_dir, sweep in found for row in run_rows(out_dir, run_dir, sweep)]
-    swept: dict[str, None] = {}  # ordered set
-    for *_, sweep in found:
-        swept.update(dict.fromkeys(sweep.get("swept_keys", [])))
+    swept = dict.fromkeys(key for *_, sweep in found for key in sweep.get("swept_keys", []))
     return rows, [key for key in swept if key not in RESULT_COLUMNS]
 
 

@@ -10,14 +10,15 @@ from pathlib import Path
 
 from wrn.report.text import duration
 from wrn import rundir
-from wrn.rundir import (FAILED, FINISHED, INTERRUPTED, NEW, RUNNING, RecordError, RunState,
-                        read_metrics, resume_checkpoint, run_state, settings_difference)
+from wrn.rundir import (FAILED, FINISHED, INTERRUPTED, NEW, RUNNING, RunState, resume_checkpoint,
+                        run_state, settings_difference)
 from wrn.sweep.budget import Budget, Estimator
 from wrn.sweep.executors import Executor, RunTask
 from wrn.sweep.plan import Plan, PlannedRun
 from wrn.sweep.progress import PlainProgress, Tally
 from wrn.sweep.results import refresh_results
-from wrn.sweep.state import Outcome, read_sweep_record, run_dir_of, write_run_files
+from wrn.sweep.state import (Outcome, read_record, read_sweep_record, run_dir_of,
+                             write_run_files)
 
 WAIT_SECONDS = 1.0  # longest pause between progress refreshes while runs go on
 
@@ -39,12 +40,7 @@ def states(plan: Plan, out_dir: Path) -> dict[str, RunState]:
 def _recorded_settings(run_dir: Path) -> dict | None:
     """The settings the sweep recorded for a run, else those its own record holds."""
     sweep = read_sweep_record(run_dir)
-    if sweep is not None:
-        return sweep.get("settings")
-    try:
-        return (read_metrics(run_dir) or {}).get("settings")
-    except RecordError:
-        return None
+    return (read_record(run_dir) if sweep is None else sweep).get("settings")
 
 
 def changed_runs(plan: Plan, out_dir: Path, status: dict[str, RunState]) -> list[str]:
@@ -70,7 +66,6 @@ def will_run(status: RunState, max_retries: int) -> bool:
 
 
 def _write_run_files(plan: Plan, run: PlannedRun, index: int, out_dir: Path) -> Path:
-    """The run's point.yaml and sweep.json; returns the point file."""
     record = {"run_id": run.run_id, "config": run.point.label, "index": index,
               "overrides": run.point.overrides, "swept": run.swept,
               "swept_keys": list(run.swept),  # JSON keys get sorted; the columns keep this order
@@ -109,7 +104,6 @@ class _Sweep:
         self.queue = deque(run for run in plan.runs if will_run(status[run.run_id], max_retries))
         self.attempts_left = {run.run_id: attempts_allowed(status[run.run_id], max_retries)
                               for run in self.queue}
-        self.budget_ended = False
         self.under_way = {run_id for run_id, state in status.items() if state.state == INTERRUPTED}
         self.expected: dict[str, float] = {}  # run id -> its estimate when it started
         self.measured: list[tuple[float, float]] = []  # (estimated, wall) seconds of runs finished now
@@ -171,10 +165,8 @@ class _Sweep:
                                    "not start under this budget")
 
     def eta(self) -> float | None:
-        """Seconds until every queued and running run ends: their estimates, scaled by how long
-        the runs finished in this invocation took against their own estimates (wall time
-        includes what a recorded images/s leaves out: start-up, evaluation, a busy machine);
-        None unless all have an estimate."""
+        """Seconds until every queued and running run ends, None unless all have an estimate
+        (docs/sweeps.md: the sum is scaled by this invocation's wall time against estimates)."""
         if self.estimator is None:
             return None
         runs = [*self.queue, *(self.plan.runs[self.index[run_id]] for run_id in self.executor.running)]
@@ -185,9 +177,6 @@ class _Sweep:
                  if self.measured else 1.0)
         return scale * sum(seconds) / max(1, self.executor.capacity)
 
-    def _wait_seconds(self) -> float:
-        return WAIT_SECONDS if self.budget is None else max(0.0, min(WAIT_SECONDS, self.budget.left()))
-
     def run(self) -> None:
         """Until nothing runs and nothing more can start (done, or the rest does not fit)."""
         while True:
@@ -195,12 +184,12 @@ class _Sweep:
             if not self.executor.running:
                 return
             if self.budget is not None and self.budget.spent():
-                self.budget_ended = True
                 self.progress.note(f"time budget spent: stopping {len(self.executor.running)} "
                                    "run(s); they resume from their checkpoints next time")
                 self.executor.shutdown()
                 return
-            for outcome in self.executor.wait(self._wait_seconds()):
+            wait = WAIT_SECONDS if self.budget is None else min(WAIT_SECONDS, self.budget.left())
+            for outcome in self.executor.wait(max(0.0, wait)):
                 self.record(outcome)
             self.progress.tick()
 

@@ -1,7 +1,5 @@
-"""Sweep specs (sweeps/*.yaml): `base` configs (relative to the spec's folder), `fixed`
-overrides, a `grid`, explicit `points`, `exclude` rules and `seeds`; checked, then expanded into
-points in a fixed order, seed slowest (all configurations of the first seed come first).
-"""
+"""Sweep specs (sweeps/*.yaml, their keys in docs/sweeps.md): checked, then expanded into points
+in a fixed order, seed slowest (all configurations of the first seed come first)."""
 
 from __future__ import annotations
 
@@ -37,12 +35,8 @@ class SweepSpec:
     @property
     def varied_keys(self) -> list[str]:
         """Keys that tell points apart, in first-mention order: the swept-key result columns."""
-        keys = dict.fromkeys(self.grid)
-        for point in self.points:
-            keys.update(dict.fromkeys(point))
-        if self.seeds is not None:
-            keys[SEED_KEY] = None
-        return list(keys)
+        keys = [*self.grid, *(key for point in self.points for key in point)]
+        return list(dict.fromkeys(keys + ([SEED_KEY] if self.seeds is not None else [])))
 
 
 @dataclass(frozen=True)
@@ -161,16 +155,12 @@ def load_spec(path: str | Path) -> SweepSpec:
         seeds=_seeds(path, raw.get("seeds")))
     if not spec.grid and not spec.points:
         _fail(path, "empty sweep: grid is empty and there are no points")
-    _check_exclude_keys(spec)
-    return spec
-
-
-def _check_exclude_keys(spec: SweepSpec) -> None:
     known = set(spec.varied_keys) | set(spec.fixed)
     for i, rule in enumerate(spec.exclude):
         for key in rule:
             if key not in known:
-                _fail(spec.path, f"exclude[{i}]: {key!r} is not a key of grid, points or fixed")
+                _fail(path, f"exclude[{i}]: {key!r} is not a key of grid, points or fixed")
+    return spec
 
 
 def point_label(values: dict[str, Any]) -> str:
@@ -182,10 +172,6 @@ def point_label(values: dict[str, Any]) -> str:
 def point_digest(overrides: dict[str, Any]) -> str:
     canonical = json.dumps(overrides, sort_keys=True, default=str)
     return hashlib.sha1(canonical.encode()).hexdigest()[:HASH_HEX_DIGITS]
-
-
-def _matches(values: dict[str, Any], rule: dict[str, Any]) -> bool:
-    return all(key in values and values[key] == wanted for key, wanted in rule.items())
 
 
 def point_count(spec: SweepSpec) -> int:
@@ -207,21 +193,15 @@ def check_point_count(spec: SweepSpec, max_points: int) -> None:
 def configurations(spec: SweepSpec) -> list[dict[str, Any]]:
     """The grid's product then the explicit points (each without fixed), excludes removed,
     duplicates (a point that repeats a grid point) dropped."""
-    keys = list(spec.grid)
-    candidates = [dict(zip(keys, combo)) for combo in itertools.product(*spec.grid.values())] \
-        if keys else []
-    candidates += [dict(p) for p in spec.points]
-    kept, seen = [], set()
-    for values in candidates:
+    grid = itertools.product(*spec.grid.values()) if spec.grid else ()
+    kept: dict[str, dict[str, Any]] = {}  # by the digest of the point's overrides
+    for values in [*(dict(zip(spec.grid, combo)) for combo in grid), *map(dict, spec.points)]:
         merged = {**spec.fixed, **values}
-        identity = point_digest(merged)
-        if identity in seen or any(_matches(merged, rule) for rule in spec.exclude):
-            continue
-        seen.add(identity)
-        kept.append(values)
+        if not any(rule.items() <= merged.items() for rule in spec.exclude):
+            kept.setdefault(point_digest(merged), values)
     if not kept:
         _fail(spec.path, "every point is excluded")
-    return kept
+    return list(kept.values())
 
 
 def expand(spec: SweepSpec) -> list[Point]:

@@ -68,10 +68,8 @@ def _exit_text(returncode: int) -> str:
     return f"killed by {signal.Signals(-returncode).name}" if returncode < 0 else f"exit code {returncode}"
 
 
-def _written_since(run_dir: Path, before: tuple | None) -> dict:
-    """metrics.json if this attempt rewrote it (a retry must not report the previous error)."""
-    if rundir.record_signature(run_dir) in (before, None):
-        return {}
+def read_record(run_dir: Path) -> dict:
+    """metrics.json; {} when missing or damaged."""
     try:
         return rundir.read_metrics(run_dir) or {}
     except rundir.RecordError:
@@ -80,19 +78,16 @@ def _written_since(run_dir: Path, before: tuple | None) -> dict:
 
 def record_failure(run_dir: Path, identity: dict, reason: str) -> None:
     """metrics.json with status failed, keeping whatever the run had recorded itself."""
-    try:
-        record = rundir.read_metrics(run_dir) or {}
-    except rundir.RecordError:
-        record = {}
-    rundir.write_metrics(run_dir, {**dict.fromkeys(rundir.METRIC_KEYS), **identity, **record,
-                                   "status": rundir.FAILED, "error": reason})
+    record = {**dict.fromkeys(rundir.METRIC_KEYS), **identity, **read_record(run_dir)}
+    rundir.write_metrics(run_dir, {**record, "status": rundir.FAILED, "error": reason})
 
 
 def conclude(run_id: str, run_dir: Path, identity: dict, returncode: int, before: tuple | None,
              seconds: float) -> Outcome:
     """After the process ended (`before`: the record's signature at launch): finished, or
     interrupted as the run recorded it; anything else is recorded as failed, with the reason."""
-    record = _written_since(run_dir, before)
+    # Only a record this attempt rewrote: a retry must not report the previous error.
+    record = {} if rundir.record_signature(run_dir) in (before, None) else read_record(run_dir)
     status = record.get("status")
     if returncode == 0 and status == rundir.FINISHED:
         return Outcome(run_id, rundir.FINISHED, None, seconds, record.get("best_val_acc"))
