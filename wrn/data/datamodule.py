@@ -85,6 +85,7 @@ class CIFARData(L.LightningDataModule):
         if problems:
             raise DataError("; ".join(problems))
         self.dataset, self.root, self.download, self.cache_dir = dataset, root, download, cache_dir
+        self.root_path = Path(root).expanduser()
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size or batch_size
         self.val_size, self.split_seed, self.subset = val_size, split_seed, subset
         self.augment, self.pad, self.pad_mode = augment, pad, pad_mode
@@ -96,10 +97,6 @@ class CIFARData(L.LightningDataModule):
         self.classes: Optional[list[str]] = None
         self._prepared = {}  # prepare_data's arrays, popped by setup so that no second copy stays alive
         self.train_set = self.val_set = self.test_set = None  # Splits, uint8 on the CPU: made by setup
-
-    @property
-    def root_path(self) -> Path:
-        return Path(self.root).expanduser()
 
     def _is_tree(self) -> bool:
         return (self.root_path / "train").is_dir()

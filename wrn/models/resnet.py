@@ -192,8 +192,7 @@ class Cost(NamedTuple):
 
 def analytic_cost(config: NetConfig, image_size: int = 32) -> Cost:
     """Parameters (all copies), conv + linear multiply-adds and the largest activation for one
-    image of one copy, without building anything. torch.utils.flop_counter should match the
-    multiply-adds exactly; fvcore adds BN and pooling terms."""
+    image of one copy, without building anything (torch.utils.flop_counter's count exactly)."""
     side = image_size  # of the square feature maps, after each conv's stride
     per_channel = 3 if config.activation == "prelu" else 2  # BN weight and bias (+ PReLU slope)
     params = 27 * STEM_WIDTH + (per_channel * STEM_WIDTH if config.order == "post" else 0)
