@@ -13,8 +13,8 @@ import torch
 from wrn.data.augment import AUGMENTS, PAD_MODES, Augment, CropFlip, PadMode, crop_size
 from wrn.data.datasets import DATASETS, IMAGE_SIZE, DataError, DatasetName, check_choice
 from wrn.data.loaders import DeviceLoader, Split, StackedLoader, cpu_loader
-from wrn.data.sources import (ROOT_HINT, default_cache_dir, has_loose_class_folders, list_image_tree,
-                              load_torchvision_split, load_tree_split)
+from wrn.data.sources import (ROOT_HINT, default_cache_dir, has_loose_class_folders,
+                              list_image_tree, load_torchvision_split, load_tree_split)
 
 LoaderKind = Literal["auto", "dataloader", "gpu"]
 LOADERS = get_args(LoaderKind)
@@ -155,7 +155,7 @@ class CIFARData(L.LightningDataModule):
             if self.val_size >= len(labels):
                 raise DataError(f"val_size={self.val_size} must be smaller than the {len(labels)} training "
                                 f"images in {self.root_path}; lower --data.val_size")
-            order = np.random.default_rng(self.split_seed).permutation(len(labels))  # val: the first val_size
+            order = np.random.default_rng(self.split_seed).permutation(len(labels))
             train_index, val_index = np.sort(order[self.val_size:]), np.sort(order[:self.val_size])
             if len(train_index) < self.batch_size:
                 raise DataError(f"only {len(train_index)} training images remain after val_size="

@@ -1,6 +1,7 @@
-"""Epoch-seeded loaders of normalised float32 images and int64 labels: on the CPU, on a device, stacked.
-Data orders, crops and flips are functions of (seed, epoch), so a run resumed at any epoch, with any
-number of workers, sees what an uninterrupted one saw; Lightning calls `loader.sampler.set_epoch`."""
+"""Epoch-seeded loaders of normalised float32 images and int64 labels: on the CPU, on a device,
+stacked. Data orders, crops and flips are functions of (seed, epoch), so a run resumed at any epoch,
+with any number of workers, sees what an uninterrupted one saw; Lightning calls
+`loader.sampler.set_epoch`."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
-"""Where images come from: an image-folder tree `root/<split>/<class>/*.jpg|jpeg|png`, listed and decoded
-here, or torchvision's own dataset files (arrays already). A decoded tree is cached as .npy arrays beside
-a JSON sidecar of their shapes and checksums, in the user cache or `data.cache_dir`, never in the data
-folder (often shared or read-only)."""
+"""Where images come from: an image-folder tree `root/<split>/<class>/*.jpg|jpeg|png`, listed and
+decoded here, or torchvision's own dataset files (arrays already). A decoded tree is cached as .npy
+arrays beside a JSON sidecar of their shapes and checksums, in the user cache or `data.cache_dir`,
+never in the data folder (often shared or read-only)."""
 
 from __future__ import annotations
 
@@ -10,12 +10,12 @@ import json
 import multiprocessing
 import os
 import socket
-import stat
 import warnings
 import zlib
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
+from stat import S_ISREG
 from typing import Callable, Iterator, Optional, Sequence
 
 import numpy as np
@@ -76,7 +76,7 @@ def decode_image(path: str | Path, resize: bool = False) -> np.ndarray:
     shorter side resized to 32 pixels and centre-cropped. DataError naming the file when it is not a
     regular file (a FIFO would hang), is unreadable, a decompression bomb or (without `resize`) not 32x32."""
     try:
-        if not stat.S_ISREG(os.stat(path).st_mode):
+        if not S_ISREG(os.stat(path).st_mode):
             raise DataError(f"image {path} is not a regular file")
         with Image.open(path) as image:
             if not resize and image.size != (IMAGE_SIZE, IMAGE_SIZE):
@@ -228,10 +228,10 @@ def load_tree_split(split_dir: Path, cache_dir: Path, classes: Optional[list[str
     key = hashlib.sha1(f"{CACHE_VERSION}|{split_dir.resolve()}|{list(classes)}|{per_class}".encode())
     for path in paths:
         try:
-            info = os.stat(path)
+            stat = os.stat(path)
         except OSError as exc:  # a link loop, a dangling link, no permission
             raise DataError(f"cannot read image {path}: {exc.strerror or exc}") from None
-        key.update(f"|{os.path.relpath(path, split_dir)}:{info.st_size}:{info.st_mtime_ns}".encode())
+        key.update(f"|{os.path.relpath(path, split_dir)}:{stat.st_size}:{stat.st_mtime_ns}".encode())
     stem = cache_dir / f"{split_dir.parent.name}-{split_dir.name}-{key.hexdigest()[:16]}"
     if (cached := read_cache(stem)) is not None:
         return (*cached, classes)

@@ -1,6 +1,7 @@
 """`NetConfig`, what every network is built from. A design switch is a field annotated
 `Annotated[<Literal of choices>, Help(...)]`: the checks, the units, the registry's overrides and the
-LightningModule's `Arch` read it from here, so a new switch is one field, its use in resnet.py and a test."""
+LightningModule's `Arch` read it from here, so a new switch is one field, its use in resnet.py and a
+test."""
 
 from __future__ import annotations
 

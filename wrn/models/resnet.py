@@ -1,7 +1,7 @@
-"""`CifarResNet`, the network every `NetConfig` builds from one `ResidualUnit` for every unit of the WRN
-and ResNet papers, its analytic cost, and the configs of ResNet v1 (He et al. 2015, and plain nets) and
-pre-activation ResNet (He et al. 2016). With copies=S every conv is grouped and every channel count
-multiplied by S; BN is per channel, so each copy keeps its own statistics."""
+"""`CifarResNet`, the network every `NetConfig` builds from one `ResidualUnit` for every unit of
+the WRN and ResNet papers, its analytic cost, and the configs of ResNet v1 (He et al. 2015, and
+plain nets) and pre-activation ResNet (He et al. 2016). With copies=S every conv is grouped and
+every channel count multiplied by S; BN is per channel, so each copy keeps its own statistics."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from wrn.models.config import (Activation, Help, NetConfig, Order, Shortcut, StrideOn, Unit, check_choice,
-                               choices)
+from wrn.models.config import (Activation, Help, NetConfig, Order, Shortcut, StrideOn, Unit,
+                               check_choice, choices)
 
 STEM_WIDTH = 16  # channels of the first 3x3 conv in every CIFAR network of both papers
 
