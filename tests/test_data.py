@@ -15,7 +15,7 @@ from PIL import Image
 from wrn.data import sources as data_sources
 from wrn.data.augment import eval_views, normalize, pad_images, random_crop_flip
 from wrn.data import AugmentedImages, CIFARData, DataError, DeviceLoader, Split
-from wrn.data.sampling import EpochShuffle
+from wrn.data.loaders import EpochShuffle
 
 
 def make_tree(root: Path, classes: int = 3, per_class: int = 20, splits=("train",), seed: int = 0) -> Path:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from tests.test_data import make_tree
 from wrn.data import CIFARData
-from wrn.data.cache import default_cache_dir
+from wrn.data.sources import default_cache_dir
 
 
 def listing(root: Path) -> set:

@@ -571,7 +571,7 @@ def test_checkpoints_and_caches_load_without_pickle():
 WRITERS_ALLOWED = {
     ("wrn/files.py", "atomic_file"): "the atomic helper itself (mkstemp, fsync, os.replace)",
     ("wrn/files.py", "append_jsonl"): "epochs.jsonl: single-write appends; a cut line is reported",
-    ("wrn/data/cache.py", "atomic_save_npy"): "np.save into files.atomic_file",
+    ("wrn/data/sources.py", "atomic_save_npy"): "np.save into files.atomic_file",
     ("wrn/rundir.py", "save_checkpoint"): "torch.save into files.atomic_file (previous last.ckpt kept)",
     ("wrn/train.py", "setup"): "config.yaml: parser.dump makes the text, rundir.write_config writes it",
     ("wrn/train.py", "parse_arguments"): "--print_config: parser.dump makes the text for stdout",

@@ -1,6 +1,5 @@
-"""`wrn count`: parameters and multiply-adds counted three ways that must agree: fvcore (the figure
-reported, with small BN and pooling terms), torch's flop counter and the analytic formula (convs and
-linear only). The analytic count comes first, so a model too large to build is refused unbuilt."""
+"""`wrn count`: parameters and multiply-adds by fvcore, torch's flop counter and the analytic
+formula (docs/models.md). The analytic count comes first: a model too large to build is refused."""
 
 from __future__ import annotations
 

@@ -38,11 +38,8 @@ def network_from_checkpoint(file: Path) -> tuple[CifarResNet, dict]:
 
 def load_model(path: str | Path, copy: int | None = None) -> CifarResNet:
     """The trained network of a run folder (its best checkpoint, else its last) or of a checkpoint
-    file, on the CPU in eval mode, taking float images in [0, 1], (N, 3, 32, 32): it normalises them
-    with the training split's statistics, saved in the checkpoint (one saved without them warns and
-    takes normalised inputs). `net.config` is its architecture. A fused run holds S networks:
-    `copy` (0 .. S-1) picks the one of seed `seed + copy`. Missing, damaged or foreign files raise
-    one ValueError naming the path."""
+    file, on the CPU in eval mode, taking float images in [0, 1] (docs/models.md). A fused run holds
+    S networks: `copy` (0 .. S-1) picks the one of seed `seed + copy`."""
     file = rundir.trained_checkpoint(path)
     net, checkpoint = network_from_checkpoint(file)
     copies = net.config.copies

@@ -47,11 +47,6 @@ def csv_name(path: Path, root: Path) -> str:
     return escaped
 
 
-def load_image(path: Path) -> torch.Tensor:
-    """uint8 (3, 32, 32): RGB, shorter side resized to 32 pixels, centre-cropped."""
-    return torch.from_numpy(decode_image(path, resize=True)).permute(2, 0, 1)
-
-
 class FolderPredictData(L.LightningDataModule):
     """Predicts a folder of images with the statistics and class names of the training `CIFARData`."""
 
@@ -74,7 +69,8 @@ class FolderPredictData(L.LightningDataModule):
     def predict_dataloader(self) -> DataLoader:
         mean, std = self.training.mean, self.training.std
         return DataLoader(self.paths, batch_size=self.training.eval_batch_size, collate_fn=lambda paths:
-                          torch.stack([normalize(load_image(path), mean, std) for path in paths]))
+                          torch.stack([normalize(torch.from_numpy(decode_image(path, resize=True))
+                                                 .permute(2, 0, 1), mean, std) for path in paths]))
 
 
 class PredictionWriter(BasePredictionWriter):

@@ -5,8 +5,9 @@ import importlib
 
 _HOMES = {name: module for module, names in (  # exported name -> the module that defines it
     ("datasets", "DATASETS DataError DatasetFacts IMAGE_SIZE"), ("augment", "CropFlip eval_views normalize"),
-    ("datamodule", "CIFARData"), ("loaders", "AugmentedImages DeviceLoader StackedLoader"),
-    ("sampling", "mix_seed"), ("splits", "Split")) for name in names.split()}
+    ("datamodule", "CIFARData"),
+    ("loaders", "AugmentedImages DeviceLoader Split StackedLoader mix_seed"),
+) for name in names.split()}
 __all__ = sorted(_HOMES)
 
 

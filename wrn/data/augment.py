@@ -33,8 +33,8 @@ def crop_size(augment: Augment) -> int:
 
 def normalize(x_uint8: Tensor, mean: Sequence[float], std: Sequence[float]) -> Tensor:
     """uint8 pixels -> float32 (x / 255 - mean) / std, per channel; mean and std in [0, 1] units."""
-    mean_t = torch.as_tensor(mean, dtype=torch.float32, device=x_uint8.device).view(-1, 1, 1)
-    std_t = torch.as_tensor(std, dtype=torch.float32, device=x_uint8.device).view(-1, 1, 1)
+    mean_t, std_t = (torch.as_tensor(v, dtype=torch.float32, device=x_uint8.device).view(-1, 1, 1)
+                     for v in (mean, std))
     return (x_uint8.float() / 255.0 - mean_t) / std_t
 
 

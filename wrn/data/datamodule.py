@@ -11,14 +11,27 @@ import numpy as np
 import torch
 
 from wrn.data.augment import AUGMENTS, PAD_MODES, Augment, CropFlip, PadMode, crop_size
-from wrn.data.cache import default_cache_dir, load_tree_split
 from wrn.data.datasets import DATASETS, IMAGE_SIZE, DataError, DatasetName, check_choice
-from wrn.data.loaders import DeviceLoader, StackedLoader, cpu_loader
-from wrn.data.sources import ROOT_HINT, has_loose_class_folders, list_image_tree, load_torchvision_split
-from wrn.data.splits import Split, channel_stats, first_per_class, split_indices, to_split
+from wrn.data.loaders import DeviceLoader, Split, StackedLoader, cpu_loader
+from wrn.data.sources import (ROOT_HINT, default_cache_dir, has_loose_class_folders,
+                              list_image_tree, load_torchvision_split, load_tree_split)
 
 LoaderKind = Literal["auto", "dataloader", "gpu"]
 LOADERS = get_args(LoaderKind)
+
+
+def to_split(images: np.ndarray, labels: np.ndarray) -> Split:
+    return Split(torch.from_numpy(np.ascontiguousarray(images)), torch.as_tensor(labels, dtype=torch.int64))
+
+
+def channel_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Exact per-channel mean and std, in [0, 1] units, of uint8 (N, C, H, W) images: no float copy made."""
+    values = torch.arange(256, dtype=torch.float64) / 255.0
+    counts = torch.stack([torch.bincount(images[:, c].reshape(-1), minlength=256)
+                          for c in range(images.shape[1])]).double()
+    means = (counts * values).sum(1) / counts.sum(1)
+    stds = ((counts * (values - means[:, None]) ** 2).sum(1) / counts.sum(1)).sqrt()
+    return tuple(means.tolist()), tuple(stds.tolist())
 
 
 class CIFARData(L.LightningDataModule):
@@ -72,6 +85,7 @@ class CIFARData(L.LightningDataModule):
         if problems:
             raise DataError("; ".join(problems))
         self.dataset, self.root, self.download, self.cache_dir = dataset, root, download, cache_dir
+        self.root_path = Path(root).expanduser()
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size or batch_size
         self.val_size, self.split_seed, self.subset = val_size, split_seed, subset
         self.augment, self.pad, self.pad_mode = augment, pad, pad_mode
@@ -83,10 +97,6 @@ class CIFARData(L.LightningDataModule):
         self.classes: Optional[list[str]] = None
         self._prepared = {}  # prepare_data's arrays, popped by setup so that no second copy stays alive
         self.train_set = self.val_set = self.test_set = None  # Splits, uint8 on the CPU: made by setup
-
-    @property
-    def root_path(self) -> Path:
-        return Path(self.root).expanduser()
 
     def _is_tree(self) -> bool:
         return (self.root_path / "train").is_dir()
@@ -124,7 +134,8 @@ class CIFARData(L.LightningDataModule):
         else:
             images, labels = load_torchvision_split(self.dataset, root, split == "train", self.download)
             if per_class is not None:
-                keep = first_per_class(labels, per_class)
+                keep = np.sort(np.concatenate([np.flatnonzero(labels == c)[:per_class]
+                                               for c in np.unique(labels)]))
                 images, labels = images[keep], labels[keep]
         found = int(labels.max()) + 1 if len(labels) else 0
         if found > self.num_classes:
@@ -144,7 +155,8 @@ class CIFARData(L.LightningDataModule):
             if self.val_size >= len(labels):
                 raise DataError(f"val_size={self.val_size} must be smaller than the {len(labels)} training "
                                 f"images in {self.root_path}; lower --data.val_size")
-            train_index, val_index = split_indices(len(labels), self.val_size, self.split_seed)
+            order = np.random.default_rng(self.split_seed).permutation(len(labels))
+            train_index, val_index = np.sort(order[self.val_size:]), np.sort(order[:self.val_size])
             if len(train_index) < self.batch_size:
                 raise DataError(f"only {len(train_index)} training images remain after val_size="
                                 f"{self.val_size}, fewer than batch_size={self.batch_size}; "

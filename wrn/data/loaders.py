@@ -1,21 +1,64 @@
-"""Epoch-seeded loaders of normalised float32 images and int64 labels: on the CPU, on a device, stacked."""
+"""Epoch-seeded loaders of normalised float32 images and int64 labels: on the CPU, on a device,
+stacked. Data orders, crops and flips are functions of (seed, epoch), so a run resumed at any epoch,
+with any number of workers, sees what an uninterrupted one saw; Lightning calls
+`loader.sampler.set_epoch`."""
 
 from __future__ import annotations
 
 import ctypes
 import signal
 import sys
-from typing import Iterator, Optional, Sequence
+from typing import Iterator, NamedTuple, Optional, Sequence
 
+import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from wrn.data.augment import CropFlip, normalize, random_crop_flip, random_crop_flip_one
-from wrn.data.sampling import EpochShuffle, mix_seed, shard
-from wrn.data.splits import Split
 
 PR_SET_PDEATHSIG = 1  # prctl(2): the signal a process gets when its parent ends
+
+
+class Split(NamedTuple):
+    images: Tensor  # uint8 (N, 3, H, W)
+    labels: Tensor  # int64 (N,)
+
+
+def mix_seed(*numbers: int) -> int:
+    """One well-mixed 63-bit seed from several integers (seed, epoch, rank)."""
+    return int(np.random.SeedSequence([n % 2**64 for n in numbers]).generate_state(1, np.uint64)[0] >> 1)
+
+
+def _share(count: int, parts: int, drop_last: bool) -> int:
+    """count / parts, rounded down when the tail is dropped, else up."""
+    return count // parts if drop_last else -(-count // parts)
+
+
+def shard(order: Tensor, rank: int, world_size: int, drop_last: bool) -> Tensor:
+    """Rank `rank`'s share of `order`, which all ranks share: every world_size-th item, the tail
+    dropped (training) or wrapped around (evaluation) so that ranks stay in step."""
+    count = len(order)
+    total = _share(count, world_size, drop_last) * world_size
+    order = order[:total] if total <= count else torch.cat([order, order[:total - count]])
+    return order[rank::world_size]
+
+
+class EpochShuffle(DistributedSampler):
+    """The CPU loader's training order and shard, as DeviceLoader's; outside Lightning each pass takes
+    the next epoch's. Yields (index, augmentation seed) keys: crops and flips do not depend on the
+    workers. A DistributedSampler, so that Lightning never wraps it in a second one."""
+
+    def __init__(self, count: int, seed: int, rank: int = 0, world_size: int = 1):
+        super().__init__(range(count), world_size, rank, shuffle=True, seed=seed, drop_last=True)
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        epoch, self.epoch = self.epoch, self.epoch + 1
+        generator = torch.Generator().manual_seed(mix_seed(self.seed, epoch))
+        count = len(self.dataset)
+        keys = torch.stack([torch.randperm(count, generator=generator),
+                            torch.randint(0, 2**62, (count,), generator=generator)], 1)
+        return iter(map(tuple, shard(keys, self.rank, self.num_replicas, drop_last=True).tolist()))
 
 
 class AugmentedImages(Dataset):
@@ -88,12 +131,9 @@ class DeviceLoader:
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
-    def _share(self, count: int, parts: int) -> int:
-        """count / parts, rounded down when the tail is dropped, else up."""
-        return count // parts if self.drop_last else -(-count // parts)
-
     def __len__(self) -> int:
-        return self._share(self._share(len(self.labels), self.world_size), self.batch_size)
+        per_rank = _share(len(self.labels), self.world_size, self.drop_last)
+        return _share(per_rank, self.batch_size, self.drop_last)
 
     def shard(self, epoch: int) -> Tensor:
         """This rank's indices for `epoch`, of a permutation all ranks share."""

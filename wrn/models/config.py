@@ -1,6 +1,7 @@
 """`NetConfig`, what every network is built from. A design switch is a field annotated
 `Annotated[<Literal of choices>, Help(...)]`: the checks, the units, the registry's overrides and the
-LightningModule's `Arch` read it from here, so a new switch is one field, its use in blocks.py and a test."""
+LightningModule's `Arch` read it from here, so a new switch is one field, its use in resnet.py and a
+test."""
 
 from __future__ import annotations
 
@@ -90,5 +91,4 @@ class NetConfig:
             raise ValueError(f"kernels={self.kernels!r} is invalid; valid: sizes 1 and 3")
 
     def switches(self) -> dict:
-        """The design switches and their values, by name."""
         return {name: getattr(self, name) for name in switch_hints(type(self))}

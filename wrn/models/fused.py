@@ -17,12 +17,10 @@ from wrn.models.resnet import CifarResNet
 
 
 def with_copies(model: CifarResNet, copies: int) -> CifarResNet:
-    """A freshly initialised network of `model`'s architecture (its `config`) with `copies` copies."""
     return build_model(replace(model_config(model), copies=copies))
 
 
 def _copy_rows(fused: CifarResNet, singles: Sequence[CifarResNet], into_fused: bool) -> None:
-    """Copy every parameter and buffer between copy i's rows of `fused` and `singles[i]`."""
     fused_state = fused.state_dict()  # detached views: in-place copies write into the modules
     with torch.no_grad():
         for i, single in enumerate(singles):

@@ -146,7 +146,6 @@ _MACS_G = {"wrn-28-10": 5.25, "resnet-110": 0.256, "resnet-1202": 2.86}  # fvcor
 
 
 def _register_table(source: str, printed: dict[str, str], **options: Any) -> None:
-    """Name the models of one paper table, each with its parameter count in millions as printed."""
     for name, params_m in printed.items():
         register_model(name, Published(float(params_m), len(params_m.partition(".")[2]), source,
                                        _MACS_G.get(name), **options))
