@@ -7,7 +7,9 @@ import os
 import sys
 
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
-OWN_COMMANDS = ("count", "sweep", "plot", "table")  # each a module with main(argv) -> exit code
+# Each a module with main(argv) -> exit code.
+OWN_COMMANDS = {"count": "wrn.complexity", "sweep": "wrn.sweep.cli", "plot": "wrn.report.plot",
+                "table": "wrn.report.tables"}
 DEBUG_ENV = "WRN_DEBUG"  # 1, true or yes: full tracebacks instead of one-line errors
 BROKEN_PIPE_EXIT = 141  # 128 + SIGPIPE, as a shell reports a reader that closed the pipe
 
@@ -46,15 +48,9 @@ def _run(command: str, argv: list[str]) -> int | None:
         check_config_args(argv)  # before the parser expands an alias bomb
         quiet_known_noise()
         return run_lightning(argv)
-    if command == "count":
-        from wrn.complexity import main
-    elif command == "sweep":
-        from wrn.sweep.cli import main
-    elif command == "plot":
-        from wrn.report.plot import main
-    else:
-        from wrn.report.tables import main
-    return main(argv[1:])
+    import importlib
+
+    return importlib.import_module(OWN_COMMANDS[command]).main(argv[1:])
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -88,17 +84,14 @@ def _guarded(command, argv) -> int:
         return command(argv) or 0
     try:
         return command(argv) or 0
-    except KeyboardInterrupt:
-        print(interruption("(Ctrl-C)", argv), file=sys.stderr)
-        return INTERRUPTED_EXIT
     except BrokenPipeError:  # the reader went away (`| head`): nothing more to say, to anyone
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return BROKEN_PIPE_EXIT
-    except SystemExit as exc:
-        if interrupted(exc):  # Lightning's own Ctrl-C handling ends in sys.exit(1)
-            print(interruption("(Ctrl-C)", argv), file=sys.stderr)
-            return INTERRUPTED_EXIT
-        raise
+    except (KeyboardInterrupt, SystemExit) as exc:
+        if isinstance(exc, SystemExit) and not interrupted(exc):  # Lightning's Ctrl-C: sys.exit(1)
+            raise
+        print(interruption("(Ctrl-C)", argv), file=sys.stderr)
+        return INTERRUPTED_EXIT
     except Exception as exc:  # noqa: BLE001 - turned into a one-line message or re-raised
         message = one_line_error(exc)
         if message is None:

@@ -47,9 +47,8 @@ ESTIMATE_FROM_IMAGES = 1_000_000  # epochs x images below this never pay for the
 PROBE_BATCH = 4  # images per timed training step of the speed probe (a few seconds for WRN-28-10)
 
 
-class _DropKnownNoise(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).lstrip().startswith(QUIET_PREFIXES)
+def _not_known_noise(record: logging.LogRecord) -> bool:
+    return not str(record.msg).lstrip().startswith(QUIET_PREFIXES)
 
 
 def quiet_known_noise() -> None:
@@ -58,9 +57,7 @@ def quiet_known_noise() -> None:
     for message, module, category in KNOWN_WARNINGS:
         warnings.filterwarnings("ignore", message=message, category=category, module=module)
     for name in LIGHTNING_INFO_LOGGERS:
-        logger = logging.getLogger(name)
-        if not any(isinstance(f, _DropKnownNoise) for f in logger.filters):
-            logger.addFilter(_DropKnownNoise())
+        logging.getLogger(name).addFilter(_not_known_noise)  # added once, however often called
 
 
 def _one_based(epoch: int, max_epochs: int | None) -> str:
@@ -98,13 +95,11 @@ def progress_bar() -> L.Callback:
     return RichEpochBar()
 
 
-HELP_USAGE = "%(prog)s [-h] [-c CONFIG] [--print_config] [--model.* ...] [--data.* ...] [--trainer.* ...]"
-
-
 def put_package_options_first(parser) -> None:
     """`wrn fit --help` lists the model's and the data's options before Lightning's Trainer's,
     under a usage line of one line rather than every option."""
-    parser.usage = HELP_USAGE
+    parser.usage = ("%(prog)s [-h] [-c CONFIG] [--print_config] [--model.* ...] [--data.* ...] "
+                    "[--trainer.* ...]")
     trainer = parser.groups.get("trainer") if hasattr(parser, "groups") else None
     if trainer is not None and trainer in parser._action_groups:
         parser._action_groups.remove(trainer)
@@ -127,7 +122,6 @@ def cpu_images_per_second(model: L.LightningModule, batch: int = PROBE_BATCH) ->
         net = model.spec.build()
         images = torch.randn(batch, 3, 32, 32)
         labels = torch.zeros(batch, dtype=torch.long)
-        elapsed = 0.0
         for _ in range(2):
             start = time.perf_counter()
             torch.nn.functional.cross_entropy(net(images), labels).backward()
@@ -162,17 +156,13 @@ def _log_lines(trainer: L.Trainer) -> list[str]:
             if getattr(lg, "log_dir", None)]
 
 
-def _record(run_dir: Path) -> dict:
-    try:
-        return rundir.read_metrics(run_dir) or {}
-    except rundir.RecordError:
-        return {}
-
-
 def fit_summary(trainer: L.Trainer) -> str:
     """What the fit achieved and where it left everything, from its run record (metrics.json)."""
     run_dir = Path(trainer.default_root_dir)
-    record = _record(run_dir)
+    try:
+        record = rundir.read_metrics(run_dir) or {}
+    except rundir.RecordError:
+        record = {}
     rate = record.get("images_per_sec")
     lines = [f"{record.get('model', 'model')} {record.get('status', 'finished')}: "
              f"{record.get('epochs', trainer.current_epoch)} epochs in {duration(record.get('wall_seconds'))}"

@@ -46,13 +46,6 @@ def interruption(cause: str, argv: list) -> str:
     return f"error: interrupted {cause}" + ("; resume with --ckpt_path last" if argv[:1] == ["fit"] else "")
 
 
-def os_error(exc: OSError) -> str:
-    """'permission denied: <path>', 'no space left on device: <path>' and the like."""
-    reason = os.strerror(exc.errno).lower() if exc.errno else _first_line(exc)
-    paths = [str(p) for p in (exc.filename, exc.filename2) if p is not None]
-    return f"{reason}: {' -> '.join(paths)}" if paths else reason
-
-
 def _ray_connection_errors() -> tuple[type, ...]:
     """Ray's connection and authentication errors, when Ray is already imported (never imports it)."""
     module = sys.modules.get("ray.exceptions")
@@ -75,8 +68,7 @@ def _message(exc: BaseException) -> str | None:
         return _checkpoint_mismatch(str(exc))
     if isinstance(exc, (ConnectionError, TimeoutError, *_ray_connection_errors())):
         return f"connection failed ({type(exc).__name__}): {_first_line(exc)}"
-    unreadable = checkpoint_load_error(exc)
-    if unreadable is not None:
+    if (unreadable := checkpoint_load_error(exc)) is not None:
         return unreadable
     if isinstance(exc, UnicodeDecodeError):
         return f"not a UTF-8 text file (byte {exc.start}: {exc.reason})"
@@ -109,14 +101,16 @@ def checkpoint_load_error(exc: BaseException) -> str | None:
         return f"checkpoint is truncated or damaged ({str(exc).split('. ')[0]})"
     if isinstance(exc, EOFError):
         return "checkpoint is empty or truncated (the file ends before its data)"
-    if isinstance(exc, OSError):
-        return os_error(exc)
+    if isinstance(exc, OSError):  # 'permission denied: <path>', 'no space left on device: <path>'
+        reason = os.strerror(exc.errno).lower() if exc.errno else _first_line(exc)
+        paths = [str(p) for p in (exc.filename, exc.filename2) if p is not None]
+        return f"{reason}: {' -> '.join(paths)}" if paths else reason
     return None
 
 
-def _expanded_nodes(text: str, source: str) -> tuple[int, Any, list]:
-    """(nodes once every alias is expanded, counted on the composed graph without expanding
-    anything; the loader; its composed documents)."""
+def _composed(text: str, source: str) -> tuple[list, int]:
+    """The documents of `text` as composed (aliases shared) and how many nodes they hold once
+    every alias is expanded, counted on the graph without expanding anything."""
     import yaml
 
     loader = yaml.SafeLoader(text)
@@ -133,10 +127,11 @@ def _expanded_nodes(text: str, source: str) -> tuple[int, Any, list]:
 
     try:
         nodes = [loader.get_node() for _ in iter(loader.check_node, False)]
-        return sum(map(size, nodes)), loader, nodes
+        return nodes, sum(map(size, nodes))
     except RecursionError:
-        loader.dispose()
         raise ValueError(f"{source}: YAML nested too deeply to read") from None
+    finally:
+        loader.dispose()
 
 
 def _refuse_bombs(count: int, source: str) -> None:
@@ -151,11 +146,9 @@ def yaml_node_count(text: str, source: str = "YAML") -> int:
     import yaml
 
     try:
-        count, loader, _ = _expanded_nodes(text, source)
+        return _composed(text, source)[1]
     except yaml.YAMLError:
         return 0
-    loader.dispose()
-    return count
 
 
 def load_yaml(path: Path) -> Any:
@@ -167,42 +160,36 @@ def load_yaml(path: Path) -> Any:
     except UnicodeDecodeError as exc:
         raise ValueError(decode_error(path, exc)) from None
     try:
-        count, loader, nodes = _expanded_nodes(text, str(path))
-        try:
-            _refuse_bombs(count, str(path))
-            if len(nodes) > 1:
-                raise ValueError(f"{path}: holds {len(nodes)} YAML documents; expected one")
-            return loader.construct_document(nodes[0]) if nodes else None
-        finally:
-            loader.dispose()
+        nodes, count = _composed(text, str(path))
+        _refuse_bombs(count, str(path))
+        if len(nodes) > 1:
+            raise ValueError(f"{path}: holds {len(nodes)} YAML documents; expected one")
+        return yaml.SafeLoader("").construct_document(nodes[0]) if nodes else None
     except yaml.YAMLError as exc:
         raise ValueError(f"{path}: not valid YAML ({' '.join(str(exc).split())[:300]})") from None
 
 
 def check_config_args(argv: list[str]) -> None:
     """ValueError naming the file for a config on the command line (after --config, or any
-    existing .yaml/.yml file) that is not UTF-8 text or expands past MAX_YAML_NODES: checked
-    before the parser reads it, which would expand an alias bomb into gigabytes."""
-    for source, text in _config_texts(argv):
-        _refuse_bombs(yaml_node_count(text, source), source)
-
-
-def _config_texts(argv: list[str]):
-    """(name, text) of each config on the command line: files by path, --config YAML inline."""
-    values = []
+    existing .yaml/.yml file; --config may also be inline YAML) that is not UTF-8 text or expands
+    past MAX_YAML_NODES: checked before the parser reads it, which would expand an alias bomb
+    into gigabytes."""
     for i, arg in enumerate(argv):
         option, _, value = arg.partition("=")
         if option == "--config":
-            values.append((value, True) if value else (argv[i + 1], True) if i + 1 < len(argv) else None)
+            value = value or (argv[i + 1] if i + 1 < len(argv) else "")
         elif arg.lower().endswith(YAML_SUFFIXES) or value.lower().endswith(YAML_SUFFIXES):
-            values.append((value or arg, False))
-    for value, inline_allowed in filter(None, values):
-        path = os.path.expanduser(value)
+            value = value or arg
+        else:
+            continue
+        source, path = value, os.path.expanduser(value)
         if os.path.isfile(path):
-            data = open(path, "rb").read()
             try:
-                yield value, data.decode("utf-8")
+                text = Path(path).read_bytes().decode("utf-8")
             except UnicodeDecodeError as exc:
                 raise ValueError(decode_error(value, exc)) from None
-        elif inline_allowed:
-            yield "--config", value
+        elif option == "--config" and value:
+            text, source = value, "--config"
+        else:
+            continue
+        _refuse_bombs(yaml_node_count(text, source), source)

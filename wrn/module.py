@@ -24,7 +24,6 @@ RUNTIME_OPTIONS = ("eval_view", "channels_last", "compile", "nan_check_every", "
 
 
 def _arch_class() -> type:
-    """`Arch`: every design switch of the registry (`wrn.models.design_switches`), optional."""
     switches = design_switches()
     doc = ("Design switches of the named network; None keeps what the name implies.\n\n"
            "Args:\n" + "".join(f"    {name}: {help_}\n" for name, (_, help_) in switches.items()))
@@ -123,9 +122,9 @@ class LitClassifier(L.LightningModule):
         optim = Optim(**optim) if isinstance(optim, dict) else (optim or Optim())
         # Plain dicts in the checkpoint, so it loads with torch.load(weights_only=True); how a run
         # is evaluated or executed is not part of what the checkpoint holds.
-        self.save_hyperparameters({**locals_without_self(locals()), "arch": asdict(arch),
-                                   "optim": asdict(optim)})
-        for runtime_only in RUNTIME_OPTIONS:
+        given = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
+        self.save_hyperparameters({**given, "arch": asdict(arch), "optim": asdict(optim)})
+        for runtime_only in RUNTIME_OPTIONS:  # still in hparams_initial, which the loggers record
             self.hparams.pop(runtime_only)
         self.eval_view, self.channels_last, self.compile_net = eval_view, channels_last, compile
         self.nan_check_every = nan_check_every
@@ -133,22 +132,20 @@ class LitClassifier(L.LightningModule):
                                                 dropout=dropout, num_classes=num_classes, arch=arch))
         if copies < 1:
             raise ValueError(f"copies={copies} is invalid; valid: an integer >= 1")
-        self.seed = seed
-        self.copies, self.first_seed = copies, seed if seed is not None else torch.initial_seed()
+        self.seed, self.copies = seed, copies
+        self.first_seed = seed if seed is not None else torch.initial_seed()
         self.crop_size, self.pad, self.pad_mode = crop_size, pad, pad_mode
         self.net = self.spec.build() if copies == 1 else fuse(seeded_copies(self.spec, copies, self.first_seed))
         self.optim_cfg = optim
-        stages = ("train", "val", "test")
-
         # Accumulated on the device, logged once per epoch: a self.log call costs the host about a
         # millisecond (benchmarks/loop_overhead.py). A bare "train" key would shadow Module.train.
         self.epoch_metrics = nn.ModuleDict({
             f"{stage}_metrics": EpochMetrics(num_classes, copies, top5=num_classes > 10 and stage != "train")
-            for stage in stages})
+            for stage in ("train", "val", "test")})
         self.register_buffer("_nonfinite_steps", torch.zeros((), dtype=torch.long), persistent=False)
         self._nonfinite_host = HostMirror()  # the count, on its way to the host
-        # For the FLOPs (2 per multiply-add) of Lightning's model summary; none for a compiled network, which would
-        # compile a graph for batch size 1.
+        # For the FLOPs (2 per multiply-add) of Lightning's model summary; none for a compiled
+        # network, which would compile a graph for batch size 1.
         self.example_input_array = None if compile else torch.zeros(1, 3 * copies, 32, 32)
 
     def configure_model(self) -> None:
@@ -181,12 +178,11 @@ class LitClassifier(L.LightningModule):
         smoothing = self.hparams.label_smoothing
         if self.copies == 1:
             loss = F.cross_entropy(logits, labels, label_smoothing=smoothing)
-            per_copy = None
+            per_copy = loss.detach()
         else:
             loss, per_copy = fused_loss(logits, labels, label_smoothing=smoothing)
         self._watch_for_nonfinite(loss)
-        reported = loss.detach() if per_copy is None else per_copy
-        self.epoch_metrics["train_metrics"].update(logits.detach(), labels, reported)
+        self.epoch_metrics["train_metrics"].update(logits.detach(), labels, per_copy)
         return loss
 
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
@@ -203,23 +199,22 @@ class LitClassifier(L.LightningModule):
         # waiting and the previous copy is read once landed: no host sync between logging points.
         self._nonfinite_steps += (~torch.isfinite(loss.detach())).long()
         if (self.global_step + 1) % self.nan_check_every == 0:
-            self._raise_if(self._nonfinite_host.poll())
+            if self._nonfinite_host.poll():
+                raise self._nonfinite("loss")
             if not self._nonfinite_host.pending:
                 self._nonfinite_host.start(self._nonfinite_steps)
 
     def _raise_if_nonfinite(self) -> None:
-        self._raise_if(self._nonfinite_steps.item())
+        if self._nonfinite_steps.item():
+            raise self._nonfinite("loss")
         weights = [p.detach() for p in self.net.parameters()]
         if not bool(torch.stack([torch.isfinite(w).all() for w in weights]).all()):
-            raise FloatingPointError(
-                f"weights became NaN/inf at epoch {self.current_epoch}, step <= {self.global_step} "
-                f"(lr {self.optim_cfg.lr}); lower the learning rate or check the data")
+            raise self._nonfinite("weights")
 
-    def _raise_if(self, nonfinite_steps: Optional[int]) -> None:
-        if nonfinite_steps:
-            raise FloatingPointError(
-                f"loss became NaN/inf at epoch {self.current_epoch}, step <= {self.global_step} "
-                f"(lr {self.optim_cfg.lr}); lower the learning rate or check the data")
+    def _nonfinite(self, what: str, step: bool = True) -> FloatingPointError:
+        where = f"epoch {self.current_epoch}" + (f", step <= {self.global_step}" if step else "")
+        return FloatingPointError(f"{what} became NaN/inf at {where} (lr {self.optim_cfg.lr}); "
+                                  "lower the learning rate or check the data")
 
     def on_train_epoch_start(self) -> None:
         # Checkpoints hold no RNG state: seeding from (seed, epoch) gives a resumed run the dropout
@@ -269,8 +264,7 @@ class LitClassifier(L.LightningModule):
     def on_validation_epoch_end(self) -> None:
         loss = self._log_epoch_metrics("val")
         if not self.trainer.sanity_checking and not bool(torch.isfinite(loss).all()):
-            raise FloatingPointError(f"validation loss became NaN/inf at epoch {self.current_epoch} "
-                                     f"(lr {self.optim_cfg.lr}); lower the learning rate or check the data")
+            raise self._nonfinite("validation loss", step=False)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         # The input normalisation goes with the weights: wrn.load_model's network takes images in
@@ -293,9 +287,8 @@ class LitClassifier(L.LightningModule):
     def configure_optimizers(self):
         cfg = self.optim_cfg
         decay, no_decay = [], []
-        for name, param in self.net.named_parameters():
-            is_norm_or_bias = param.ndim <= 1  # BN weights/biases, PReLU slopes, linear bias
-            (no_decay if is_norm_or_bias and not cfg.decay_norm_and_bias else decay).append(param)
+        for param in self.net.parameters():  # ndim <= 1: BN weights and biases, PReLU slopes
+            (no_decay if param.ndim <= 1 and not cfg.decay_norm_and_bias else decay).append(param)
         groups = [{"params": decay, "weight_decay": cfg.weight_decay}]
         if no_decay:
             groups.append({"params": no_decay, "weight_decay": 0.0})
@@ -304,12 +297,8 @@ class LitClassifier(L.LightningModule):
         total = max(1, self.trainer.estimated_stepping_batches)
         warmup = int(cfg.warmup_epochs * total / max(1, self.trainer.max_epochs or 1))
 
-        def factor(step: int) -> float:
-            if step < warmup:
-                return cfg.warmup_lr / cfg.lr
-            return lr_factor(step / total, cfg.schedule)
-
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: (
+            cfg.warmup_lr / cfg.lr if step < warmup else lr_factor(step / total, cfg.schedule)))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
 
@@ -391,7 +380,3 @@ def seeded_copies(spec, copies: int, first: int) -> list[nn.Module]:
         singles.append(spec.build())
     torch.manual_seed(first)
     return singles
-
-
-def locals_without_self(frame_locals: dict) -> dict:
-    return {k: v for k, v in frame_locals.items() if k not in ("self", "__class__")}

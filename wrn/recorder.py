@@ -63,6 +63,8 @@ class RecordView:
 class RunRecorder(L.Callback):
     """Best accuracy, wall time and throughput survive a resume through the checkpoint."""
 
+    STATE = ("best_val_acc", "best_epoch", "wall_seconds", "train_seconds", "train_images")
+
     def __init__(self):
         self.best_val_acc: dict[str, float] = {}  # per view suffix
         self.best_epoch: dict[str, int] = {}  # per view suffix: the epoch of best_val_acc
@@ -77,16 +79,11 @@ class RunRecorder(L.Callback):
         self.lock = None  # this process's hold on the run folder (wrn.rundir.hold_lock)
 
     def state_dict(self) -> dict:
-        return {"best_val_acc": self.best_val_acc, "best_epoch": self.best_epoch,
-                "wall_seconds": self._elapsed_wall(), "train_seconds": self.train_seconds,
-                "train_images": self.train_images}
+        return {**{key: getattr(self, key) for key in self.STATE},
+                "wall_seconds": self._elapsed_wall()}
 
     def load_state_dict(self, state: dict) -> None:
-        self.best_val_acc = dict(state.get("best_val_acc") or {})
-        self.best_epoch = dict(state.get("best_epoch") or {})
-        self.wall_seconds = state.get("wall_seconds", 0.0)
-        self.train_seconds = state.get("train_seconds", 0.0)
-        self.train_images = state.get("train_images", 0)
+        self.__dict__.update({key: state[key] for key in self.STATE})
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if self.views:  # the test at the end of a fit: same run, same record
@@ -161,7 +158,6 @@ class RunRecorder(L.Callback):
         rundir.save_checkpoint(checkpoint, rundir.best_checkpoint(view.folder))
 
     def best_is_final(self, trainer: L.Trainer) -> bool:
-        """Whether every record's best epoch is the last one: its best weights are the final ones."""
         return all(self.best_epoch.get(v.suffix) == trainer.current_epoch - 1 for v in self.views)
 
     def restore_copy_bests(self, pl_module: L.LightningModule) -> None:
@@ -204,8 +200,9 @@ class RunRecorder(L.Callback):
         """The record is whole (the test split evaluated): the run is finished."""
         self._open = False
         if trainer.is_global_zero:
-            for folder in self._folders():
-                rundir.write_metrics(folder, {**(self._previous(folder) or {}), "status": rundir.FINISHED})
+            for view in self._records():
+                rundir.write_metrics(view.folder, {**(self._previous(view.folder) or {}),
+                                                   "status": rundir.FINISHED})
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
         if not trainer.is_global_zero or not self._open:
@@ -220,9 +217,11 @@ class RunRecorder(L.Callback):
         (test_acc: the final weights, test_acc_best: the best-validation checkpoint)."""
         if not trainer.is_global_zero:
             return
-        for folder, value in self._per_folder(trainer.callback_metrics, "test_acc"):
-            previous = self._previous(folder) or {}
-            rundir.write_metrics(folder, {**previous, key: value, "test_view": pl_module.eval_view})
+        metrics = trainer.callback_metrics
+        for view in self._records():
+            previous = self._previous(view.folder) or {}
+            rundir.write_metrics(view.folder, {**previous, key: view.metric(metrics, "test_acc"),
+                                               "test_view": pl_module.eval_view})
 
     def record_evaluation(self, trainer: L.Trainer, pl_module: L.LightningModule, folder: Path,
                           stage: str, ckpt_path: str | None) -> None:
@@ -238,14 +237,9 @@ class RunRecorder(L.Callback):
             record["copies"] = {str(view.seed): view.metric(metrics, f"{prefix}_acc") for view in self.views}
         rundir.write_evaluation(folder, record)
 
-    def _folders(self) -> list[Path]:
-        """Every record of the run: each copy's, then (fused) the mean's."""
-        return [view.folder for view in self.views] + ([self.run_dir] if len(self.views) > 1 else [])
-
-    def _per_folder(self, metrics: dict, key: str) -> list[tuple[Path, float | None]]:
-        """(folder, value of key) for every record of the run: each copy's, then the mean's."""
-        values = [view.metric(metrics, key) for view in self.views]
-        return list(zip(self._folders(), values + ([_scalar(metrics, key)] if len(values) > 1 else [])))
+    def _records(self) -> list[RecordView]:
+        """Every record of the run: each copy's, then (fused) the mean's, under the plain keys."""
+        return self.views + ([RecordView(self.run_dir, None, "")] if len(self.views) > 1 else [])
 
     def _identity(self, trainer: L.Trainer, pl_module: L.LightningModule, seed: int | None) -> dict:
         # Counted on the module's own network (still untrained and on the CPU here): a fused one
@@ -278,27 +272,26 @@ class RunRecorder(L.Callback):
 
     def _write_all(self, trainer: L.Trainer, epochs: int, status: str, error: str | None,
                    metrics: dict | None = None) -> None:
-        images_per_sec = self.train_images / self.train_seconds if self.train_seconds else None
+        rate = self.train_images / self.train_seconds if self.train_seconds else None
+        copies = len(self.views)
         shared = {**self.record, "status": status, "error": error, "epochs": epochs,
                   "global_step": trainer.global_step, "wall_seconds": round(self._elapsed_wall(), 3)}
-        copies = len(self.views) if self.views[0].suffix else 1
-        per_copy_rate = round(images_per_sec / copies, 1) if images_per_sec else None
         for view in self.views:
-            final = view.metric(metrics, "val_acc") if metrics is not None else None
-            self._write(view.folder, {**shared, "seed": view.seed, "images_per_sec": per_copy_rate,
-                                      "train_images": self.train_images // copies},
-                        self.best_val_acc.get(view.suffix), final)
+            self._write(view, metrics, self.best_val_acc.get(view.suffix), {
+                **shared, "seed": view.seed, "train_images": self.train_images // copies,
+                "images_per_sec": round(rate / copies, 1) if rate else None})
         if copies > 1:
             best = [self.best_val_acc[v.suffix] for v in self.views if v.suffix in self.best_val_acc]
-            final = _scalar(metrics, "val_acc") if metrics is not None else None
-            self._write(self.run_dir, {
+            self._write(self._records()[-1], metrics, sum(best) / len(best) if best else None, {
                 **shared, "copies": copies, "copy_dirs": [v.folder.name for v in self.views],
-                "images_per_sec": round(images_per_sec, 1) if images_per_sec else None,
-                "train_images": self.train_images}, sum(best) / len(best) if best else None, final)
+                "train_images": self.train_images,
+                "images_per_sec": round(rate, 1) if rate else None})
 
-    def _write(self, folder: Path, fields: dict, best: float | None, final: float | None) -> None:
-        previous = self._previous(folder) or {}
-        rundir.write_metrics(folder, {
+    def _write(self, view: RecordView, metrics: dict | None, best: float | None, fields: dict
+               ) -> None:
+        previous = self._previous(view.folder) or {}
+        final = view.metric(metrics or {}, "val_acc")
+        rundir.write_metrics(view.folder, {
             **previous, **fields, "best_val_acc": best,
             "final_val_acc": final if final is not None else previous.get("final_val_acc"),
             # Of the final weights: gone while they change, set again by the test at the end.

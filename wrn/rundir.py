@@ -13,7 +13,7 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Callable, Iterator
+from typing import IO, Any, Callable
 
 from wrn.errors import checkpoint_load_error
 from wrn.files import (append_jsonl, atomic_file, atomic_write_json, atomic_write_text,
@@ -76,25 +76,18 @@ def run_identity(spec, seed: int | None, max_epochs: int | None) -> dict:
 def run_settings(config: dict) -> dict[str, Any]:
     """Every value of a parsed `wrn fit` config that changes what the run computes, flat and
     sorted, as JSON gives it back (tuples become lists), so records compare equal."""
-    flat: dict[str, Any] = {}
-
-    def walk(node: dict, prefix: str) -> None:
+    def walk(node: dict, prefix: str):
         for key, value in node.items():
             name = prefix + key
-            if name in NOT_SETTINGS:
-                continue
-            if isinstance(value, dict) and value:
-                walk(value, name + ".")
-            else:
-                flat[name] = value
+            if isinstance(value, dict) and value and name not in NOT_SETTINGS:
+                yield from walk(value, name + ".")
+            elif name not in NOT_SETTINGS:
+                yield name, value
 
-    walk(config, "")
-    return json.loads(json.dumps(dict(sorted(flat.items())), default=str))
+    return json.loads(json.dumps(dict(sorted(walk(config, ""))), default=str))
 
 
 def settings_difference(recorded: dict[str, Any], planned: dict[str, Any]) -> list[str]:
-    """'key: recorded -> planned' for every setting that differs (a key missing on one side
-    shows as <unset>)."""
     missing = "<unset>"
     return [f"{key}: {recorded.get(key, missing)!r} -> {planned.get(key, missing)!r}"
             for key in sorted(recorded.keys() | planned.keys())
@@ -102,8 +95,6 @@ def settings_difference(recorded: dict[str, Any], planned: dict[str, Any]) -> li
 
 
 def refuse_other_settings(run: Run, settings: dict[str, Any]) -> None:
-    """ValueError naming the folder and every difference when its record was trained with other
-    settings: a run folder is never reused for another run, by a fresh start or a resume."""
     try:
         record = read_metrics(run) or {}
     except RecordError:
@@ -147,21 +138,6 @@ def record_signature(run: Run) -> tuple | None:
     except OSError:
         return None
     return stat.st_ino, stat.st_mtime_ns, stat.st_size
-
-
-def find_records(folder: Run, recursive: bool = True) -> Iterator[dict]:
-    """Every readable run record under `folder` (*metrics.json; a fused run's copies are parts
-    of their run's, not runs), or those of its run folders only."""
-    paths = Path(folder).rglob(f"*{METRICS}") if recursive else Path(folder).glob(f"*/{METRICS}")
-    for path in sorted(paths):
-        if is_copy_dir(path.parent):
-            continue
-        try:
-            record = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            continue
-        if isinstance(record, dict):
-            yield record
 
 
 def result_records(run: Run, record: dict, read: Callable[[Path], dict | None] = read_metrics
@@ -219,7 +195,6 @@ def write_config(folder: Run, text: str) -> None:
 
 
 def copy_dir(run: Run, seed: int) -> Path:
-    """Where the copy of seed `seed` of a fused run keeps its record."""
     return Path(run) / f"{COPY_PREFIX}{seed}"
 
 

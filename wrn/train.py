@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import torch
+import yaml
 from lightning.fabric.plugins import CheckpointIO
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.callbacks import ModelCheckpoint
@@ -104,7 +105,9 @@ class WRNCLI(LightningCLI):
             rundir.refuse_other_settings(self.record_dir, self.settings)
         if printing:  # after the links and the defaults above: what the run will use
             dump = parser.dump(self.config, skip_none=False, skip_link_targets=False)
-            sys.stdout.write(_section(dump, subcommand) if subcommand else dump)
+            if subcommand:
+                dump = yaml.safe_dump(yaml.safe_load(dump)[subcommand], sort_keys=False)
+            sys.stdout.write(dump)
             sys.exit(0)
 
     def before_instantiate_classes(self) -> None:
@@ -115,17 +118,15 @@ class WRNCLI(LightningCLI):
                                    "as_given": self.as_given}
         for callback in self.trainer_defaults.get("callbacks", []):
             if isinstance(callback, RunRecorder):
-                callback.settings = self.settings
+                self.recorder, callback.settings = callback, self.settings
 
     def instantiate_trainer(self, **kwargs):
         trainer_config = self.config_init[self.subcommand]["trainer"] if self.subcommand else \
             self.config_init["trainer"]
-        callbacks = trainer_config.get("callbacks") or []
-        callbacks = callbacks if isinstance(callbacks, list) else [callbacks]
+        callbacks = _listed(trainer_config.get("callbacks"))
+        plugins = _listed(trainer_config.get("plugins"))
         if trainer_config.get("enable_progress_bar") is not False and not console.has_progress_bar(callbacks):
             kwargs["callbacks"] = [*callbacks, console.progress_bar()]  # epochs counted from 1
-        plugins = trainer_config.get("plugins") or []
-        plugins = plugins if isinstance(plugins, list) else [plugins]
         if not any(isinstance(p, CheckpointIO) for p in plugins):
             kwargs["plugins"] = [*plugins, AtomicCheckpointIO()]
         trainer = super().instantiate_trainer(**kwargs)
@@ -141,14 +142,14 @@ class WRNCLI(LightningCLI):
             root = f" --data.root {cfg.data.root}" if cfg.data.root != default else ""
             raise ValueError(f"{slow}; for a run of minutes: wrn fit --config configs/quick.yaml{root}; "
                              "to train this anyway, add --allow_slow true")
-        recorder = _recorder(self.trainer)
+        recorder = self.recorder
         if self.trainer.is_global_zero:
             recorder.lock = rundir.hold_lock(self.trainer.default_root_dir)
             console.say(slow and f"warning: {slow}", sys.stderr)
         recorder.test_follows = bool(cfg.get("test_after_fit")) and self.datamodule.has_test_split()
 
     def after_fit(self) -> None:
-        recorder = _recorder(self.trainer)
+        recorder = self.recorder
         if recorder.test_follows and not self.trainer.interrupted:
             previous = signal.signal(signal.SIGTERM, _raise_sigterm)  # between the passes too
             try:
@@ -165,7 +166,7 @@ class WRNCLI(LightningCLI):
     def _test_after_fit(self) -> None:
         """The test split at the end: the final weights, then the best-validation weights (each
         copy's own, for a fused run), one pass when they are the final ones."""
-        recorder = _recorder(self.trainer)
+        recorder = self.recorder
         self.trainer.test(self.model, datamodule=self.datamodule, verbose=False)
         recorder.record_test(self.trainer, self.model, "test_acc")
         if not recorder.best_is_final(self.trainer):
@@ -192,8 +193,8 @@ class WRNCLI(LightningCLI):
                 console.count_test_images(self.datamodule)))
 
     def _record_evaluation(self, stage: str) -> None:
-        _recorder(self.trainer).record_evaluation(self.trainer, self.model, self.record_dir, stage,
-                                                  self.config[stage].get("ckpt_path"))
+        self.recorder.record_evaluation(self.trainer, self.model, self.record_dir, stage,
+                                        self.config[stage].get("ckpt_path"))
 
     def before_predict(self) -> None:
         writer = self.config_init["predict"]["predictions"]
@@ -212,14 +213,9 @@ def _raise_sigterm(signum, frame) -> None:
     raise SIGTERMException()
 
 
-def _section(dump: str, subcommand: str) -> str:
-    import yaml
-
-    return yaml.safe_dump(yaml.safe_load(dump)[subcommand], sort_keys=False)
-
-
-def _recorder(trainer) -> RunRecorder:
-    return next(cb for cb in trainer.callbacks if isinstance(cb, RunRecorder))
+def _listed(value) -> list:
+    """A trainer option of one object or a list, as a list; None or True: none given."""
+    return [] if value is None or value is True else value if isinstance(value, list) else [value]
 
 
 def resolve_run_defaults(cfg, subcommand: str | None) -> Path:
@@ -245,9 +241,7 @@ def resolve_run_defaults(cfg, subcommand: str | None) -> Path:
                          "give the folder the run should write into")
     record_dir = root if subcommand in (None, "fit") else rundir.new_evaluation_dir(root, subcommand)
     if trainer.logger is not False:
-        configured = [] if trainer.logger in (None, True) else (
-            trainer.logger if isinstance(trainer.logger, list) else [trainer.logger])
-        trainer.logger = _own_loggers(str(root), record_dir) + configured
+        trainer.logger = _own_loggers(str(root), record_dir) + _listed(trainer.logger)
     return record_dir
 
 
@@ -274,7 +268,6 @@ def _logger(name: str, save_dir: str, version: str) -> dict:
 
 
 def check_checkpoint_matches(ckpt_path: str, model_cfg) -> None:
-    """ValueError naming both networks when the checkpoint was trained as another architecture."""
     from jsonargparse import Namespace
 
     checkpoint = rundir.load_checkpoint(ckpt_path)
