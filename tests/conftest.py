@@ -1,8 +1,8 @@
 """Two tiers: `python -m pytest -q -m "not slow"` (in-process, minutes) and the full suite.
 
-A test that starts a process (a `wrn` command, a sweep's runs, Ray, git) must be marked `slow`:
-the guard below fails an unmarked one. Every test, and every process it starts, caches decoded
-images in one temporary folder of the session, never in the user's cache.
+A test that starts a process (a `wrn` command, forked warm or not, a sweep's runs, Ray, git) must
+be marked `slow`: the guard below fails an unmarked one. Every test, and every process it starts,
+caches decoded images in one temporary folder of the session, never in the user's cache.
 """
 
 from __future__ import annotations
@@ -11,6 +11,8 @@ import os
 import subprocess
 
 import pytest
+
+from tests import helpers
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -22,6 +24,10 @@ def _session_cache(tmp_path_factory):
         os.environ.pop("XDG_CACHE_HOME", None)
     else:
         os.environ["XDG_CACHE_HOME"] = previous
+
+
+def pytest_sessionfinish(session, exitstatus):
+    helpers.close_warm()
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -36,11 +42,15 @@ def pytest_runtest_protocol(item, nextitem):
             return start(self, args, *rest, **kwargs)
         raise AssertionError(f"{item.nodeid} starts a process ({args!r:.80}): mark it slow")
 
-    subprocess.Popen._execute_child = refuse
+    def refuse_warm(self, args, *rest, **kwargs):
+        raise AssertionError(f"{item.nodeid} starts a process (wrn {args!r:.80}): mark it slow")
+
+    warm_start = helpers.WarmLauncher.start
+    subprocess.Popen._execute_child, helpers.WarmLauncher.start = refuse, refuse_warm
     try:
         yield
     finally:
-        subprocess.Popen._execute_child = start
+        subprocess.Popen._execute_child, helpers.WarmLauncher.start = start, warm_start
 
 
 @pytest.fixture(scope="session")

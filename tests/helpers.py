@@ -3,8 +3,14 @@
 import contextlib
 import copy
 import io
+import json
 import os
+import shutil
+import signal
 import subprocess
+import sys
+import tempfile
+import threading
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -101,3 +107,128 @@ def wrn_here(*args, env: dict | None = None) -> SimpleNamespace:
         os.environ.clear()
         os.environ.update(saved)
     return SimpleNamespace(returncode=code, stdout=out.getvalue(), stderr=err.getvalue())
+
+
+class WarmProcess:
+    """A `wrn` command forked by tests/zygote.py (a process of its own, without the seconds of
+    imports), used as a subprocess.Popen is: pid, poll, wait, send_signal, kill, communicate."""
+
+    def __init__(self, launcher: "WarmLauncher", pid: int, args: list[str], outputs: dict):
+        self.launcher, self.pid, self.args, self.outputs = launcher, pid, args, outputs
+        self.returncode: int | None = None
+        self.stdout, self.stderr = (open(outputs[name], errors="replace") if name in outputs else None
+                                    for name in ("stdout", "stderr"))
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            self.returncode = self.launcher.ended.get(self.pid)
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        with self.launcher.changed:
+            if not self.launcher.changed.wait_for(lambda: self.pid in self.launcher.ended, timeout):
+                raise subprocess.TimeoutExpired(self.args, timeout)
+        return self.poll()
+
+    def send_signal(self, sig: int) -> None:
+        if self.poll() is None:  # as Popen: never a signal to a pid that may have been reused
+            os.kill(self.pid, sig)
+
+    def terminate(self) -> None:
+        self.send_signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
+
+    def communicate(self, timeout: float | None = None) -> tuple[str | None, str | None]:
+        self.wait(timeout)
+        return tuple(stream.read() if stream else None for stream in (self.stdout, self.stderr))
+
+
+class WarmLauncher:
+    """The session's tests/zygote.py process: `start` forks a `wrn` command from it."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        with open(folder / "zygote.log", "w") as log:
+            self.server = subprocess.Popen([sys.executable, "-m", "tests.zygote"], cwd=REPO,
+                                           stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log,
+                                           start_new_session=True, text=True)
+        self.ended: dict[int, int] = {}
+        self.started: list[int] = []
+        self.changed = threading.Condition()
+        self.lock = threading.Lock()
+        threading.Thread(target=self._listen, daemon=True).start()
+
+    def _listen(self) -> None:
+        for line in self.server.stdout:
+            answer = json.loads(line)
+            with self.changed:
+                if "started" in answer:
+                    self.started.append(answer["started"])
+                else:
+                    self.ended[answer["ended"]] = answer["code"]
+                self.changed.notify_all()
+
+    def start(self, args, *, cwd=REPO, env=None, stdout=None, stderr=None,
+              start_new_session=False) -> WarmProcess:
+        """Like subprocess.Popen([sys.executable, "-m", "wrn", *args], ...), text mode. stdout and
+        stderr: subprocess.PIPE (read back by communicate), DEVNULL or None, or an open file."""
+        args = [str(arg) for arg in args]
+        outputs = {}
+        for name, target in (("stdout", stdout), ("stderr", stderr)):
+            if target == subprocess.PIPE:
+                outputs[name] = Path(tempfile.mkstemp(prefix=name, dir=self.folder)[1])
+            elif target == subprocess.STDOUT:
+                outputs[name] = outputs["stdout"]
+            elif hasattr(target, "name"):
+                target.flush()
+                outputs[name] = Path(target.name)
+        request = {"argv": args, "cwd": str(cwd), "env": dict(os.environ if env is None else env),
+                   "session": start_new_session,
+                   **{name: str(outputs[name]) if name in outputs else None
+                      for name in ("stdout", "stderr")}}
+        with self.lock, self.changed:
+            known = len(self.started)
+            self.server.stdin.write(json.dumps(request) + "\n")
+            self.server.stdin.flush()
+            forked = self.changed.wait_for(
+                lambda: len(self.started) > known or self.server.poll() is not None, DEADLINE_S)
+            if len(self.started) <= known:
+                pytest.fail(f"tests/zygote.py did not fork the command ({forked=}):\n"
+                            + (self.folder / "zygote.log").read_text()[-3000:])
+            pid = self.started[known]
+        piped = {name: path for name, path in outputs.items()
+                 if {"stdout": stdout, "stderr": stderr}[name] == subprocess.PIPE}
+        return WarmProcess(self, pid, args, piped)
+
+    def run(self, args, *, cwd=REPO, env=None, timeout: float = 600) -> subprocess.CompletedProcess:
+        """Like subprocess.run([sys.executable, "-m", "wrn", *args], capture_output=True, text=True)."""
+        process = self.start(args, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            out, err = process.communicate(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            raise
+        return subprocess.CompletedProcess(process.args, process.returncode, out, err)
+
+    def close(self) -> None:
+        self.server.stdin.close()
+        self.server.wait(timeout=60)
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+_launcher: list[WarmLauncher] = []
+
+
+def warm() -> WarmLauncher:
+    """The session's launcher, started on first use (from a slow test: it starts a process) and
+    closed by tests/conftest.py when the session ends."""
+    if not _launcher:
+        _launcher.append(WarmLauncher(Path(tempfile.mkdtemp(prefix="wrn-warm-"))))
+    return _launcher[0]
+
+
+def close_warm() -> None:
+    while _launcher:
+        _launcher.pop().close()

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import wrn_here
+from tests.helpers import warm, wrn_here
 from wrn.cli import _guarded, debugging
 from wrn.errors import MAX_MESSAGE, MAX_YAML_NODES, cap, check_config_args, one_line_error, yaml_node_count
 
@@ -22,8 +22,7 @@ ALIAS_BOMB = "a: &a [x,x,x,x,x,x,x,x,x]\n" + "".join(
 
 def wrn(*args, env_extra: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k != "WRN_DEBUG"}
-    return subprocess.run([sys.executable, "-m", "wrn", *map(str, args)], cwd=REPO,
-                          env={**env, **(env_extra or {})}, capture_output=True, text=True, timeout=timeout)
+    return warm().run(args, env={**env, **(env_extra or {})}, timeout=timeout)
 
 
 def assert_one_line(result: subprocess.CompletedProcess, *needles: str, code: int = 2) -> str:

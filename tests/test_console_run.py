@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.helpers import make_image_tree
+from tests.helpers import make_image_tree, warm
 from tests.test_data_degenerate import save_16_bit_grey, write_png_header
 from tests.test_faults import assert_one_line_error
 from wrn.console import _one_based, slow_cpu_warning
@@ -29,8 +29,12 @@ SMALL = ["--model.name", "wrn-10-1", "--data.batch_size", "16", "--data.val_size
          "--data.num_workers", "0", "--data.download", "false", "--trainer.accelerator", "cpu"]
 
 
-def wrn(*args) -> subprocess.CompletedProcess:
+def wrn(*args, cold: bool = False) -> subprocess.CompletedProcess:
+    """`wrn ARGS` in a process of its own: forked warm (tests.helpers.warm), or `cold`, started as
+    a user starts it, so that what its imports print is seen too."""
     env = {k: v for k, v in os.environ.items() if k != "WRN_DEBUG"}
+    if not cold:
+        return warm().run(args, env=env)
     return subprocess.run([sys.executable, "-m", "wrn", *map(str, args)], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=600)
 
@@ -43,7 +47,7 @@ def fitted(tmp_path_factory):
     tree = make_image_tree(root / "data", classes=3, per_class=25, test_per_class=5)
     run = root / "run"
     result = wrn("fit", *SMALL, "--data.root", tree, "--trainer.max_epochs", "2",
-                 "--trainer.default_root_dir", run)
+                 "--trainer.default_root_dir", run, cold=True)
     assert result.returncode == 0, result.stderr[-3000:]
     return tree, run, result
 

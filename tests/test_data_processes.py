@@ -7,14 +7,13 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import uuid
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import make_image_tree, wait_for
-from tests.test_faults import REPO, epochs_of, fit, fit_args
+from tests.helpers import make_image_tree, wait_for, warm
+from tests.test_faults import epochs_of, fit, fit_args
 from tests.test_fit_trust import HOLD_AT, shim
 from wrn import rundir
 
@@ -41,9 +40,8 @@ def test_sigterm_to_the_process_group_interrupts_the_fit_resumably(tmp_path, tre
     settings = ["--trainer.max_epochs", 3, "--data.loader", "dataloader", "--data.num_workers", workers]
     hold = HOLD_AT.format(hook="on_train_batch_start", condition="self.current_epoch >= 1",
                           marker=str(marker))
-    process = subprocess.Popen([sys.executable, "-m", "wrn", *fit_args(tree, run, *settings)], cwd=REPO,
-                               env=shim(tmp_path, hold), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                               text=True, start_new_session=True)  # a group of its own, as under `timeout`
+    process = warm().start(fit_args(tree, run, *settings), env=shim(tmp_path, hold), stderr=subprocess.PIPE,
+                           start_new_session=True)  # a group of its own, as under `timeout`
     try:
         wait_for(marker.exists, "the run to hold in its second training epoch", process)
         os.killpg(process.pid, signal.SIGTERM)  # the main process and its DataLoader workers alike

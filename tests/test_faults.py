@@ -26,7 +26,7 @@ import torch
 from PIL import Image
 
 from tests import helpers
-from tests.helpers import checkpoint_epoch, make_image_tree, wait_for, wrn_here
+from tests.helpers import checkpoint_epoch, make_image_tree, wait_for, warm, wrn_here
 from wrn.data import CIFARData
 from wrn.files import append_jsonl, read_jsonl
 from wrn.rundir import read_metrics
@@ -71,8 +71,8 @@ def shim_env(shim: Path) -> dict[str, str]:
 
 
 def wrn(*args, env: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "wrn", *map(str, args)], cwd=REPO,
-                          env=env or wrn_env(), capture_output=True, text=True, timeout=timeout)
+    """`wrn ARGS` in a process of its own (forked warm: tests.helpers.warm)."""
+    return warm().run(args, env=env or wrn_env(), timeout=timeout)
 
 
 def fit_args(tree: Path, run_dir: Path, *extra) -> list[str]:
@@ -169,9 +169,7 @@ def test_fit_sigkilled_mid_run_resumes_to_the_uninterrupted_result(tmp_path, tre
     held = tmp_path / "held"
     (shim / "sitecustomize.py").write_text(HOLD_SHIM.format(epoch=2, marker=str(held)))
     killed = tmp_path / "killed"
-    process = subprocess.Popen([sys.executable, "-m", "wrn", *fit_args(tree, killed, *settings)],
-                               cwd=REPO, env=shim_env(shim),
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = warm().start(fit_args(tree, killed, *settings), env=shim_env(shim))
     try:  # two epochs recorded and a checkpoint: the process is held at the start of epoch 2
         wait_for(held.exists, "the run to reach epoch 2", process)
         process.send_signal(signal.SIGKILL)
@@ -204,9 +202,9 @@ def test_sweep_sigkilled_mid_run_keeps_results_whole_and_resumes_only_the_unfini
     shim.mkdir()
     (shim / "sitecustomize.py").write_text(HOLD_SHIM.format(epoch=1, marker=str(tmp_path / "held")))
     with open(log, "w") as output:
-        driver = subprocess.Popen([sys.executable, "-m", "wrn", "sweep", "run", str(spec), "--out", str(out)],
-                                  cwd=REPO, env=wrn_env(PYTHONPATH=f"{shim}{os.pathsep}{REPO}"),
-                                  stdout=output, stderr=subprocess.STDOUT)
+        driver = warm().start(["sweep", "run", spec, "--out", out],
+                              env=wrn_env(PYTHONPATH=f"{shim}{os.pathsep}{REPO}"),
+                              stdout=output, stderr=subprocess.STDOUT)
     try:
         def long_run_checkpointed():
             for run_dir in (out / RUNS_DIR).glob("*"):

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import checkpoint_epoch, make_image_tree, wait_for
-from tests.test_faults import REPO, assert_one_line_error, epochs_of, fit, fit_args, fit_here, shim_env
+from tests.helpers import checkpoint_epoch, make_image_tree, wait_for, warm
+from tests.test_faults import assert_one_line_error, epochs_of, fit, fit_args, fit_here, shim_env
 from wrn.rundir import read_metrics
 
 
@@ -133,8 +132,7 @@ wrn.module.LitClassifier.on_train_epoch_start = on_train_epoch_start
 def test_signalled_fit_exits_128_plus_the_signal_and_records_it(tmp_path, tree, signum, code, named):
     run, held = tmp_path / "run", tmp_path / "held"
     env = shim(tmp_path, HOLD_UNTIL_SIGNALLED.format(marker=str(held)))
-    process = subprocess.Popen([sys.executable, "-m", "wrn", *fit_args(tree, run, "--trainer.max_epochs", 5)],
-                               cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    process = warm().start(fit_args(tree, run, "--trainer.max_epochs", 5), env=env, stderr=subprocess.PIPE)
     try:
         wait_for(held.exists, "the run to reach epoch 1", process)
         process.send_signal(signum)

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.helpers import make_image_tree, wait_for
+from tests.helpers import make_image_tree, wait_for, warm
 from tests.test_faults import REPO, assert_one_line_error, epochs_of, fit, fit_args, shim_env
 from wrn import rundir
 
@@ -64,8 +64,7 @@ setattr(wrn.module.LitClassifier, {hook!r}, held)
 def start_held(tmp_path: Path, tree: Path, run: Path, hook: str, condition: str, *extra):
     marker = tmp_path / f"held-{uuid.uuid4().hex[:6]}"
     env = shim(tmp_path, HOLD_AT.format(hook=hook, condition=condition, marker=str(marker)))
-    process = subprocess.Popen([sys.executable, "-m", "wrn", *fit_args(tree, run, *extra)], cwd=REPO,
-                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    process = warm().start(fit_args(tree, run, *extra), env=env, stderr=subprocess.PIPE)
     try:
         wait_for(marker.exists, f"the run to hold in {hook}", process)
     except BaseException:
@@ -89,9 +88,8 @@ def test_a_finished_run_folder_is_never_reused_for_other_settings(tmp_path, tree
     run = tmp_path / "run"
     assert fit(tree, run, "--trainer.max_epochs", 1).returncode == 0
     before = files_of(run)
-    replay = subprocess.run([sys.executable, "-m", "wrn", "fit", "--config", str(run / "config.yaml"),
-                             "--model.optim.lr", "0.05"], cwd=REPO, capture_output=True, text=True,
-                            timeout=600, env=shim_env(tmp_path))
+    replay = warm().run(["fit", "--config", run / "config.yaml", "--model.optim.lr", "0.05"],
+                        env=shim_env(tmp_path))
     assert_one_line_error(replay, str(run), "model.optim.lr: 0.1 -> 0.05", "never reused")
     assert files_of(run) == before  # nothing rewritten
     # The same settings again: a fresh run into the same folder replaces it, checkpoints included

@@ -4,13 +4,12 @@ import json
 import os
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.helpers import make_image_tree, wait_for, wrn_data_root, wrn_here
+from tests.helpers import make_image_tree, wait_for, warm, wrn_data_root, wrn_here
 from wrn.module import lr_factor
 from wrn.files import read_jsonl
 from wrn.rundir import read_metrics
@@ -22,9 +21,8 @@ TINY = ["--model.name", "wrn-10-1", "--data.batch_size", "32", "--data.num_worke
 
 
 def wrn(*args: str, cwd=REPO) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.run([sys.executable, "-m", "wrn", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=900)
+    """`wrn ARGS` in a process of its own (forked warm: tests.helpers.warm)."""
+    return warm().run(args, cwd=cwd, env={**os.environ, "PYTHONUNBUFFERED": "1"}, timeout=900)
 
 
 @pytest.mark.slow
@@ -64,9 +62,8 @@ def test_resume_continues_the_global_step_and_test_evaluates_the_test_split(tmp_
     common = [*TINY, "--data.root", str(tree), "--data.val_size", "16",
               "--trainer.default_root_dir", str(run), "--trainer.max_epochs", "2"]
     held = tmp_path / "held"
-    first = subprocess.Popen([sys.executable, "-m", "wrn", "fit", *common], cwd=REPO,
-                             env=shim(tmp_path, HOLD_UNTIL_SIGNALLED.format(marker=str(held))),
-                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    first = warm().start(["fit", *common], env=shim(tmp_path, HOLD_UNTIL_SIGNALLED.format(marker=str(held))),
+                         stderr=subprocess.PIPE)
     wait_for(held.exists, "the run to hold at epoch 1", first)
     first.send_signal(signal.SIGTERM)  # a scheduler's stop after the first epoch
     assert first.wait(timeout=120) == 143, first.stderr.read()[-3000:]
