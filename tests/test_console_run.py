@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.helpers import make_image_tree, warm
+from tests.helpers import make_image_tree, warm, wrn_data_root
 from tests.test_data_degenerate import save_16_bit_grey, write_png_header
 from tests.test_faults import assert_one_line_error
-from wrn.console import _one_based, slow_cpu_warning
+from wrn.console import _one_based, planned_train_images, slow_cpu_warning
 from wrn.data import CIFARData
 from wrn.module import LitClassifier
 
@@ -180,9 +180,19 @@ def test_a_cpu_run_of_days_is_announced_with_its_estimate():
     assert slow_cpu_warning(minutes, model, CIFARData(root="unused", subset=1000, val_size=1000)) is None
 
 
+def test_the_estimate_counts_the_images_of_a_tree_and_nothing_where_no_data_can_be(tmp_path):
+    tree = make_image_tree(tmp_path / "data", classes=3, per_class=4)
+    assert planned_train_images(CIFARData(root=str(tree), val_size=2)) == 3 * 4 - 2
+    assert planned_train_images(CIFARData(root=str(tree), val_size=2, subset=3)) == 3 * 3 - 2
+    (tmp_path / "empty").mkdir()
+    assert planned_train_images(CIFARData(root=str(tmp_path / "empty"), download=False)) == 0
+    # torchvision's files, or a download to come: the data set's own size
+    assert planned_train_images(CIFARData(root=str(tmp_path / "empty"), val_size=0)) == 50_000
+
+
 @pytest.mark.slow
 def test_a_recipe_of_days_on_a_cpu_stops_before_training_with_a_command_that_keeps_the_data(tmp_path):
-    tree = make_image_tree(tmp_path / "data", classes=3, per_class=4)
+    tree = wrn_data_root()  # the estimate counts the tree's images: the real 50,000
     run = tmp_path / "run"
     result = wrn("fit", "--config", "configs/wrn-28-10.yaml", "--data.root", tree,
                  "--trainer.default_root_dir", run, "--trainer.accelerator", "cpu")

@@ -399,13 +399,17 @@ def _train_without_class_folders(root: Path) -> Path:
     (_class_folders_without_train, ["holds class folders but no train/ folder"]),
     (_train_without_class_folders, ["has no class folders"]),
 ], ids=["empty", "class-folders-without-train", "train-without-class-folders"])
-def test_data_root_with_the_wrong_content_is_one_line_naming_it(tmp_path, make_root, needles):
+def test_data_root_with_the_wrong_content_is_one_line_naming_it(tmp_path, make_root, needles, monkeypatch):
+    # On the slowest CPU too: a root that cannot hold the data is named before any estimate of
+    # how long a 200-epoch run on it would take.
+    monkeypatch.setattr("wrn.console.cpu_images_per_second", lambda model: 0.01)
     root = make_root(tmp_path / "root")
     result = wrn_here("fit", *TINY_FIT, "--data.root", root, "--trainer.default_root_dir", tmp_path / "run")
     assert_one_line_error(result, str(root), *needles)
 
 
-def test_corrupt_image_is_one_line_naming_the_file(tmp_path):
+def test_corrupt_image_is_one_line_naming_the_file(tmp_path, monkeypatch):
+    monkeypatch.setattr("wrn.console.cpu_images_per_second", lambda model: 0.01)  # as above
     root = make_image_tree(tmp_path / "data", classes=3, per_class=4)
     bad = root / "train" / "class1" / "0002.png"
     bad.write_bytes(b"\x89PNG\r\n\x1a\n but the rest is not an image")

@@ -15,6 +15,7 @@ from lightning.pytorch.callbacks import ProgressBar, RichProgressBar
 
 from wrn import rundir
 from wrn.data import DATASETS
+from wrn.data.sources import has_loose_class_folders, tree_count
 from wrn.report.text import duration
 
 # (message regex, module regex, category): each one exact third-party warning, nothing broader.
@@ -107,11 +108,19 @@ def put_package_options_first(parser) -> None:
 
 
 def planned_train_images(datamodule) -> int:
-    """Training images per epoch the data config asks for, before reading any data."""
+    """Training images per epoch the data config asks for, before decoding any: counted in an
+    image tree, the data set's size for torchvision's files; 0 where the root cannot hold the
+    data, so that the data step names the root, not an estimate of a run that cannot start."""
     classes = getattr(datamodule, "num_classes", 10)
     subset = getattr(datamodule, "subset", None)
     facts = DATASETS.get(getattr(datamodule, "dataset", ""), DATASETS["cifar10"])
     total = subset * classes if subset else facts.train_images
+    root = getattr(datamodule, "root_path", None)
+    if root is not None and (root / "train").is_dir():
+        total = tree_count(root / "train", subset) or 0
+    elif root is not None and not getattr(datamodule, "download", True) and (
+            not root.is_dir() or not any(root.iterdir()) or has_loose_class_folders(root)):
+        total = 0
     return max(0, total - getattr(datamodule, "val_size", 0))
 
 

@@ -58,6 +58,15 @@ def image_files(folder: Path) -> list[str]:
     return sorted(f for f in os.listdir(folder) if f.lower().endswith(IMAGE_SUFFIXES))
 
 
+def tree_count(folder: Path, per_class: Optional[int] = None) -> Optional[int]:
+    """Images under folder/<class>/, at most per_class each, without decoding any; None when
+    there is no such tree."""
+    if not folder.is_dir():
+        return None
+    counts = [len(image_files(entry.path)) for entry in os.scandir(folder) if entry.is_dir()]
+    return sum(count if per_class is None else min(count, per_class) for count in counts) or None
+
+
 def has_loose_class_folders(root: Path) -> bool:
     """True when root/<class>/ holds images directly, the usual mistake of a tree without train/."""
     return any(f.is_dir() and not f.name.startswith(".") and image_files(f) for f in root.iterdir())

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 import re
 import statistics
 import time
@@ -17,7 +16,7 @@ import numpy as np
 
 from wrn import rundir
 from wrn.data import DATASETS
-from wrn.data.sources import image_files
+from wrn.data.sources import tree_count
 from wrn.sweep.state import RUNS_DIR, read_record, run_dir_of
 
 START_SECONDS = 20.0  # process start, imports, data set loading: outside a record's times
@@ -184,14 +183,6 @@ class SpeedBook:
 
 
 @functools.lru_cache(maxsize=64)
-def _tree_count(folder: str, per_class: int | None) -> int | None:
-    """Images under folder/<class>/, at most per_class each; None when there is no such tree."""
-    if not Path(folder).is_dir():
-        return None
-    counts = [len(image_files(entry.path)) for entry in os.scandir(folder) if entry.is_dir()]
-    return sum(count if per_class is None else min(count, per_class) for count in counts) or None
-
-
 @dataclass(frozen=True)
 class Workload:
     """Images one epoch of a run trains and validates on, the test images it ends with, and how
@@ -213,8 +204,8 @@ def workload(settings: dict, data_root: str | None) -> Workload:
     subset, val = settings.get("data.subset"), int(settings.get("data.val_size") or 0)
     facts = DATASETS.get(settings.get("data.dataset", "cifar10"), DATASETS["cifar10"])
     root = Path(data_root).expanduser() if data_root else None
-    train = _tree_count(str(root / "train"), subset) if root else None
-    test = _tree_count(str(root / "test"), None) if root else None
+    train = tree_count(root / "train", subset) if root else None
+    test = tree_count(root / "test") if root else None
     if train is None:  # no tree: the data set's own size (torchvision files, or not there yet)
         classes = int(settings.get("model.num_classes") or 10)
         train = facts.train_images if subset is None else min(facts.train_images, subset * classes)
