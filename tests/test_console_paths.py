@@ -12,13 +12,16 @@ REPO = Path(__file__).resolve().parents[1]
 MACHINE_PATHS = tuple("/" + name + "/" for name in ("work", "root", "home")) + (".." + "/shared",)
 
 
-def tracked_text_files() -> list[Path]:
+def tracked_files() -> list[Path]:
     try:
         listed = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True, check=True)
     except (OSError, subprocess.CalledProcessError):
         pytest.skip("not a git checkout")
-    files = [REPO / name for name in listed.stdout.decode().split("\0") if name]
-    return [f for f in files if f.is_file() and b"\0" not in f.read_bytes()[:8192]]
+    return [f for f in (REPO / name for name in listed.stdout.decode().split("\0") if name) if f.is_file()]
+
+
+def tracked_text_files() -> list[Path]:
+    return [f for f in tracked_files() if b"\0" not in f.read_bytes()[:8192]]
 
 
 @pytest.mark.slow
@@ -30,3 +33,7 @@ def test_no_tracked_file_names_a_machine_path():
              for number, line in enumerate(path.read_text(errors="replace").splitlines(), start=1)
              if any(machine in line for machine in MACHINE_PATHS)]
     assert not found, "machine paths in tracked files:\n" + "\n".join(found)
+    # Binary files too (a coverage database, a pickled checkpoint): named without a line.
+    binary = [str(path.relative_to(REPO)) for path in tracked_files() if path not in files
+              and any(machine.encode() in path.read_bytes() for machine in MACHINE_PATHS)]
+    assert not binary, f"machine paths in tracked binary files: {binary}"
