@@ -113,10 +113,10 @@ class WarmProcess:
     """A `wrn` command forked by tests/zygote.py (a process of its own, without the seconds of
     imports), used as a subprocess.Popen is: pid, poll, wait, send_signal, kill, communicate."""
 
-    def __init__(self, launcher: "WarmLauncher", pid: int, args: list[str], outputs: dict):
-        self.launcher, self.pid, self.args, self.outputs = launcher, pid, args, outputs
+    def __init__(self, launcher: "WarmLauncher", pid: int, args: list[str], piped: dict[str, Path]):
+        self.launcher, self.pid, self.args = launcher, pid, args
         self.returncode: int | None = None
-        self.stdout, self.stderr = (open(outputs[name], errors="replace") if name in outputs else None
+        self.stdout, self.stderr = (open(piped[name], errors="replace") if name in piped else None
                                     for name in ("stdout", "stderr"))
 
     def poll(self) -> int | None:
@@ -142,7 +142,11 @@ class WarmProcess:
 
     def communicate(self, timeout: float | None = None) -> tuple[str | None, str | None]:
         self.wait(timeout)
-        return tuple(stream.read() if stream else None for stream in (self.stdout, self.stderr))
+        said = tuple(stream.read() if stream else None for stream in (self.stdout, self.stderr))
+        for stream in (self.stdout, self.stderr):  # as Popen.communicate closes its pipes
+            if stream:
+                stream.close()
+        return said
 
 
 class WarmLauncher:
@@ -175,10 +179,10 @@ class WarmLauncher:
         """Like subprocess.Popen([sys.executable, "-m", "wrn", *args], ...), text mode. stdout and
         stderr: subprocess.PIPE (read back by communicate), DEVNULL or None, or an open file."""
         args = [str(arg) for arg in args]
-        outputs = {}
+        outputs, piped = {}, {}
         for name, target in (("stdout", stdout), ("stderr", stderr)):
             if target == subprocess.PIPE:
-                outputs[name] = Path(tempfile.mkstemp(prefix=name, dir=self.folder)[1])
+                outputs[name] = piped[name] = Path(tempfile.mkstemp(prefix=name, dir=self.folder)[1])
             elif target == subprocess.STDOUT:
                 outputs[name] = outputs["stdout"]
             elif hasattr(target, "name"):
@@ -192,14 +196,12 @@ class WarmLauncher:
             known = len(self.started)
             self.server.stdin.write(json.dumps(request) + "\n")
             self.server.stdin.flush()
-            forked = self.changed.wait_for(
+            self.changed.wait_for(
                 lambda: len(self.started) > known or self.server.poll() is not None, DEADLINE_S)
             if len(self.started) <= known:
-                pytest.fail(f"tests/zygote.py did not fork the command ({forked=}):\n"
+                pytest.fail("tests/zygote.py did not fork the command:\n"
                             + (self.folder / "zygote.log").read_text()[-3000:])
             pid = self.started[known]
-        piped = {name: path for name, path in outputs.items()
-                 if {"stdout": stdout, "stderr": stderr}[name] == subprocess.PIPE}
         return WarmProcess(self, pid, args, piped)
 
     def run(self, args, *, cwd=REPO, env=None, timeout: float = 600) -> subprocess.CompletedProcess:

@@ -14,8 +14,7 @@ import torch
 from lightning.pytorch.callbacks import ProgressBar, RichProgressBar
 
 from wrn import rundir
-from wrn.data import DATASETS
-from wrn.data.sources import has_loose_class_folders, tree_count
+from wrn.data.sources import has_loose_class_folders, train_images, tree_count
 from wrn.report.text import duration
 
 # (message regex, module regex, category): each one exact third-party warning, nothing broader.
@@ -108,19 +107,19 @@ def put_package_options_first(parser) -> None:
 
 
 def planned_train_images(datamodule) -> int:
-    """Training images per epoch the data config asks for, before decoding any: counted in an
-    image tree, the data set's size for torchvision's files; 0 where the root cannot hold the
-    data, so that the data step names the root, not an estimate of a run that cannot start."""
-    classes = getattr(datamodule, "num_classes", 10)
-    subset = getattr(datamodule, "subset", None)
-    facts = DATASETS.get(getattr(datamodule, "dataset", ""), DATASETS["cifar10"])
-    total = subset * classes if subset else facts.train_images
+    """Training images per epoch the data config asks for, before decoding any; 0 where the root
+    cannot hold the data, so that the data step names the root, not an estimate of a run that
+    cannot start."""
     root = getattr(datamodule, "root_path", None)
     if root is not None and (root / "train").is_dir():
-        total = tree_count(root / "train", subset) or 0
-    elif root is not None and not getattr(datamodule, "download", True) and (
-            not root.is_dir() or not any(root.iterdir()) or has_loose_class_folders(root)):
-        total = 0
+        unreadable = tree_count(root / "train") is None
+    else:
+        unreadable = root is not None and not getattr(datamodule, "download", True) and (
+            not root.is_dir() or not any(root.iterdir()) or has_loose_class_folders(root))
+    if unreadable:
+        return 0
+    total = train_images(getattr(datamodule, "dataset", "cifar10"), root,
+                         getattr(datamodule, "subset", None), getattr(datamodule, "num_classes", 10))
     return max(0, total - getattr(datamodule, "val_size", 0))
 
 
@@ -168,10 +167,7 @@ def _log_lines(trainer: L.Trainer) -> list[str]:
 def fit_summary(trainer: L.Trainer) -> str:
     """What the fit achieved and where it left everything, from its run record (metrics.json)."""
     run_dir = Path(trainer.default_root_dir)
-    try:
-        record = rundir.read_metrics(run_dir) or {}
-    except rundir.RecordError:
-        record = {}
+    record = rundir.read_record(run_dir)
     rate = record.get("images_per_sec")
     lines = [f"{record.get('model', 'model')} {record.get('status', 'finished')}: "
              f"{record.get('epochs', trainer.current_epoch)} epochs in {duration(record.get('wall_seconds'))}"

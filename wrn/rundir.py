@@ -95,10 +95,7 @@ def settings_difference(recorded: dict[str, Any], planned: dict[str, Any]) -> li
 
 
 def refuse_other_settings(run: Run, settings: dict[str, Any]) -> None:
-    try:
-        record = read_metrics(run) or {}
-    except RecordError:
-        return  # damaged: the resume rewrites it
+    record = read_record(run)  # damaged: the resume rewrites it
     differences = settings_difference(record["settings"], settings) if "settings" in record else []
     if differences:
         raise ValueError(f"{run} holds a run trained with other settings ({'; '.join(differences)});"
@@ -125,6 +122,14 @@ def read_metrics(run: Run) -> dict | None:
     if missing:
         raise RecordError(f"{path}: corrupt run record (missing {', '.join(missing)})")
     return record
+
+
+def read_record(run: Run) -> dict:
+    """metrics.json; {} when the run never wrote one or it is damaged."""
+    try:
+        return read_metrics(run) or {}
+    except RecordError:
+        return {}
 
 
 def write_metrics(run: Run, record: dict) -> None:

@@ -5,6 +5,7 @@ never in the data folder (often shared or read-only)."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import multiprocessing
@@ -58,6 +59,7 @@ def image_files(folder: Path) -> list[str]:
     return sorted(f for f in os.listdir(folder) if f.lower().endswith(IMAGE_SUFFIXES))
 
 
+@functools.lru_cache(maxsize=64)  # a sweep estimates its runs every second: each tree listed once
 def tree_count(folder: Path, per_class: Optional[int] = None) -> Optional[int]:
     """Images under folder/<class>/, at most per_class each, without decoding any; None when
     there is no such tree."""
@@ -65,6 +67,16 @@ def tree_count(folder: Path, per_class: Optional[int] = None) -> Optional[int]:
         return None
     counts = [len(image_files(entry.path)) for entry in os.scandir(folder) if entry.is_dir()]
     return sum(count if per_class is None else min(count, per_class) for count in counts) or None
+
+
+def train_images(dataset: str, root: Optional[Path], subset: Optional[int], num_classes: int) -> int:
+    """Training images a run on `root` reads, before decoding any: counted in an image tree, else
+    the data set's own size (torchvision's files, or a download to come); `subset` per class."""
+    counted = tree_count(root / "train", subset) if root is not None else None
+    if counted is not None:
+        return counted
+    total = DATASETS.get(dataset, DATASETS["cifar10"]).train_images
+    return total if subset is None else min(total, subset * num_classes)
 
 
 def has_loose_class_folders(root: Path) -> bool:

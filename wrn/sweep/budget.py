@@ -16,8 +16,8 @@ import numpy as np
 
 from wrn import rundir
 from wrn.data import DATASETS
-from wrn.data.sources import tree_count
-from wrn.sweep.state import RUNS_DIR, read_record, run_dir_of
+from wrn.data.sources import train_images, tree_count
+from wrn.sweep.state import RUNS_DIR, run_dir_of
 
 START_SECONDS = 20.0  # process start, imports, data set loading: outside a record's times
 EVAL_COST = 1 / 3  # an evaluated image costs about a third of a trained one (forward only)
@@ -182,7 +182,6 @@ class SpeedBook:
         return statistics.median(ratios) if ratios else FIT_PER_STEP
 
 
-@functools.lru_cache(maxsize=64)
 @dataclass(frozen=True)
 class Workload:
     """Images one epoch of a run trains and validates on, the test images it ends with, and how
@@ -201,17 +200,16 @@ class Workload:
 
 def workload(settings: dict, data_root: str | None) -> Workload:
     """From a run's settings (wrn.rundir.run_settings) and its data root."""
-    subset, val = settings.get("data.subset"), int(settings.get("data.val_size") or 0)
-    facts = DATASETS.get(settings.get("data.dataset", "cifar10"), DATASETS["cifar10"])
+    dataset, val = settings.get("data.dataset", "cifar10"), int(settings.get("data.val_size") or 0)
     root = Path(data_root).expanduser() if data_root else None
-    train = tree_count(root / "train", subset) if root else None
-    test = tree_count(root / "test") if root else None
-    if train is None:  # no tree: the data set's own size (torchvision files, or not there yet)
-        classes = int(settings.get("model.num_classes") or 10)
-        train = facts.train_images if subset is None else min(facts.train_images, subset * classes)
-        test = facts.test_images
-    return Workload(int(settings.get("trainer.max_epochs") or 0), max(0, train - val), val,
-                    test or 0, int(settings.get("model.copies") or 1))
+    train = train_images(dataset, root, settings.get("data.subset"),
+                         int(settings.get("model.num_classes") or 10))
+    if root is not None and tree_count(root / "train") is not None:
+        test = tree_count(root / "test") or 0
+    else:  # no tree: the data set's own size (torchvision files, or not there yet)
+        test = DATASETS.get(dataset, DATASETS["cifar10"]).test_images
+    return Workload(int(settings.get("trainer.max_epochs") or 0), max(0, train - val), val, test,
+                    int(settings.get("model.copies") or 1))
 
 
 @dataclass(frozen=True)
@@ -263,7 +261,7 @@ class Estimator:
                                   "will tell)")
         done = 0
         if self.book.out_dir is not None:
-            record = read_record(run_dir_of(self.book.out_dir, run.run_id))
+            record = rundir.read_record(run_dir_of(self.book.out_dir, run.run_id))
             done = int(record.get("epochs") or 0) if record.get("status") != "finished" else 0
         rate, how = found
         epochs_left = max(0, load.epochs - done)

@@ -17,8 +17,7 @@ from wrn.sweep.executors import Executor, RunTask
 from wrn.sweep.plan import Plan, PlannedRun
 from wrn.sweep.progress import PlainProgress, Tally
 from wrn.sweep.results import refresh_results
-from wrn.sweep.state import (Outcome, read_record, read_sweep_record, run_dir_of,
-                             write_run_files)
+from wrn.sweep.state import Outcome, read_sweep_record, run_dir_of, write_run_files
 
 WAIT_SECONDS = 1.0  # longest pause between progress refreshes while runs go on
 
@@ -40,7 +39,7 @@ def states(plan: Plan, out_dir: Path) -> dict[str, RunState]:
 def _recorded_settings(run_dir: Path) -> dict | None:
     """The settings the sweep recorded for a run, else those its own record holds."""
     sweep = read_sweep_record(run_dir)
-    return (read_record(run_dir) if sweep is None else sweep).get("settings")
+    return (rundir.read_record(run_dir) if sweep is None else sweep).get("settings")
 
 
 def changed_runs(plan: Plan, out_dir: Path, status: dict[str, RunState]) -> list[str]:

@@ -68,17 +68,9 @@ def _exit_text(returncode: int) -> str:
     return f"killed by {signal.Signals(-returncode).name}" if returncode < 0 else f"exit code {returncode}"
 
 
-def read_record(run_dir: Path) -> dict:
-    """metrics.json; {} when missing or damaged."""
-    try:
-        return rundir.read_metrics(run_dir) or {}
-    except rundir.RecordError:
-        return {}
-
-
 def record_failure(run_dir: Path, identity: dict, reason: str) -> None:
     """metrics.json with status failed, keeping whatever the run had recorded itself."""
-    record = {**dict.fromkeys(rundir.METRIC_KEYS), **identity, **read_record(run_dir)}
+    record = {**dict.fromkeys(rundir.METRIC_KEYS), **identity, **rundir.read_record(run_dir)}
     rundir.write_metrics(run_dir, {**record, "status": rundir.FAILED, "error": reason})
 
 
@@ -87,7 +79,7 @@ def conclude(run_id: str, run_dir: Path, identity: dict, returncode: int, before
     """After the process ended (`before`: the record's signature at launch): finished, or
     interrupted as the run recorded it; anything else is recorded as failed, with the reason."""
     # Only a record this attempt rewrote: a retry must not report the previous error.
-    record = {} if rundir.record_signature(run_dir) in (before, None) else read_record(run_dir)
+    record = {} if rundir.record_signature(run_dir) in (before, None) else rundir.read_record(run_dir)
     status = record.get("status")
     if returncode == 0 and status == rundir.FINISHED:
         return Outcome(run_id, rundir.FINISHED, None, seconds, record.get("best_val_acc"))
