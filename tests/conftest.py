@@ -53,6 +53,13 @@ def pytest_runtest_protocol(item, nextitem):
         subprocess.Popen._execute_child, helpers.WarmLauncher.start = start, warm_start
 
 
+@pytest.fixture
+def warm_sweep_runs():
+    """The runs an in-process sweep starts, forked warm (see helpers.warm_sweep_runs)."""
+    with helpers.warm_sweep_runs():
+        yield
+
+
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory):
     """One real `wrn fit`, in this process, shared by the fast tier: WRN-10-1, 2 epochs on 3

@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -154,9 +155,11 @@ class WarmLauncher:
 
     def __init__(self, folder: Path):
         self.folder = folder
-        with open(folder / "zygote.log", "w") as log:
-            self.server = subprocess.Popen([sys.executable, "-m", "tests.zygote"], cwd=REPO,
-                                           stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log,
+        self.channel, theirs = socket.socketpair()  # for descriptors the commands inherit
+        with open(folder / "zygote.log", "w") as log, theirs:
+            self.server = subprocess.Popen([sys.executable, "-m", "tests.zygote", str(theirs.fileno())],
+                                           cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                           stderr=log, pass_fds=(theirs.fileno(),),
                                            start_new_session=True, text=True)
         self.ended: dict[int, int] = {}
         self.started: list[int] = []
@@ -175,9 +178,10 @@ class WarmLauncher:
                 self.changed.notify_all()
 
     def start(self, args, *, cwd=REPO, env=None, stdout=None, stderr=None,
-              start_new_session=False) -> WarmProcess:
+              start_new_session=False, pass_fds=()) -> WarmProcess:
         """Like subprocess.Popen([sys.executable, "-m", "wrn", *args], ...), text mode. stdout and
-        stderr: subprocess.PIPE (read back by communicate), DEVNULL or None, or an open file."""
+        stderr: subprocess.PIPE (read back by communicate), DEVNULL or None, or an open file;
+        pass_fds: descriptors the command inherits, at the same numbers."""
         args = [str(arg) for arg in args]
         outputs, piped = {}, {}
         for name, target in (("stdout", stdout), ("stderr", stderr)):
@@ -189,11 +193,13 @@ class WarmLauncher:
                 target.flush()
                 outputs[name] = Path(target.name)
         request = {"argv": args, "cwd": str(cwd), "env": dict(os.environ if env is None else env),
-                   "session": start_new_session,
+                   "session": start_new_session, "pass_fds": list(pass_fds),
                    **{name: str(outputs[name]) if name in outputs else None
                       for name in ("stdout", "stderr")}}
         with self.lock, self.changed:
             known = len(self.started)
+            if pass_fds:
+                socket.send_fds(self.channel, [b"."], list(pass_fds))
             self.server.stdin.write(json.dumps(request) + "\n")
             self.server.stdin.flush()
             self.changed.wait_for(
@@ -217,7 +223,37 @@ class WarmLauncher:
     def close(self) -> None:
         self.server.stdin.close()
         self.server.wait(timeout=60)
+        self.channel.close()
         shutil.rmtree(self.folder, ignore_errors=True)
+
+
+class WarmSubprocess:
+    """The `subprocess` module as a sweep's executor sees it when tests/conftest.py's
+    `warm_sweep_runs` fixture is on: each run's `python -m wrn fit` is forked by the session's
+    launcher, with its log, environment, working directory and run lock (pass_fds) as the sweep
+    gives them. It is not the sweep's child, so the sweep's dying kills it only through the test."""
+
+    def __getattr__(self, name):
+        return getattr(subprocess, name)
+
+    @staticmethod
+    def Popen(command, *, stdin=None, stdout=None, stderr=None, env=None, cwd=None, pass_fds=(),
+              preexec_fn=None) -> WarmProcess:  # noqa: N802 - stands in for subprocess.Popen
+        assert list(command[:3]) == [sys.executable, "-m", "wrn"], command
+        return warm().start(command[3:], cwd=cwd or os.getcwd(), env=env, stdout=stdout, stderr=stderr,
+                            pass_fds=pass_fds)
+
+
+@contextlib.contextmanager
+def warm_sweep_runs():
+    """Within it, the runs an in-process sweep starts are forked from tests/zygote.py instead of
+    starting `python -m wrn fit` cold (seconds of imports each). Ray's runs, and those of a sweep
+    that is a process of its own, still start cold: the command itself stays tested."""
+    from wrn.sweep import executors
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(executors, "subprocess", WarmSubprocess())
+        yield
 
 
 _launcher: list[WarmLauncher] = []

@@ -194,6 +194,7 @@ def test_fit_sigkilled_mid_run_resumes_to_the_uninterrupted_result(tmp_path, tre
 
 @pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="parent-death signal is Linux's")
+@pytest.mark.usefixtures("warm_sweep_runs")
 def test_sweep_sigkilled_mid_run_keeps_results_whole_and_resumes_only_the_unfinished(tmp_path, tree):
     # A 1-epoch run that finishes, then a 3-epoch run held at the start of its epoch 1 (in flight
     # whatever the machine's speed) when the sweep dies.
@@ -243,6 +244,7 @@ def test_sweep_sigkilled_mid_run_keeps_results_whole_and_resumes_only_the_unfini
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("warm_sweep_runs")
 def test_damaged_metrics_json_and_results_csv_are_reported_then_rebuilt(tmp_path, tree, capsys):
     spec = write_spec(tmp_path, tree, points=[{}])
     out = tmp_path / "out"
@@ -459,17 +461,17 @@ if any("/runs/{target}-" in arg for arg in sys.argv):  # only the fit process of
 
 
 @pytest.mark.slow
-def test_out_of_memory_run_is_recorded_failed_and_the_sweep_goes_on(tmp_path, tree):
-    # The real sweep and fit processes; a sitecustomize on PYTHONPATH makes the wrn-16-1 run's
-    # training step raise the exception a CUDA allocation failure raises, on this CPU machine.
+@pytest.mark.usefixtures("warm_sweep_runs")
+def test_out_of_memory_run_is_recorded_failed_and_the_sweep_goes_on(tmp_path, tree, monkeypatch):
+    # The real fit processes; a sitecustomize on PYTHONPATH makes the wrn-16-1 run's training
+    # step raise the exception a CUDA allocation failure raises, on this CPU machine.
     shim = tmp_path / "shim"
     shim.mkdir()
     (shim / "sitecustomize.py").write_text(OOM_SHIM.format(target="wrn-16-1"))
     spec = write_spec(tmp_path, tree, grid={"model.depth": [16, 10]})
     out = tmp_path / "out"
-    result = wrn("sweep", "run", spec, "--out", out, "--max-retries", "0",
-                 env=shim_env(shim))
-    assert result.returncode == 1, result.stdout[-3000:] + result.stderr[-3000:]  # 1: some failed
+    monkeypatch.setenv("PYTHONPATH", shim_env(shim)["PYTHONPATH"])
+    assert sweep_cli.main(["run", str(spec), "--out", str(out), "--max-retries", "0"]) == 1  # 1: some failed
     rows = {row["model"]: row for row in result_rows(out)}
     assert rows["wrn-10-1"]["status"] == "finished"
     oom = rows["wrn-16-1"]

@@ -177,6 +177,7 @@ def test_run_states_and_retry_budget(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("warm_sweep_runs")
 def test_local_sweep_rerun_resume_and_rebuilt_results(tmp_path, tree, capsys):
     spec = write_spec(tmp_path, tree, seeds=[0, 1], grid={"model.depth": [10, 16]})
     out = tmp_path / "out"
@@ -226,6 +227,7 @@ def test_ray_sweep_into_a_fresh_directory(tmp_path, tree):
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("warm_sweep_runs")
 def test_failed_run_is_recorded_retried_and_the_others_finish(tmp_path, tree, capsys):
     spec = write_spec(tmp_path, tree, points=[{}, {"model.optim.lr": 1.0e20}])
     out = tmp_path / "out"
@@ -245,6 +247,7 @@ def test_failed_run_is_recorded_retried_and_the_others_finish(tmp_path, tree, ca
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("warm_sweep_runs")
 def test_sweep_on_the_real_cifar10_tree(tmp_path):
     root = wrn_data_root()
     spec = write_spec(tmp_path, root, fixed={"data.val_size": 40}, points=[{}])
@@ -269,6 +272,7 @@ if "--trainer.default_root_dir" in sys.argv:
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("warm_sweep_runs")
 def test_runs_are_placed_one_per_gpu_of_the_device_list(tmp_path, tree, monkeypatch):
     # The devices the sweep sees are injected (this machine has none); each run's process
     # records the CUDA_VISIBLE_DEVICES it was given and when it ran.

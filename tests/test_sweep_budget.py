@@ -268,6 +268,7 @@ def test_dry_run_with_a_budget_prints_each_estimate_and_the_total(tmp_path, tree
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("warm_sweep_runs")
 def test_the_budget_stops_a_real_run_resumably_and_the_next_invocation_finishes_it(
         tmp_path, tree, monkeypatch):
     spec = helpers.write_spec(tmp_path, TINY_RUN, tree, seeds=[0],

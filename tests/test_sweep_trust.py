@@ -40,7 +40,8 @@ def finished(tmp_path_factory, tree) -> tuple[Path, Path]:
     folder = tmp_path_factory.mktemp("finished")
     spec = helpers.write_spec(folder, TINY_RUN, tree, seeds=[0], points=[{}])
     out = folder / "out"
-    assert sweep("run", spec, "--out", out) == 0
+    with helpers.warm_sweep_runs():
+        assert sweep("run", spec, "--out", out) == 0
     return spec, out
 
 

@@ -3,24 +3,33 @@
 The slow tier starts about a hundred `wrn` processes, and each spends most of its few seconds
 importing Lightning, torchmetrics and torchvision. A child forked from here is a process of its
 own all the same: its own pid, environment, working directory, standard files, session, signals
-and exit status; it runs `wrn.cli.main` as `python -m wrn` does, and exits through the
-interpreter's normal shutdown. Tests of start-up itself (the entry point, `--help` without torch,
+and exit status; it runs `wrn.cli.main` as `python -m wrn` does, and exits as the interpreter
+does (threads joined, atexit functions run, output flushed) without tearing down the modules it
+inherited. Tests of start-up itself (the entry point, `--help` without torch,
 DDP's re-launch of the command line) start `python -m wrn` as before.
 
 Protocol, one JSON object a line: the test writes {"argv", "cwd", "env", "stdout", "stderr",
-"session"} on standard input; this process answers {"started": pid} and, once that child ends,
-{"ended": pid, "code": returncode} (negative: the signal that ended it, as subprocess reports it).
+"session", "pass_fds"} on standard input; this process answers {"started": pid} and, once that
+child ends, {"ended": pid, "code": returncode} (negative: the signal that ended it, as subprocess
+reports it). Descriptors the command must inherit (`pass_fds`, e.g. the run lock a sweep holds)
+arrive first on the Unix socket named by the first argument, and keep their numbers in the child.
 """
 
 from __future__ import annotations
 
+import atexit
+import fcntl
+import gc
 import importlib.util
 import json
 import os
 import runpy
 import select
 import signal
+import socket
 import sys
+import threading
+import traceback
 from pathlib import Path
 
 PRELOAD = ("wrn.cli", "wrn.console", "wrn.errors", "wrn.train", "wrn.module", "wrn.recorder",
@@ -28,10 +37,19 @@ PRELOAD = ("wrn.cli", "wrn.console", "wrn.errors", "wrn.train", "wrn.module", "w
            "lightning.pytorch.cli", "torchvision")
 
 
-def child(request: dict, requests: int, answers) -> int:
-    """In the forked child: become the requested process, then run the command."""
+def child(request: dict, requests: int, answers, channel: socket.socket | None, passed: list[int]) -> None:
+    """In the forked child: become the requested process, run the command, and exit."""
     os.close(requests)
     answers.close()
+    if channel is not None:
+        channel.close()
+    # Out of the way first (a passed descriptor may sit on another's number), then in place.
+    high = [fcntl.fcntl(fd, fcntl.F_DUPFD, 1000) for fd in passed]
+    for fd, number in zip(high, request.get("pass_fds", [])):
+        os.dup2(fd, number)
+    for fd in [*passed, *high]:
+        if fd not in request.get("pass_fds", []):
+            os.close(fd)
     if request["session"]:
         os.setsid()
     os.chdir(request["cwd"])
@@ -41,8 +59,15 @@ def child(request: dict, requests: int, answers) -> int:
     os.dup2(null, 0)
     for fd, path in ((1, request["stdout"]), (2, request["stderr"])):
         os.dup2(os.open(path or os.devnull, os.O_WRONLY | os.O_CREAT | os.O_APPEND), fd)
+    if request["env"].get("PYTHONUNBUFFERED"):  # as the interpreter makes them at start-up
+        for stream in (sys.stdout, sys.stderr):
+            stream.reconfigure(line_buffering=True, write_through=True)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.default_int_handler)
+    # As `python -m wrn` has them (a sitecustomize may read them): Lightning's DDP launcher
+    # starts the other ranks from these.
+    sys.argv = [str(Path(sys.modules["wrn"].__file__).parent / "__main__.py"), *request["argv"]]
+    sys.modules["__main__"].__spec__ = importlib.util.find_spec("wrn.__main__")
     # What the interpreter does at start-up with PYTHONPATH: its folders first on sys.path, and a
     # sitecustomize.py found there run (tests use one to hold or break a run at a chosen point).
     paths = [p for p in request["env"].get("PYTHONPATH", "").split(os.pathsep) if p]
@@ -51,22 +76,44 @@ def child(request: dict, requests: int, answers) -> int:
         if (Path(folder) / "sitecustomize.py").is_file():
             runpy.run_path(str(Path(folder) / "sitecustomize.py"), run_name="sitecustomize")
             break
-    # As `python -m wrn` has them: Lightning's DDP launcher starts the other ranks from these.
-    sys.argv = [str(Path(sys.modules["wrn"].__file__).parent / "__main__.py"), *request["argv"]]
-    sys.modules["__main__"].__spec__ = importlib.util.find_spec("wrn.__main__")
     from wrn.cli import main
 
     try:
         main(request["argv"])
+        code = 0
     except SystemExit as exc:
-        return exc.code
-    return 0
+        code = exc.code
+    except BaseException:  # as the interpreter reports an uncaught exception
+        traceback.print_exc()
+        code = 1
+    if not isinstance(code, int):  # None is success; other values are printed, as sys.exit does
+        if code is not None:
+            print(code, file=sys.stderr)
+        code = 0 if code is None else 1
+    exit_now(code)
 
 
-def serve() -> int | None:
-    """Answer requests until standard input closes; return in a forked child, with its exit code."""
+def exit_now(code: int) -> None:
+    """The interpreter's exit, less its teardown of what this process inherited: wait for
+    threads, run the atexit functions (multiprocessing's, a sitecustomize's), flush, and end. The
+    teardown would touch every object the parent imported, copying each page of its memory (about
+    a second a command); the parent's objects are frozen out of the garbage collector for the same
+    reason (`gc.freeze` in `serve`)."""
+    threading._shutdown()  # noqa: SLF001 - what Py_Finalize does first
+    atexit._run_exitfuncs()  # noqa: SLF001
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code & 0xFF)
+
+
+def serve(channel: socket.socket | None) -> None:
+    """Answer requests until standard input closes."""
     for name in PRELOAD:
         __import__(name)
+    gc.freeze()  # never collected in a child, so never written to (see exit_now)
     requests = os.dup(0)
     out = os.fdopen(os.dup(1), "w", buffering=1)
     pending = b""
@@ -80,16 +127,21 @@ def serve() -> int | None:
         if readable:
             chunk = os.read(requests, 1 << 16)
             if not chunk:
-                return None
+                return
             pending += chunk
             while b"\n" in pending:
                 line, pending = pending.split(b"\n", 1)
                 request = json.loads(line)
+                passed = []
+                if request.get("pass_fds"):
+                    _, passed, _, _ = socket.recv_fds(channel, 1, len(request["pass_fds"]))
                 sys.stdout.flush()
                 sys.stderr.flush()
                 pid = os.fork()
                 if pid == 0:
-                    return child(request, requests, out)
+                    child(request, requests, out, channel, passed)
+                for fd in passed:
+                    os.close(fd)
                 running.add(pid)
                 say({"started": pid})
         for pid in list(running):
@@ -100,4 +152,4 @@ def serve() -> int | None:
 
 
 if __name__ == "__main__":
-    sys.exit(serve())
+    serve(socket.socket(fileno=int(sys.argv[1])) if len(sys.argv) > 1 else None)
