@@ -201,9 +201,12 @@ def test_a_yaml_alias_bomb_is_refused_in_one_line(tmp_path, tree):
 @pytest.mark.slow
 def test_ctrl_c_while_the_points_are_checked_exits_130_in_one_line(tmp_path, tree):
     spec = write_spec(tmp_path, tree, grid={"model.optim.lr": [i / 1e4 for i in range(1, 5001)]})
+    # Ctrl-C as a terminal delivers it, even where this test runs with SIGINT ignored (a
+    # background job of a script): an ignored SIGINT would be inherited, and the sweep never told.
     process = subprocess.Popen([sys.executable, "-m", "wrn", "sweep", "run", str(spec), "--out",
                                 str(tmp_path / "out"), "--dry-run"], cwd=REPO,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         wait_for(lambda: process.stderr.readline().startswith("checking 5,000 points"),
                  "the sweep to start checking", process)
