@@ -5,8 +5,8 @@ importing Lightning, torchmetrics and torchvision. A child forked from here is a
 own all the same: its own pid, environment, working directory, standard files, session, signals
 and exit status; it runs `wrn.cli.main` as `python -m wrn` does, and exits as the interpreter
 does (threads joined, atexit functions run, output flushed) without tearing down the modules it
-inherited. Tests of start-up itself (the entry point, `--help` without torch,
-DDP's re-launch of the command line) start `python -m wrn` as before.
+inherited. Tests of start-up itself (the entry point, `--help` without torch, DDP's re-launch of
+the command line) start `python -m wrn` as before.
 
 Protocol, one JSON object a line: the test writes {"argv", "cwd", "env", "stdout", "stderr",
 "session", "pass_fds"} on standard input; this process answers {"started": pid} and, once that
@@ -96,9 +96,9 @@ def child(request: dict, requests: int, answers, channel: socket.socket | None, 
 def exit_now(code: int) -> None:
     """The interpreter's exit, less its teardown of what this process inherited: wait for
     threads, run the atexit functions (multiprocessing's, a sitecustomize's), flush, and end. The
-    teardown would touch every object the parent imported, copying each page of its memory (about
-    a second a command); the parent's objects are frozen out of the garbage collector for the same
-    reason (`gc.freeze` in `serve`)."""
+    teardown would touch every object the parent imported, copying each page of its memory, and
+    take longer than most commands; the parent's objects are frozen out of the garbage collector
+    for the same reason (`gc.freeze` in `serve`)."""
     threading._shutdown()  # noqa: SLF001 - what Py_Finalize does first
     atexit._run_exitfuncs()  # noqa: SLF001
     for stream in (sys.stdout, sys.stderr):
