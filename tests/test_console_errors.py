@@ -7,7 +7,6 @@ import errno
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -15,7 +14,6 @@ from tests.helpers import warm, wrn_here
 from wrn.cli import _guarded, debugging
 from wrn.errors import MAX_MESSAGE, MAX_YAML_NODES, cap, check_config_args, one_line_error, yaml_node_count
 
-REPO = Path(__file__).resolve().parents[1]
 ALIAS_BOMB = "a: &a [x,x,x,x,x,x,x,x,x]\n" + "".join(
     f"{chr(98 + i)}: &{chr(98 + i)} [{','.join(['*' + chr(97 + i)] * 9)}]\n" for i in range(8))
 

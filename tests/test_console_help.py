@@ -5,15 +5,13 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-from tests.helpers import wrn_here
+from tests.helpers import REPO, wrn_here
 from wrn import __version__
 from wrn.cli import COMMAND_HELP, LIGHTNING_COMMANDS, OWN_COMMANDS
 
-REPO = Path(__file__).resolve().parents[1]
 
 
 def wrn(*args: str) -> subprocess.CompletedProcess:

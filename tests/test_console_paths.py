@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+from tests.helpers import REPO
+
 # Assembled here so that this file does not contain them itself.
 MACHINE_PATHS = tuple("/" + name + "/" for name in ("work", "root", "home")) + (".." + "/shared",)
 

@@ -14,14 +14,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.helpers import make_image_tree, warm, wrn_data_root
+from tests.helpers import REPO, make_image_tree, warm, wrn_data_root
 from tests.test_data_degenerate import save_16_bit_grey, write_png_header
 from tests.test_faults import assert_one_line_error
 from wrn.console import _one_based, planned_train_images, slow_cpu_warning
 from wrn.data import CIFARData
 from wrn.module import LitClassifier
 
-REPO = Path(__file__).resolve().parents[1]
 NOISE = ("litlogger", "LeafSpec", "torch.jit.script", "Total FLOPs: 0", "Epoch 1/1", "GPU available",
          "TPU available", "Loading `train_dataloader`", "v_num", "log_every_n_steps",
          "Restoring states", "Test metric")

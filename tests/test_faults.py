@@ -26,7 +26,7 @@ import torch
 from PIL import Image
 
 from tests import helpers
-from tests.helpers import checkpoint_epoch, make_image_tree, wait_for, warm, wrn_here
+from tests.helpers import REPO, checkpoint_epoch, make_image_tree, wait_for, warm, wrn_here
 from wrn.data import CIFARData
 from wrn.files import append_jsonl, read_jsonl
 from wrn.rundir import read_metrics
@@ -35,7 +35,6 @@ from wrn.report.results import RESULTS_FILE, results_problem
 from wrn.rundir import INTERRUPTED, run_state
 from wrn.sweep.state import LOG_FILE, RUNS_DIR
 
-REPO = Path(__file__).resolve().parents[1]
 TINY_FIT = ["--model.name", "wrn-10-1", "--data.batch_size", "16", "--data.val_size", "32",
             "--data.num_workers", "0", "--data.download", "false", "--trainer.accelerator", "cpu",
             "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",

@@ -1,9 +1,8 @@
 """The README's two opening commands stay true: CI runs the test command verbatim."""
 
 import re
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from tests.helpers import REPO
 
 
 def readme_commands() -> list[str]:

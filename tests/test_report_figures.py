@@ -11,12 +11,12 @@ import matplotlib
 import pytest
 from matplotlib.text import Text
 
+from tests.helpers import REPO
 from wrn.report import curves, figures, plot
 from wrn.report.figures import PlotOptions
 from wrn.report.results import aggregate, describe_runs, load_results, results_text
 
 matplotlib.use("Agg")
-REPO = Path(__file__).resolve().parents[1]
 BENCHMARKS = REPO / "benchmarks"
 
 

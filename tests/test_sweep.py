@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests import helpers
-from tests.helpers import make_image_tree, wrn_data_root
+from tests.helpers import REPO, make_image_tree, wrn_data_root
 from wrn.errors import one_line_error
 from wrn.files import atomic_write_json
 from wrn.rundir import read_metrics
@@ -28,7 +28,6 @@ from wrn.sweep.spec import expand, load_spec
 from wrn.rundir import FAILED, INTERRUPTED, run_state
 from wrn.sweep.state import LOG_FILE, RUNS_DIR
 
-REPO = Path(__file__).resolve().parents[1]
 TINY_RUN = {  # one epoch of WRN-10-1 on 3 classes x 20 images, 20 of them for validation
     "seed_everything": 0,
     "trainer": {"accelerator": "cpu", "max_epochs": 1, "enable_progress_bar": False,

@@ -19,14 +19,13 @@ from pathlib import Path
 import pytest
 
 from tests import helpers
-from tests.helpers import make_image_tree, wait_for, wrn_here
+from tests.helpers import REPO, make_image_tree, wait_for, wrn_here
 from tests.test_sweep import TINY_RUN, sweep
 from wrn.errors import one_line_error
 from wrn.rundir import read_metrics
 from wrn.sweep.executors import join_error, probe_address
 from wrn.sweep.state import RUNS_DIR
 
-REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")

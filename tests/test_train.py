@@ -4,17 +4,15 @@ import json
 import os
 import signal
 import subprocess
-from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.helpers import make_image_tree, wait_for, warm, wrn_data_root, wrn_here
+from tests.helpers import REPO, make_image_tree, wait_for, warm, wrn_data_root, wrn_here
 from wrn.module import lr_factor
 from wrn.files import read_jsonl
 from wrn.rundir import read_metrics
 
-REPO = Path(__file__).resolve().parents[1]
 TINY = ["--model.name", "wrn-10-1", "--data.batch_size", "32", "--data.num_workers", "0",
         "--trainer.accelerator", "cpu", "--trainer.enable_progress_bar", "false",
         "--trainer.enable_model_summary", "false", "--trainer.log_every_n_steps", "1"]

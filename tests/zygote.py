@@ -37,18 +37,17 @@ PRELOAD = ("wrn.cli", "wrn.console", "wrn.errors", "wrn.train", "wrn.module", "w
            "lightning.pytorch.cli", "torchvision")
 
 
-def child(request: dict, requests: int, answers, channel: socket.socket | None, passed: list[int]) -> None:
+def child(request: dict, requests: int, answers, channel: socket.socket, passed: list[int]) -> None:
     """In the forked child: become the requested process, run the command, and exit."""
     os.close(requests)
     answers.close()
-    if channel is not None:
-        channel.close()
+    channel.close()
     # Out of the way first (a passed descriptor may sit on another's number), then in place.
     high = [fcntl.fcntl(fd, fcntl.F_DUPFD, 1000) for fd in passed]
-    for fd, number in zip(high, request.get("pass_fds", [])):
+    for fd, number in zip(high, request["pass_fds"]):
         os.dup2(fd, number)
     for fd in [*passed, *high]:
-        if fd not in request.get("pass_fds", []):
+        if fd not in request["pass_fds"]:
             os.close(fd)
     if request["session"]:
         os.setsid()
@@ -109,7 +108,7 @@ def exit_now(code: int) -> None:
     os._exit(code & 0xFF)
 
 
-def serve(channel: socket.socket | None) -> None:
+def serve(channel: socket.socket) -> None:
     """Answer requests until standard input closes."""
     for name in PRELOAD:
         __import__(name)
@@ -133,7 +132,7 @@ def serve(channel: socket.socket | None) -> None:
                 line, pending = pending.split(b"\n", 1)
                 request = json.loads(line)
                 passed = []
-                if request.get("pass_fds"):
+                if request["pass_fds"]:
                     _, passed, _, _ = socket.recv_fds(channel, 1, len(request["pass_fds"]))
                 sys.stdout.flush()
                 sys.stderr.flush()
@@ -152,4 +151,4 @@ def serve(channel: socket.socket | None) -> None:
 
 
 if __name__ == "__main__":
-    serve(socket.socket(fileno=int(sys.argv[1])) if len(sys.argv) > 1 else None)
+    serve(socket.socket(fileno=int(sys.argv[1])))
