@@ -185,6 +185,8 @@ def test_the_estimate_counts_the_images_of_a_tree_and_nothing_where_no_data_can_
     assert planned_train_images(CIFARData(root=str(tree), val_size=2, subset=3)) == 3 * 3 - 2
     (tmp_path / "empty").mkdir()
     assert planned_train_images(CIFARData(root=str(tmp_path / "empty"), download=False)) == 0
+    # class folders without train/: refused by the data step, download or not
+    assert planned_train_images(CIFARData(root=str(tree / "train"))) == 0
     # torchvision's files, or a download to come: the data set's own size
     assert planned_train_images(CIFARData(root=str(tmp_path / "empty"), val_size=0)) == 50_000
 

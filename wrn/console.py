@@ -14,7 +14,8 @@ import torch
 from lightning.pytorch.callbacks import ProgressBar, RichProgressBar
 
 from wrn import rundir
-from wrn.data.sources import has_loose_class_folders, train_images, tree_count
+from wrn.data.datasets import DataError
+from wrn.data.sources import train_images, tree_count
 from wrn.report.text import duration
 
 # (message regex, module regex, category): each one exact third-party warning, nothing broader.
@@ -110,16 +111,19 @@ def planned_train_images(datamodule) -> int:
     """Training images per epoch the data config asks for, before decoding any; 0 where the root
     cannot hold the data, so that the data step names the root, not an estimate of a run that
     cannot start."""
-    root = getattr(datamodule, "root_path", None)
-    if root is not None and (root / "train").is_dir():
-        unreadable = tree_count(root / "train") is None
-    else:
-        unreadable = root is not None and not getattr(datamodule, "download", True) and (
-            not root.is_dir() or not any(root.iterdir()) or has_loose_class_folders(root))
-    if unreadable:
-        return 0
-    total = train_images(getattr(datamodule, "dataset", "cifar10"), root,
-                         getattr(datamodule, "subset", None), getattr(datamodule, "num_classes", 10))
+    root, subset = getattr(datamodule, "root_path", None), getattr(datamodule, "subset", None)
+    if root is not None:
+        try:
+            datamodule.check_root()  # what the data step would name first
+        except DataError:
+            return 0
+        if (root / "train").is_dir():
+            if tree_count(root / "train", subset) is None:  # a tree without images
+                return 0
+        elif not getattr(datamodule, "download", True) and (not root.is_dir() or not any(root.iterdir())):
+            return 0  # nothing to read and nothing to fetch
+    total = train_images(getattr(datamodule, "dataset", "cifar10"), root, subset,
+                         getattr(datamodule, "num_classes", 10))
     return max(0, total - getattr(datamodule, "val_size", 0))
 
 

@@ -79,9 +79,11 @@ def run_settings(config: dict) -> dict[str, Any]:
     def walk(node: dict, prefix: str):
         for key, value in node.items():
             name = prefix + key
-            if isinstance(value, dict) and value and name not in NOT_SETTINGS:
+            if name in NOT_SETTINGS:
+                continue
+            if isinstance(value, dict) and value:
                 yield from walk(value, name + ".")
-            elif name not in NOT_SETTINGS:
+            else:
                 yield name, value
 
     return json.loads(json.dumps(dict(sorted(walk(config, ""))), default=str))

@@ -104,15 +104,20 @@ class CIFARData(L.LightningDataModule):
     def has_test_split(self) -> bool:
         return (self.root_path / "test").is_dir() or not self._is_tree()
 
-    def _read_arrays(self, split: Literal["train", "test"]) -> tuple[np.ndarray, np.ndarray]:
-        """uint8 NCHW images and int64 labels of one split, train already cut to `subset`."""
+    def check_root(self) -> None:
+        """The root's faults that show without reading an image: DataError naming the root."""
         root = self.root_path
-        per_class = self.subset if split == "train" else None
         if not root.exists() and not self.download:
             raise DataError(f"data root {root} does not exist (and download=False); {ROOT_HINT}")
         if root.is_dir() and not self._is_tree() and has_loose_class_folders(root):
             raise DataError(f"{root} holds class folders but no train/ folder; "
                             f"expected {root}/train/<class>/*.jpg")
+
+    def _read_arrays(self, split: Literal["train", "test"]) -> tuple[np.ndarray, np.ndarray]:
+        """uint8 NCHW images and int64 labels of one split, train already cut to `subset`."""
+        self.check_root()
+        root = self.root_path
+        per_class = self.subset if split == "train" else None
         if self._is_tree():
             split_dir = root / split
             if not split_dir.is_dir():

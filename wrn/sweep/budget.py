@@ -204,7 +204,7 @@ def workload(settings: dict, data_root: str | None) -> Workload:
     root = Path(data_root).expanduser() if data_root else None
     train = train_images(dataset, root, settings.get("data.subset"),
                          int(settings.get("model.num_classes") or 10))
-    if root is not None and tree_count(root / "train") is not None:
+    if root is not None and tree_count(root / "train", settings.get("data.subset")) is not None:
         test = tree_count(root / "test") or 0
     else:  # no tree: the data set's own size (torchvision files, or not there yet)
         test = DATASETS.get(dataset, DATASETS["cifar10"]).test_images
