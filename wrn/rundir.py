@@ -147,8 +147,7 @@ def record_signature(run: Run) -> tuple | None:
     return stat.st_ino, stat.st_mtime_ns, stat.st_size
 
 
-def result_records(run: Run, record: dict, read: Callable[[Path], dict | None] = read_metrics
-                   ) -> list[tuple[Path, dict]]:
+def result_records(run: Run, record: dict, read: Callable[[Path], dict | None]) -> list[tuple[Path, dict]]:
     """What a run counts as in results: (its folder, its record), or for a fused run (folder,
     record) of each copy, with the run's status and error; its own when a copy has no record."""
     copies = [(Path(run) / name, read(Path(run) / name)) for name in record.get("copy_dirs") or []]
