@@ -231,7 +231,7 @@ class WarmSubprocess:
     """The `subprocess` module as a sweep's executor sees it when tests/conftest.py's
     `warm_sweep_runs` fixture is on: each run's `python -m wrn fit` is forked by the session's
     launcher, with its log, environment, working directory and run lock (pass_fds) as the sweep
-    gives them. It is not the sweep's child, so the sweep's dying kills it only through the test."""
+    gives them. It is not the sweep's child: it dies with the test session, not with the sweep."""
 
     def __getattr__(self, name):
         return getattr(subprocess, name)

@@ -1,5 +1,5 @@
 """The two tiers' machinery: the fast tier cannot start a process unnoticed, and a `wrn` command
-forked warm (tests.helpers.warm) behaves as `python -m wrn` started cold."""
+forked warm (tests.helpers.warm) behaves as `python -m wrn` started cold and ends with the session."""
 
 from __future__ import annotations
 
@@ -50,3 +50,28 @@ def test_a_warm_command_is_a_process_of_its_own_that_prints_and_exits_as_a_cold_
     process = helpers.warm().start(["count", "wrn-10-1"], env={**env, "PYTHONPATH": str(shim)})
     process.send_signal(signal.SIGKILL)
     assert process.wait(timeout=60) == -signal.SIGKILL
+
+
+SESSION = """
+import os, pathlib, sys
+from tests import helpers
+shim = pathlib.Path(sys.argv[1])
+process = helpers.warm().start(["count", "wrn-10-1"], env={**os.environ, "PYTHONPATH": str(shim)})
+print(process.pid, flush=True)
+sys.stdin.read()
+"""
+
+
+@pytest.mark.slow
+def test_a_warm_command_never_outlives_a_killed_test_session(tmp_path):
+    shim = tmp_path / "shim"
+    shim.mkdir()
+    (shim / "sitecustomize.py").write_text("import time\ntime.sleep(600)\n")  # held until killed
+    session = subprocess.Popen([sys.executable, "-c", SESSION, str(shim)], cwd=helpers.REPO,
+                               env={**os.environ, "TMPDIR": str(tmp_path)},  # its launcher's folder
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    held = int(session.stdout.readline())
+    assert os.path.exists(f"/proc/{held}")
+    session.kill()  # as a CI timeout or a second Ctrl-C ends pytest: no clean-up of its own
+    session.wait()
+    helpers.wait_for(lambda: not os.path.exists(f"/proc/{held}"), "the held command to end", timeout=30)

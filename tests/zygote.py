@@ -18,6 +18,7 @@ arrive first on the Unix socket named by the first argument, and keep their numb
 from __future__ import annotations
 
 import atexit
+import ctypes
 import fcntl
 import gc
 import importlib.util
@@ -35,10 +36,18 @@ from pathlib import Path
 PRELOAD = ("wrn.cli", "wrn.console", "wrn.errors", "wrn.train", "wrn.module", "wrn.recorder",
            "wrn.data", "wrn.predict", "wrn.complexity", "wrn.sweep.cli", "lightning.pytorch",
            "lightning.pytorch.cli", "torchvision")
+PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
+_LIBC = ctypes.CDLL(None)
 
 
-def child(request: dict, requests: int, answers, channel: socket.socket, passed: list[int]) -> None:
+def child(request: dict, requests: int, answers, channel: socket.socket, passed: list[int],
+          parent: int) -> None:
     """In the forked child: become the requested process, run the command, and exit."""
+    # Killed with this process, which ends with the test session (its standard input closes),
+    # even when the session is killed: a command held by a test never outlives it.
+    _LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:
+        os._exit(1)
     os.close(requests)
     answers.close()
     channel.close()
@@ -113,6 +122,7 @@ def serve(channel: socket.socket) -> None:
     for name in PRELOAD:
         __import__(name)
     gc.freeze()  # never collected in a child, so never written to (see exit_now)
+    parent = os.getpid()
     requests = os.dup(0)
     out = os.fdopen(os.dup(1), "w", buffering=1)
     pending = b""
@@ -138,7 +148,7 @@ def serve(channel: socket.socket) -> None:
                 sys.stderr.flush()
                 pid = os.fork()
                 if pid == 0:
-                    child(request, requests, out, channel, passed)
+                    child(request, requests, out, channel, passed, parent)
                 for fd in passed:
                     os.close(fd)
                 running.add(pid)
